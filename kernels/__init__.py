@@ -1,0 +1,1 @@
+"""Triton kernels of mmmila (installed as ``mmmila.kernels``)."""

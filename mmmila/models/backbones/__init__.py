@@ -1,0 +1,3 @@
+from .mila import MILA
+
+__all__ = ['MILA']

@@ -1,0 +1,47 @@
+"""MILA's linear attention module: ``qk`` projection, the linear-attention op, LePE."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from mmmila.ops import mila_linear_attention
+
+
+def dwconv_tokens(conv: nn.Conv2d, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """Apply a 2-D conv to tokens (B, N, C) laid out as an (H, W) map; returns (B, N, C')."""
+    B, N, C = x.shape
+    y = conv(x.transpose(1, 2).reshape(B, C, hw[0], hw[1]))
+    return y.flatten(2).transpose(1, 2)
+
+
+class MILAAttention(nn.Module):
+    """Linear attention with 2-D RoPE and a locally enhanced positional encoding (LePE).
+
+    ``v`` is the input itself; ``q, k`` come from the ``qk`` projection. See
+    :func:`mmmila.ops.mila_linear_attention` for the maths.
+
+    Args:
+        channels (int): C.
+        num_heads (int): nh, C must be divisible by it.
+        qk_bias (bool): bias of the ``qk`` projection. Defaults to True.
+        backend (str): attention backend, 'auto' | 'torch' | 'triton'. Defaults to 'auto'.
+    """
+
+    def __init__(self, channels: int, num_heads: int, qk_bias: bool = True,
+                 backend: str = 'auto') -> None:
+        super().__init__()
+        if channels % num_heads:
+            raise ValueError(f'channels ({channels}) must be divisible by num_heads ({num_heads})')
+        self.channels = channels
+        self.num_heads = num_heads
+        self.backend = backend
+        self.qk = nn.Linear(channels, channels * 2, bias=qk_bias)
+        self.lepe = nn.Conv2d(channels, channels, 3, padding=1, groups=channels)
+
+    def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        """x (Tensor): (B, N, C) with N = H * W; returns (B, N, C)."""
+        out = mila_linear_attention(self.qk(x), x, hw, self.num_heads, backend=self.backend)
+        return out + dwconv_tokens(self.lepe, x, hw)
+
+    def extra_repr(self) -> str:
+        return f'channels={self.channels}, num_heads={self.num_heads}, backend={self.backend!r}'

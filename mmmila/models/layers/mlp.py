@@ -1,0 +1,36 @@
+"""Feed-forward layer and stochastic depth."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+
+class Mlp(nn.Module):
+    """``fc1`` (C -> hidden), exact GELU, ``fc2`` (hidden -> C). Tokens (B, N, C) in and out."""
+
+    def __init__(self, channels: int, hidden_channels: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(channels, hidden_channels)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_channels, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class DropPath(nn.Module):
+    """Drop whole residual branches per sample with probability ``drop_prob`` (training only)."""
+
+    def __init__(self, drop_prob: float = 0.0) -> None:
+        super().__init__()
+        self.drop_prob = float(drop_prob)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.drop_prob == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.drop_prob
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f'drop_prob={self.drop_prob:.3f}'

@@ -1,0 +1,54 @@
+"""2-D rotary position embedding of MILA, computed for the current map size.
+
+Channel pairs (2i, 2i+1) of the whole C channels are rotated: pair i < C/4 by ``row * theta_i``,
+pair i >= C/4 by ``col * theta_(i - C/4)``, with ``theta_j = base ** (-j / (C/4))``.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+
+
+@lru_cache(maxsize=32)
+def rope2d_cos_sin(height: int, width: int, channels: int, device: torch.device,
+                   base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cos and sin of the rotation angles, float32, cached per (H, W, C, device).
+
+    Args:
+        height (int): map height H.
+        width (int): map width W.
+        channels (int): C, a multiple of 4.
+        device (torch.device): where the tables live.
+        base (float): RoPE base. Defaults to 10000.
+
+    Returns:
+        tuple[Tensor, Tensor]: cos and sin, each (H*W, C/2), float32.
+    """
+    if channels % 4:
+        raise ValueError(f'2-D RoPE needs channels divisible by 4, got {channels}')
+    k = channels // 4
+    # Angles in float32 from integer positions (never accumulated), so large maps stay exact.
+    theta = base ** (-torch.arange(k, dtype=torch.float32, device=device) / k)
+    rows = torch.arange(height, dtype=torch.float32, device=device)
+    cols = torch.arange(width, dtype=torch.float32, device=device)
+    ang_r = (rows[:, None] * theta[None]).unsqueeze(1).expand(height, width, k)
+    ang_c = (cols[:, None] * theta[None]).unsqueeze(0).expand(height, width, k)
+    angles = torch.cat([ang_r, ang_c], dim=-1).reshape(height * width, 2 * k)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope2d(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate channel pairs of ``x``.
+
+    Args:
+        x (Tensor): (B, N, C).
+        cos (Tensor): (N, C/2).
+        sin (Tensor): (N, C/2); pass ``-sin`` for the inverse rotation.
+
+    Returns:
+        Tensor: (B, N, C), in the promoted dtype of ``x`` and the tables.
+    """
+    x = x.unflatten(-1, (-1, 2))
+    re, im = x[..., 0], x[..., 1]
+    return torch.stack([re * cos - im * sin, re * sin + im * cos], dim=-1).flatten(-2)

@@ -1,0 +1,33 @@
+"""mmmila: MILA (Mamba-Inspired Linear Attention) backbones for OpenMMLab."""
+from setuptools import find_packages, setup
+
+
+def read_version():
+    scope = {}
+    exec(open('mmmila/version.py').read(), scope)
+    return scope['__version__']
+
+
+setup(
+    name='mmmila',
+    version=read_version(),
+    description='MILA backbones for mmdetection, mmsegmentation and mmpretrain, with Triton linear-attention kernels',
+    long_description=open('README.md').read() if __import__('os').path.exists('README.md') else '',
+    long_description_content_type='text/markdown',
+    license='Apache-2.0',
+    python_requires='>=3.10,<3.13',
+    # The top-level kernels/ folder ships as mmmila.kernels (no top-level `kernels` package).
+    packages=find_packages(include=['mmmila', 'mmmila.*']) + ['mmmila.kernels'],
+    package_dir={'mmmila.kernels': 'kernels'},
+    # Pins live in requirements/constraints.txt and are applied by tools/install.sh; here only
+    # what the package needs, loosely, so that pip never swaps the user's torch.
+    install_requires=['torch>=2.1', 'mmengine>=0.10,<0.11', 'mmcv>=2.0.0,<2.2.0', 'numpy'],
+    extras_require={
+        'det': ['mmdet>=3.3,<3.4', 'pycocotools'],
+        'seg': ['mmsegmentation>=1.2,<1.3'],
+        'cls': ['mmpretrain>=1.2,<1.3'],
+        'kernels': ['triton'],
+        'tests': ['pytest', 'scikit-image'],
+    },
+    zip_safe=False,
+)
