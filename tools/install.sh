@@ -69,7 +69,24 @@ fi
 # ---- torch: the pinned CPU wheel, or whatever torch the user already has ---------------------
 TMP_CONSTRAINTS="$(mktemp)"
 trap 'rm -f "$TMP_CONSTRAINTS"' EXIT
-HAVE_TORCH="$("$PY" -c 'import torch; print(torch.__version__.split("+")[0])' 2>/dev/null || true)"
+torch_status() {
+  "$PY" - <<'EOF' 2>/dev/null
+try:
+    import torch
+    torch.zeros(2) + 1
+    print('ok', torch.__version__.split('+')[0])
+except ModuleNotFoundError:
+    print('missing')
+except Exception as err:  # installed but unusable: say why, in one line
+    print('broken', type(err).__name__ + ':', (str(err).splitlines() or [''])[0][:200])
+EOF
+}
+broken_torch() {
+  die "the torch in $("$PY" -c 'import sys; print(sys.prefix)') cannot be used (${1#broken }); reinstall it ('$PY -m pip install --force-reinstall torch==2.13.0', or your CUDA build) and run this script again."
+}
+STATUS="$(torch_status)"
+case "$STATUS" in broken*) broken_torch "$STATUS" ;; esac
+HAVE_TORCH="${STATUS#ok }"; [ "${STATUS%% *}" = ok ] || HAVE_TORCH=""
 if [ "$MODE" = current ] && [ -n "$HAVE_TORCH" ]; then
   step "keeping the installed torch $HAVE_TORCH"
   sed -e "s/^torch==[^ ]*/torch==$HAVE_TORCH/" -e '/^torchvision==/d' "$CONSTRAINTS" > "$TMP_CONSTRAINTS"
@@ -78,11 +95,11 @@ else
   if [ "$HAVE_TORCH" != "2.13.0" ]; then
     step "installing torch 2.13.0"
     "${PIP[@]}" install -c "$TMP_CONSTRAINTS" "torch==2.13.0" \
-      || die "torch 2.13.0 could not be installed; on a machine without its local wheel run 'pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu' first, then '$0 --current-env'."
+      || die "torch 2.13.0 could not be installed; install torch 2.13.0 for your platform yourself (docs/install.md says how), then run '$0 --current-env'."
   fi
 fi
-"$PY" -c 'import torch; torch.zeros(1) + 1' 2>/dev/null \
-  || die "the installed torch cannot be imported or used; reinstall it ('pip install --force-reinstall torch==2.13.0') and run this script again."
+STATUS="$(torch_status)"
+case "$STATUS" in ok*) ;; *) broken_torch "$STATUS" ;; esac
 PIPC=("${PIP[@]}" install -c "$TMP_CONSTRAINTS")
 
 step "build tools (setuptools 80.9, wheel, ninja)"
