@@ -1,1 +1,12 @@
-"""Triton kernels of mmmila (installed as ``mmmila.kernels``)."""
+"""Triton kernels of mmmila, installed as ``mmmila.kernels`` (imports only torch and triton).
+
+The public entry is :func:`mila_linear_attention_triton` (forward and backward of MILA's linear
+attention). On CPU tensors the kernels run under the Triton interpreter, which must be enabled
+with ``TRITON_INTERPRET=1`` *before* this package is first imported.
+"""
+from .function import (MILALinearAttnFn, device_problem, input_problem, is_interpreted,
+                       mila_linear_attention_triton)
+from .heuristics import SUPPORTED_DTYPES, SUPPORTED_HEAD_DIMS, LaunchConfig, launch_config
+
+__all__ = ['MILALinearAttnFn', 'mila_linear_attention_triton', 'input_problem', 'device_problem',
+           'is_interpreted', 'launch_config', 'LaunchConfig', 'SUPPORTED_DTYPES', 'SUPPORTED_HEAD_DIMS']

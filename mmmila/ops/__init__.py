@@ -1,15 +1,34 @@
 """MILA's linear attention op. The model calls only :func:`mila_linear_attention`."""
+from __future__ import annotations
+
+import torch
+
+from .cpu_fused import mila_linear_attention_cpu
+from .dispatch import ENV_VAR, backend_counts, choose_backend, last_backend, reset_backend_stats, run_attention
 from .reference import mila_linear_attention_ref
 from .rope2d import apply_rope2d, rope2d_cos_sin
 
 
-def mila_linear_attention(qk, v, hw, num_heads, backend='auto'):
-    """MILA linear attention before LePE; see :func:`mila_linear_attention_ref` for shapes.
+def mila_linear_attention(qk: torch.Tensor, v: torch.Tensor, hw: tuple[int, int], num_heads: int,
+                          backend: str = 'auto') -> torch.Tensor:
+    """MILA linear attention before LePE; see :func:`mila_linear_attention_ref` for the maths.
 
     Args:
-        backend (str): 'auto' | 'torch' | 'triton'. Defaults to 'auto'.
+        qk (Tensor): (B, N, 2C), output of the ``qk`` projection.
+        v (Tensor): (B, N, C), the attention's input.
+        hw (tuple[int, int]): map size (H, W), H * W = N.
+        num_heads (int): nh.
+        backend (str): 'auto' | 'torch' | 'triton'. 'auto' takes the Triton kernels for CUDA
+            tensors (when triton imports and supports the dtype and head dim) and the PyTorch
+            path otherwise; the environment variable ``MMMILA_ATTN_BACKEND`` overrides 'auto'.
+            'triton' raises instead of falling back. Defaults to 'auto'.
+
+    Returns:
+        Tensor: (B, N, C) in v's dtype.
     """
-    return mila_linear_attention_ref(qk, v, hw, num_heads)
+    return run_attention(qk, v, hw, num_heads, backend)
 
 
-__all__ = ['mila_linear_attention', 'mila_linear_attention_ref', 'rope2d_cos_sin', 'apply_rope2d']
+__all__ = ['mila_linear_attention', 'mila_linear_attention_ref', 'mila_linear_attention_cpu',
+           'rope2d_cos_sin', 'apply_rope2d', 'choose_backend', 'last_backend', 'backend_counts',
+           'reset_backend_stats', 'ENV_VAR']

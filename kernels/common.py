@@ -1,0 +1,108 @@
+"""Device helpers shared by the forward and backward kernels (feature map, 2-D RoPE, tiles).
+
+Notation inside kernels: ``D`` head dim, ``HALF = D // 2`` channel pairs per head, ``BLOCK_N``
+tokens per tile. A head's tile of D channels is handled as two (BLOCK_N, HALF) halves: the even
+("re") and odd ("im") channel of each RoPE pair, so the rotation never shuffles lanes.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+EPS = tl.constexpr(1e-6)  # a constexpr: compiled kernels may only read constexpr globals
+
+
+@triton.jit
+def _phi(t):
+    """elu(t) + 1 in float32: t + 1 for t > 0, exp(t) otherwise (exp of min(t, 0) never overflows)."""
+    return tl.where(t > 0, t + 1.0, tl.exp(tl.minimum(t, 0.0)))
+
+
+@triton.jit
+def _dphi(t, phi):
+    """d phi / dt given t and phi(t): 1 for t > 0, exp(t) = phi(t) otherwise."""
+    return tl.where(t > 0, 1.0, phi)
+
+
+@triton.jit
+def _rope_cos_sin(offs, theta_ptr, head, width, channels, HALF: tl.constexpr):
+    """cos and sin, (BLOCK_N, HALF) float32, of the RoPE angles of one head's pairs.
+
+    Pair i of the whole C channels (i = head * HALF + j) turns by row * theta_i for
+    i < C/4 and by col * theta_(i - C/4) otherwise. Angles come from integer positions in
+    float32 (never accumulated), like the reference tables.
+    """
+    pair = head * HALF + tl.arange(0, HALF)
+    quarter = channels // 4
+    is_col = pair >= quarter
+    theta = tl.load(theta_ptr + tl.where(is_col, pair - quarter, pair))
+    row = (offs // width).to(tl.float32)
+    col = (offs % width).to(tl.float32)
+    angle = tl.where(is_col[None, :], col[:, None], row[:, None]) * theta[None, :]
+    return tl.cos(angle), tl.sin(angle)
+
+
+@triton.jit
+def _split_pairs(x, BLOCK_N: tl.constexpr, HALF: tl.constexpr):
+    """(BLOCK_N, 2 * HALF) -> even and odd channels, each (BLOCK_N, HALF)."""
+    return tl.split(tl.reshape(x, (BLOCK_N, HALF, 2)))
+
+
+@triton.jit
+def _join_pairs(re, im, BLOCK_N: tl.constexpr, HALF: tl.constexpr):
+    """Inverse of :func:`_split_pairs`: interleave even and odd channels back."""
+    return tl.reshape(tl.join(re, im), (BLOCK_N, 2 * HALF))
+
+
+@triton.jit
+def _load_tile(ptr, offs, mask, chan, stride_n, stride_c):
+    """Load a (BLOCK_N, D) tile (rows ``offs``, channels ``chan``) as float32; masked rows are 0."""
+    ptrs = ptr + offs.to(tl.int64)[:, None] * stride_n + chan[None, :] * stride_c
+    return tl.load(ptrs, mask=mask[:, None], other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _store_tile(ptr, offs, mask, chan, stride_n, stride_c, value):
+    """Store a float32 (BLOCK_N, D) tile in the dtype of ``ptr``."""
+    ptrs = ptr + offs.to(tl.int64)[:, None] * stride_n + chan[None, :] * stride_c
+    tl.store(ptrs, value.to(ptr.dtype.element_ty), mask=mask[:, None])
+
+
+@triton.jit
+def _load_pairs(ptr, HALF: tl.constexpr, D: tl.constexpr):
+    """Load a float32 (D, D) matrix (row-major) as its even and odd rows, each (HALF, D)."""
+    rows = 2 * tl.arange(0, HALF)
+    cols = tl.arange(0, D)
+    even = tl.load(ptr + rows[:, None] * D + cols[None, :])
+    odd = tl.load(ptr + (rows + 1)[:, None] * D + cols[None, :])
+    return even, odd
+
+
+@triton.jit
+def _store_pairs(ptr, even, odd, HALF: tl.constexpr, D: tl.constexpr):
+    """Store even and odd rows, each (HALF, D) float32, as a row-major (D, D) matrix."""
+    rows = 2 * tl.arange(0, HALF)
+    cols = tl.arange(0, D)
+    tl.store(ptr + rows[:, None] * D + cols[None, :], even)
+    tl.store(ptr + (rows + 1)[:, None] * D + cols[None, :], odd)
+
+
+_THETA_CACHE: dict[tuple[int, str], torch.Tensor] = {}
+
+
+def rope_theta(channels: int, device: torch.device, base: float = 10000.0) -> torch.Tensor:
+    """Frequencies theta_j = base^(-j / (C/4)), (C/4,) float32, as the reference computes them.
+
+    Cached per (C, device); at most a handful of widths exist in a model, so the cache stays small.
+    """
+    key = (channels, str(device))
+    theta = _THETA_CACHE.get(key)
+    if theta is None:
+        quarter = channels // 4
+        # Same expression as mmmila.ops.rope2d, so that the angles match it bit for bit.
+        theta = base ** (-torch.arange(quarter, dtype=torch.float32, device=device) / quarter)
+        if len(_THETA_CACHE) >= 32:
+            _THETA_CACHE.clear()
+        _THETA_CACHE[key] = theta
+    return theta

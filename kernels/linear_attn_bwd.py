@@ -1,0 +1,162 @@
+"""Backward kernels of MILA's linear attention and their launcher :func:`mila_attn_bwd`.
+
+Per (batch, head), with g = dL/do (KERNEL_MATH.md, "Backward"):
+
+A. ``_mila_attn_bwd_reduce_kernel``, grid (num_chunks, B * nh): recomputes q, q_r and z per tile,
+   accumulates the partial dS = sum z q_r^T g (d x d) and dm = -sum dz z^2 q (d) in float32, and,
+   since dL/dq needs only the forward's S and m, also writes dL/da = dL/dq * phi'(a) for the
+   tile (the first C channels of dL/dqk). Partials are added over chunks by a tiny torch sum.
+B. ``_mila_attn_bwd_map_kernel``, grid (cdiv(N, BLOCK_N), B * nh): recomputes k and k_r and
+   writes dL/dc = (R^T (v dS^T) / N + dm / N) * phi'(c) and dL/dv = k_r dS / N.
+
+Writing dL/da in pass A means pass B never reads q or g again: per token the backward reads
+q, g, k, v once and writes dqk, dv once (7 C elements instead of 9 C with dq in pass B).
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .common import (EPS, _dphi, _join_pairs, _load_pairs, _load_tile, _phi, _rope_cos_sin,
+                     _split_pairs, _store_pairs, _store_tile, rope_theta)
+from .heuristics import LaunchConfig
+
+
+@triton.jit
+def _mila_attn_bwd_reduce_kernel(
+        qk_ptr, g_ptr, s_ptr, m_ptr, theta_ptr, dqk_ptr, ds_part_ptr, dm_part_ptr,
+        N, width, channels, num_heads, chunk_tokens,
+        stride_qk_b, stride_qk_n, stride_qk_c, stride_g_b, stride_g_n, stride_g_c,
+        stride_dqk_b, stride_dqk_n, stride_dqk_c,
+        D: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """Partial dS and dm of one token chunk, and dL/da of its tokens, for one (batch, head)."""
+    HALF: tl.constexpr = D // 2
+    chunk = tl.program_id(0)
+    bh = tl.program_id(1)
+    batch = bh // num_heads
+    head = bh % num_heads
+    chan = tl.arange(0, D)
+    q_base = qk_ptr + batch.to(tl.int64) * stride_qk_b + head * D * stride_qk_c
+    g_base = g_ptr + batch.to(tl.int64) * stride_g_b + head * D * stride_g_c
+    dq_base = dqk_ptr + batch.to(tl.int64) * stride_dqk_b + head * D * stride_dqk_c
+    s_even, s_odd = _load_pairs(s_ptr + bh.to(tl.int64) * D * D, HALF, D)
+    m = tl.load(m_ptr + bh.to(tl.int64) * D + chan)
+    m_re, m_im = _split_pairs(tl.reshape(m, (1, D)), 1, HALF)
+
+    acc_even = tl.zeros((HALF, D), dtype=tl.float32)   # rows 2i of dS
+    acc_odd = tl.zeros((HALF, D), dtype=tl.float32)
+    acc_m = tl.zeros((D,), dtype=tl.float32)
+    start = chunk * chunk_tokens
+    end = tl.minimum(start + chunk_tokens, N)
+    for n0 in range(start, end, BLOCK_N):
+        offs = n0 + tl.arange(0, BLOCK_N)
+        mask = offs < end
+        a = _load_tile(q_base, offs, mask, chan, stride_qk_n, stride_qk_c)
+        q = _phi(a)
+        g = _load_tile(g_base, offs, mask, chan, stride_g_n, stride_g_c)  # 0 on tail rows
+        z = 1.0 / (tl.sum(q * m[None, :], axis=1) + EPS)
+        cos, sin = _rope_cos_sin(offs, theta_ptr, head, width, channels, HALF)
+        q_re, q_im = _split_pairs(q, BLOCK_N, HALF)
+        qr_re = q_re * cos - q_im * sin
+        qr_im = q_re * sin + q_im * cos
+        # g S^T, split by pairs; dz = g . (q_r S) = q_r . (g S^T) needs no product of its own.
+        gs_re = tl.dot(g, tl.trans(s_even), input_precision=DOT_PRECISION)
+        gs_im = tl.dot(g, tl.trans(s_odd), input_precision=DOT_PRECISION)
+        dz = tl.sum(qr_re * gs_re, axis=1) + tl.sum(qr_im * gs_im, axis=1)
+        acc_even = tl.dot(tl.trans(qr_re * z[:, None]), g, acc_even, input_precision=DOT_PRECISION)
+        acc_odd = tl.dot(tl.trans(qr_im * z[:, None]), g, acc_odd, input_precision=DOT_PRECISION)
+        w = dz * z * z
+        acc_m -= tl.sum(w[:, None] * q, axis=0)
+        # dL/dq_r = z g S^T, rotated back (R^T: sin negated), minus dz z^2 m.
+        dq_re = (gs_re * cos + gs_im * sin) * z[:, None] - w[:, None] * m_re
+        dq_im = (gs_im * cos - gs_re * sin) * z[:, None] - w[:, None] * m_im
+        dq = _join_pairs(dq_re, dq_im, BLOCK_N, HALF)
+        _store_tile(dq_base, offs, mask, chan, stride_dqk_n, stride_dqk_c, dq * _dphi(a, q))
+
+    part = bh.to(tl.int64) * tl.num_programs(0) + chunk
+    _store_pairs(ds_part_ptr + part * D * D, acc_even, acc_odd, HALF, D)
+    tl.store(dm_part_ptr + part * D + chan, acc_m)
+
+
+@triton.jit
+def _mila_attn_bwd_map_kernel(
+        qk_ptr, v_ptr, ds_ptr, dm_ptr, theta_ptr, dqk_ptr, dv_ptr,
+        N, width, channels, num_heads,
+        stride_qk_b, stride_qk_n, stride_qk_c, stride_v_b, stride_v_n, stride_v_c,
+        stride_dqk_b, stride_dqk_n, stride_dqk_c, stride_dv_b, stride_dv_n, stride_dv_c,
+        D: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """dL/dc and dL/dv of one tile of tokens of one (batch, head); ``ds``, ``dm`` hold dS/N, dm/N."""
+    HALF: tl.constexpr = D // 2
+    bh = tl.program_id(1)
+    batch = bh // num_heads
+    head = bh % num_heads
+    chan = tl.arange(0, D)
+    offs = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask = offs < N
+    k_off = (channels + head * D) * stride_qk_c
+    c = _load_tile(qk_ptr + batch.to(tl.int64) * stride_qk_b + k_off, offs, mask, chan,
+                   stride_qk_n, stride_qk_c)
+    k = _phi(c)
+    v = _load_tile(v_ptr + batch.to(tl.int64) * stride_v_b + head * D * stride_v_c, offs, mask,
+                   chan, stride_v_n, stride_v_c)
+    ds_even, ds_odd = _load_pairs(ds_ptr + bh.to(tl.int64) * D * D, HALF, D)
+    dm = tl.load(dm_ptr + bh.to(tl.int64) * D + chan)
+    dm_re, dm_im = _split_pairs(tl.reshape(dm, (1, D)), 1, HALF)
+
+    cos, sin = _rope_cos_sin(offs, theta_ptr, head, width, channels, HALF)
+    k_re, k_im = _split_pairs(k, BLOCK_N, HALF)
+    kr_re = k_re * cos - k_im * sin
+    kr_im = k_re * sin + k_im * cos
+    dv = tl.dot(kr_re, ds_even, input_precision=DOT_PRECISION)
+    dv = tl.dot(kr_im, ds_odd, dv, input_precision=DOT_PRECISION)
+    # dL/dk_r = v dS^T / N, rotated back, plus dm / N.
+    gk_re = tl.dot(v, tl.trans(ds_even), input_precision=DOT_PRECISION)
+    gk_im = tl.dot(v, tl.trans(ds_odd), input_precision=DOT_PRECISION)
+    dk_re = gk_re * cos + gk_im * sin + dm_re
+    dk_im = gk_im * cos - gk_re * sin + dm_im
+    dk = _join_pairs(dk_re, dk_im, BLOCK_N, HALF)
+    _store_tile(dqk_ptr + batch.to(tl.int64) * stride_dqk_b + (channels + head * D) * stride_dqk_c,
+                offs, mask, chan, stride_dqk_n, stride_dqk_c, dk * _dphi(c, k))
+    _store_tile(dv_ptr + batch.to(tl.int64) * stride_dv_b + head * D * stride_dv_c, offs, mask,
+                chan, stride_dv_n, stride_dv_c, dv)
+
+
+def mila_attn_bwd(grad_out, qk, v, s, m, hw: tuple[int, int], num_heads: int, cfg: LaunchConfig):
+    """Launch the backward passes.
+
+    Args:
+        grad_out (Tensor): (B, N, C), dL/d(out), any strides, any supported dtype.
+        qk (Tensor): (B, N, 2C), the forward's input.
+        v (Tensor): (B, N, C), the forward's input.
+        s (Tensor): (B, nh, d, d) float32, S = k_r^T v / N from the forward.
+        m (Tensor): (B, nh, d) float32, mean(k) from the forward.
+        hw (tuple[int, int]): (H, W).
+        num_heads (int): nh.
+        cfg (LaunchConfig): block sizes and chunking.
+
+    Returns:
+        tuple[Tensor, Tensor]: dL/dqk (B, N, 2C) in qk's dtype and dL/dv (B, N, C) in v's dtype.
+    """
+    B, N, C = v.shape
+    d = C // num_heads
+    bh = B * num_heads
+    theta = rope_theta(C, qk.device)
+    dqk = torch.empty((B, N, 2 * C), dtype=qk.dtype, device=qk.device)
+    dv = torch.empty((B, N, C), dtype=v.dtype, device=v.device)
+    ds_part = torch.empty((bh, cfg.num_chunks, d, d), dtype=torch.float32, device=qk.device)
+    dm_part = torch.empty((bh, cfg.num_chunks, d), dtype=torch.float32, device=qk.device)
+    s = s.reshape(bh, d, d).contiguous()
+    m = m.reshape(bh, d).contiguous()
+    _mila_attn_bwd_reduce_kernel[(cfg.num_chunks, bh)](
+        qk, grad_out, s, m, theta, dqk, ds_part, dm_part, N, hw[1], C, num_heads, cfg.chunk_tokens,
+        *qk.stride(), *grad_out.stride(), *dqk.stride(),
+        D=d, BLOCK_N=cfg.reduce_block_n, DOT_PRECISION=cfg.dot_precision, num_warps=cfg.num_warps)
+    # dS / N and dm / N: the only forms pass B uses (dL/dk_r = v dS^T / N, dL/dk gets dm / N).
+    ds = ds_part.sum(dim=1).mul_(1.0 / N)
+    dm = dm_part.sum(dim=1).mul_(1.0 / N)
+    _mila_attn_bwd_map_kernel[(triton.cdiv(N, cfg.block_n), bh)](
+        qk, v, ds, dm, theta, dqk, dv, N, hw[1], C, num_heads,
+        *qk.stride(), *v.stride(), *dqk.stride(), *dv.stride(),
+        D=d, BLOCK_N=cfg.block_n, DOT_PRECISION=cfg.dot_precision, num_warps=cfg.num_warps)
+    return dqk, dv

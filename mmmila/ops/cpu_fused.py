@@ -1,0 +1,224 @@
+"""Memory-lean PyTorch implementation of MILA's linear attention (the default CPU path).
+
+Same maths as :func:`mmmila.ops.reference.mila_linear_attention_ref` and the same contract as the
+Triton kernels (KERNEL_MATH.md): an autograd Function that saves only its inputs ``qk``, ``v`` and
+the per-head S (d x d) and m (d); the feature map, RoPE and z are recomputed in backward. Tokens
+are processed in chunks, so temporaries stay chunk-sized (cache-resident, no page faults of
+N x C buffers) and peak memory is O(N C) for the outputs only.
+
+Per chunk the passes are those of the kernels: forward (1) S, m sums, (2) o = z (q_r S); backward
+(A) dS, dm sums and dL/da (needs only S and m), (B) dL/dc and dL/dv.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from .reference import EPS, check_attention_inputs
+from .rope2d import rope2d_cos_sin
+
+# Tokens per chunk: about 256 K elements per (B, chunk, C) temporary, i.e. 1 MB in float32, which
+# stays in a core's L2; larger chunks are not faster on CPU, smaller ones pay per-op overhead.
+_CHUNK_ELEMENTS = 1 << 18
+_LOG2E = 1.4426950408889634
+
+
+def _chunk_rows(batch: int, hw: tuple[int, int], channels: int, device: torch.device) -> int:
+    """Rows of the map per chunk: chunks are whole rows, so that RoPE needs only small tables."""
+    if device.type != 'cpu':
+        return hw[0]  # accelerators: one chunk, the cost there is in kernel launches
+    return max(1, min(hw[0], round(_CHUNK_ELEMENTS / (batch * channels * hw[1]))))
+
+
+@lru_cache(maxsize=32)
+def _rotation_tables(height: int, width: int, channels: int, device: torch.device,
+                     dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """exp(i angle) by row, (H, C/4), for the first C/4 pairs and by column, (W, C/4), for the rest.
+
+    The 2-D RoPE angle of a pair depends on the row *or* the column only, so these two small
+    tables (built by the reference's own function, bit for bit its angles) replace an (N, C/2) one.
+    """
+    quarter = channels // 4
+    cos_r, sin_r = rope2d_cos_sin.__wrapped__(height, 1, channels, device)   # column 0
+    cos_c, sin_c = rope2d_cos_sin.__wrapped__(1, width, channels, device)    # row 0
+    rows = torch.complex(cos_r[:, :quarter].to(dtype), sin_r[:, :quarter].to(dtype))
+    cols = torch.complex(cos_c[:, quarter:].to(dtype), sin_c[:, quarter:].to(dtype))
+    return rows, cols
+
+
+class _Rotation:
+    """RoPE of the tokens of whole rows [row0, row0 + n / W) of the map, or its inverse."""
+
+    def __init__(self, tables: tuple[torch.Tensor, torch.Tensor], row0: int, num_rows: int,
+                 inverse: bool = False) -> None:
+        rows, cols = tables
+        rows, cols = rows[row0:row0 + num_rows, None, :], cols[None]
+        # The inverse rotation (R^T) is the conjugate; the tables are tiny, so resolve it here.
+        self.rows = rows.conj().resolve_conj() if inverse else rows   # (r, 1, C/4)
+        self.cols = cols.conj().resolve_conj() if inverse else cols   # (1, W, C/4)
+
+    def __call__(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Rotate a contiguous x (B, r * W, C); in place unless ``out`` is given."""
+        out = x if out is None else out
+        shape = (x.shape[0], self.rows.shape[0], self.cols.shape[1], -1, 2)
+        xc = torch.view_as_complex(x.view(shape))
+        oc = torch.view_as_complex(out.view(shape))
+        quarter = self.cols.shape[-1]
+        torch.mul(xc[..., :quarter], self.rows, out=oc[..., :quarter])
+        torch.mul(xc[..., quarter:], self.cols, out=oc[..., quarter:])
+        return out
+
+
+def _heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """(n, C) tokens of one image -> (nh, n, d), a view."""
+    return x.unflatten(-1, (num_heads, -1)).transpose(0, 1)
+
+
+def _phi(x: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """elu(x) + 1 and its derivative, as new contiguous (B, n, C) tensors of ``dtype``.
+
+    phi(x) = relu(x) + exp(min(x, 0)) and phi'(x) = exp(min(x, 0)): one exp and no boolean
+    masks (both slow on CPU); exp(x) for x <= 0 is also more accurate than expm1(x) + 1.
+    """
+    x = x.to(dtype)
+    dphi = torch.clamp(x, max=0.0, out=torch.empty(x.shape, dtype=dtype, device=x.device))
+    if dtype == torch.float32:
+        dphi.mul_(_LOG2E).exp2_()   # 2x faster than exp on CPU; error ~1e-7 relative
+    else:
+        dphi.exp_()
+    phi = torch.clamp(x, min=0.0, out=torch.empty_like(dphi)).add_(dphi)
+    return phi, dphi
+
+
+def _normaliser(q: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """z = 1 / (q . m + eps): q (B, n, C), m (B, nh, d) -> (B, n, nh, 1)."""
+    dot = torch.linalg.vecdot(q.unflatten(-1, (m.shape[1], -1)), m.unsqueeze(1))
+    return dot.unsqueeze(-1).add_(EPS).reciprocal_()
+
+
+def _per_head(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """(B, n, C) -> (B, n, nh, d), a view."""
+    return x.unflatten(-1, (num_heads, -1))
+
+
+def _apply(x: torch.Tensor, mat: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """out_h = x_h mat_h per image and head: x, out (B, n, C), mat (B, nh, d, d)."""
+    nh = mat.shape[1]
+    for b in range(x.shape[0]):
+        torch.bmm(_heads(x[b], nh), mat[b], out=_heads(out[b], nh))
+    return out
+
+
+def _forward(qk, v, hw, num_heads):
+    B, N, C = v.shape
+    cdt = torch.promote_types(torch.promote_types(qk.dtype, v.dtype), torch.float32)
+    tables = _rotation_tables(hw[0], hw[1], C, qk.device, cdt)
+    rows = _chunk_rows(B, hw, C, qk.device)
+    d = C // num_heads
+    s = qk.new_zeros((B, num_heads, d, d), dtype=cdt)
+    k_sum = qk.new_zeros((B, C), dtype=cdt)
+    for r in range(0, hw[0], rows):                 # pass 1: S and sum(k)
+        i, j = r * hw[1], min(r + rows, hw[0]) * hw[1]
+        k, _ = _phi(qk[:, i:j, C:], cdt)
+        k_sum += k.sum(dim=1)
+        _Rotation(tables, r, rows)(k)
+        vc = v[:, i:j].to(cdt)
+        for b in range(B):
+            s[b].baddbmm_(_heads(k[b], num_heads).transpose(1, 2), _heads(vc[b], num_heads))
+    s /= N
+    m = (k_sum / N).view(B, num_heads, d)           # a float32 sum times 1/N, never a 16-bit sum
+    out = torch.empty((B, N, C), dtype=v.dtype, device=v.device)
+    for r in range(0, hw[0], rows):                 # pass 2: o = z (q_r S)
+        i, j = r * hw[1], min(r + rows, hw[0]) * hw[1]
+        q, _ = _phi(qk[:, i:j, :C], cdt)
+        z = _normaliser(q, m)
+        _Rotation(tables, r, rows)(q)
+        o = out[:, i:j] if out.dtype == cdt else torch.empty_like(q)
+        _per_head(_apply(q, s, o), num_heads).mul_(z)
+        if o.dtype != out.dtype:
+            out[:, i:j] = o
+    return out, s, m
+
+
+def _backward(grad, qk, v, s, m, hw, num_heads):
+    B, N, C = v.shape
+    cdt = s.dtype
+    tables = _rotation_tables(hw[0], hw[1], C, qk.device, cdt)
+    rows = _chunk_rows(B, hw, C, qk.device)
+    dqk = torch.empty(qk.shape, dtype=qk.dtype, device=qk.device)
+    dv = torch.empty(v.shape, dtype=v.dtype, device=v.device)
+    ds = torch.zeros_like(s)
+    dm = torch.zeros_like(m)
+    s_t = s.transpose(-1, -2)
+    for r in range(0, hw[0], rows):                 # pass A: dS, dm and dL/da
+        i, j = r * hw[1], min(r + rows, hw[0]) * hw[1]
+        q, dphi = _phi(qk[:, i:j, :C], cdt)
+        z = _normaliser(q, m)                                          # (B, n, nh, 1)
+        gz = (_per_head(grad[:, i:j], num_heads) * z).flatten(-2)      # z g
+        dq = _apply(gz, s_t, torch.empty_like(q))                      # dL/dq_r = z g S^T
+        q_r = _Rotation(tables, r, rows)(q, torch.empty_like(q))
+        # dz = g . (q_r S) = q_r . (g S^T), so w = dz z^2 = (q_r . dL/dq_r) z: no third product.
+        w = torch.linalg.vecdot(_per_head(q_r, num_heads), _per_head(dq, num_heads)).unsqueeze(-1)
+        w.mul_(z)
+        for b in range(B):
+            ds[b].baddbmm_(_heads(q_r[b], num_heads).transpose(1, 2), _heads(gz[b], num_heads))
+            dm[b].unsqueeze(1).baddbmm_(w[b].permute(1, 2, 0), _heads(q[b], num_heads), alpha=-1.0)
+        _Rotation(tables, r, rows, inverse=True)(dq)                   # R^T
+        _per_head(dq, num_heads).addcmul_(w, m.unsqueeze(1), value=-1.0)
+        torch.mul(dq, dphi, out=dqk[:, i:j, :C])
+    ds /= N
+    dm /= N
+    ds_t = ds.transpose(-1, -2)
+    for r in range(0, hw[0], rows):                 # pass B: dL/dc and dL/dv
+        i, j = r * hw[1], min(r + rows, hw[0]) * hw[1]
+        k, dphi = _phi(qk[:, i:j, C:], cdt)
+        _Rotation(tables, r, rows)(k)
+        dv_c = dv[:, i:j] if dv.dtype == cdt else torch.empty_like(k)
+        _apply(k, ds, dv_c)                                           # k_r dS / N
+        if dv_c.dtype != dv.dtype:
+            dv[:, i:j] = dv_c
+        dk = _apply(v[:, i:j].to(cdt), ds_t, torch.empty_like(k))     # dL/dk_r = v dS^T / N
+        _per_head(_Rotation(tables, r, rows, inverse=True)(dk), num_heads).add_(dm.unsqueeze(1))
+        torch.mul(dk, dphi, out=dqk[:, i:j, C:])
+    return dqk, dv
+
+
+class MILALinearAttnCPUFn(torch.autograd.Function):
+    """MILA linear attention by chunked PyTorch ops; saves qk, v, S and m only."""
+
+    @staticmethod
+    def forward(ctx, qk, v, hw, num_heads):
+        out, s, m = _forward(qk, v, hw, num_heads)
+        ctx.save_for_backward(qk, v, s, m)
+        ctx.hw, ctx.num_heads = hw, num_heads
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        qk, v, s, m = ctx.saved_tensors
+        dqk, dv = _backward(grad_out, qk, v, s, m, ctx.hw, ctx.num_heads)
+        return (dqk if ctx.needs_input_grad[0] else None,
+                dv if ctx.needs_input_grad[1] else None, None, None)
+
+
+def mila_linear_attention_cpu(qk: torch.Tensor, v: torch.Tensor, hw: tuple[int, int],
+                              num_heads: int) -> torch.Tensor:
+    """MILA's linear attention before LePE, memory-lean PyTorch path (any device).
+
+    Computes in float32 (float64 for float64 inputs, so that it can be gradchecked), whatever
+    the input dtype, and returns v's dtype.
+
+    Args:
+        qk (Tensor): (B, N, 2C), output of the ``qk`` projection.
+        v (Tensor): (B, N, C), the attention's input.
+        hw (tuple[int, int]): (H, W), H * W = N, tokens in row-major order.
+        num_heads (int): nh; C / nh must be even and C divisible by 4.
+
+    Returns:
+        Tensor: (B, N, C) in v's dtype.
+    """
+    check_attention_inputs(qk, v, hw, num_heads)
+    return MILALinearAttnCPUFn.apply(qk, v, (int(hw[0]), int(hw[1])), int(num_heads))

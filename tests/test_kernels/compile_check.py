@@ -1,0 +1,91 @@
+"""Compile the kernels for a CUDA target without a GPU, and report registers and spills.
+
+    python tests/test_kernels/compile_check.py --arch 90 --dtypes fp32,bf16,fp16
+
+The Triton interpreter runs the kernels' maths on CPU but does not apply the compiler's rules
+(constexpr-only globals, layouts, ``tl.dot`` shapes); this script runs the real compiler down to
+PTX and ptxas, with the block sizes of ``mmmila.kernels.heuristics.launch_config``. It prints one
+JSON object: ``{"<dtype> <kernel>": {"registers": r, "spill_bytes": s}}``. It must run in a
+process where TRITON_INTERPRET is not set (the kernels are otherwise built for the interpreter).
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import re
+import subprocess
+import tempfile
+
+import torch
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+from mmmila.kernels import launch_config
+from mmmila.kernels import linear_attn_bwd, linear_attn_fwd
+
+# Pointers to the op's own tensors carry the input dtype; the rest (theta, S, m, partials) float32.
+_IO_POINTERS = {'qk_ptr', 'v_ptr', 'out_ptr', 'g_ptr', 'dqk_ptr', 'dv_ptr'}
+_KERNELS = {
+    '_mila_attn_fwd_reduce_kernel': (linear_attn_fwd._mila_attn_fwd_reduce_kernel, True),
+    '_mila_attn_fwd_map_kernel': (linear_attn_fwd._mila_attn_fwd_map_kernel, False),
+    '_mila_attn_bwd_reduce_kernel': (linear_attn_bwd._mila_attn_bwd_reduce_kernel, True),
+    '_mila_attn_bwd_map_kernel': (linear_attn_bwd._mila_attn_bwd_map_kernel, False),
+}
+_TORCH_DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+
+
+def _ptxas() -> str:
+    found = glob.glob(os.path.join(os.path.dirname(triton.__file__), 'backends', 'nvidia', 'bin', 'ptxas'))
+    if not found:
+        raise FileNotFoundError('this triton build has no NVIDIA backend (ptxas)')
+    return found[0]
+
+
+def compile_report(arch: int, dtype: str) -> dict:
+    """Compile the four kernels for sm_<arch> with ``dtype`` inputs; registers and spills each."""
+    cfg = launch_config(64000, 2, 32, _TORCH_DTYPES[dtype], torch.device('cpu'))
+    precision = 'ieee' if dtype == 'fp32' else 'tf32'
+    report = {}
+    for name, (kernel, is_reduce) in _KERNELS.items():
+        constexprs = {'D': 32, 'BLOCK_N': cfg.reduce_block_n if is_reduce else cfg.block_n,
+                      'DOT_PRECISION': precision}
+        signature = {}
+        for arg in kernel.arg_names:
+            if arg in constexprs:
+                signature[arg] = 'constexpr'
+            elif arg.endswith('_ptr'):
+                signature[arg] = f'*{dtype}' if arg in _IO_POINTERS else '*fp32'
+            else:
+                signature[arg] = 'i32'
+        compiled = triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constexprs),
+                                  target=GPUTarget('cuda', arch, 32), options={'num_warps': cfg.num_warps})
+        with tempfile.NamedTemporaryFile('w', suffix='.ptx', delete=False) as f:
+            f.write(compiled.asm['ptx'])
+        gpu = f'sm_{arch}a' if arch >= 90 else f'sm_{arch}'
+        res = subprocess.run([_ptxas(), '-v', f'--gpu-name={gpu}', f.name, '-o', os.devnull],
+                             capture_output=True, text=True, check=True)
+        os.unlink(f.name)
+        report[f'{dtype} {name}'] = {
+            'registers': int(re.search(r'Used (\d+) registers', res.stderr).group(1)),
+            'spill_bytes': int(re.search(r'(\d+) bytes spill stores', res.stderr).group(1))}
+    return report
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--arch', type=int, default=80, help='compute capability, e.g. 80 or 90')
+    parser.add_argument('--dtypes', default='bf16', help='comma-separated: fp32,bf16,fp16')
+    args = parser.parse_args()
+    if os.environ.get('TRITON_INTERPRET', '0') not in ('', '0'):
+        raise SystemExit('unset TRITON_INTERPRET: the kernels must be built for the compiler')
+    report = {}
+    for dtype in args.dtypes.split(','):
+        report.update(compile_report(args.arch, dtype))
+    print(json.dumps(report))
+
+
+if __name__ == '__main__':
+    main()

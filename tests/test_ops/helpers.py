@@ -1,0 +1,91 @@
+"""Helpers shared by the op and kernel tests: inputs, a float64 ground truth, error reports."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def make_inputs(batch: int, hw: tuple[int, int], num_heads: int, head_dim: int = 32,
+                dtype: torch.dtype = torch.float32, device='cpu', scale: float = 1.0):
+    """Seeded qk (B, N, 2C), v (B, N, C) and an upstream gradient g (B, N, C)."""
+    gen = torch.Generator().manual_seed(batch * 1000 + hw[0] * 100 + hw[1] * 10 + num_heads)
+    n, c = hw[0] * hw[1], num_heads * head_dim
+    qk = (torch.randn(batch, n, 2 * c, generator=gen) * scale).to(device, dtype)
+    v = torch.randn(batch, n, c, generator=gen).to(device, dtype)
+    g = torch.randn(batch, n, c, generator=gen).to(device, dtype)
+    return qk, v, g
+
+
+def attention_f64(qk: torch.Tensor, v: torch.Tensor, hw: tuple[int, int], num_heads: int) -> torch.Tensor:
+    """MILA's attention written independently from KERNEL_MATH.md, all in float64 autograd.
+
+    The angles are formed in float32 from integer positions (the spec's rule, so that float32
+    implementations can be compared at round-off level), everything after that in float64.
+    """
+    qk, v = qk.double(), v.double()
+    B, N, C = v.shape
+    d = C // num_heads
+    quarter = C // 4
+    theta = 10000.0 ** (-torch.arange(quarter, dtype=torch.float32) / quarter)
+    pos = torch.arange(N)
+    rows, cols = (pos // hw[1]).float(), (pos % hw[1]).float()
+    angle = torch.cat([rows[:, None] * theta, cols[:, None] * theta], dim=1).double()
+    cos, sin = angle.cos().to(qk.device), angle.sin().to(qk.device)
+
+    def rotate(x):
+        re, im = x[..., 0::2], x[..., 1::2]
+        return torch.stack([re * cos - im * sin, re * sin + im * cos], dim=-1).flatten(-2)
+
+    q, k = F.elu(qk[..., :C]) + 1, F.elu(qk[..., C:]) + 1
+    q_r, k_r = rotate(q).view(B, N, num_heads, d), rotate(k).view(B, N, num_heads, d)
+    q, k, vh = q.view(B, N, num_heads, d), k.view(B, N, num_heads, d), v.view(B, N, num_heads, d)
+    m = k.sum(dim=1) / N
+    z = 1.0 / ((q * m[:, None]).sum(-1) + 1e-6)
+    s = torch.einsum('bnhd,bnhe->bhde', k_r, vh) / N
+    return (torch.einsum('bnhd,bhde->bnhe', q_r, s) * z[..., None]).reshape(B, N, C)
+
+
+def float64_truth(qk, v, g, hw, num_heads):
+    """(out, dqk, dv) of :func:`attention_f64` on float64 copies of the inputs (float64 grads)."""
+    return outputs_and_grads(attention_f64, qk.double(), v.double(), g.double(), hw, num_heads)
+
+
+def outputs_and_grads(fn, qk, v, g, *args):
+    """Run ``fn(qk, v, *args)`` on fresh leaves, backprop g; returns (out, dqk, dv), detached."""
+    qk = qk.detach().clone().requires_grad_()
+    v = v.detach().clone().requires_grad_()
+    out = fn(qk, v, *args)
+    out.backward(g)
+    return out.detach(), qk.grad, v.grad
+
+
+def errors(actual: torch.Tensor, expected: torch.Tensor) -> tuple[float, float, float]:
+    """(max-abs error, max-abs error / max |expected|, relative RMS error)."""
+    diff = (actual.double() - expected.double())
+    scale = expected.double().abs().max().clamp_min(1e-30)
+    rms = diff.pow(2).mean().sqrt() / expected.double().pow(2).mean().sqrt().clamp_min(1e-30)
+    return diff.abs().max().item(), (diff.abs().max() / scale).item(), rms.item()
+
+
+def assert_rel_close(name: str, actual: torch.Tensor, expected: torch.Tensor, rtol: float) -> None:
+    """max |actual - expected| <= rtol * max |expected|, reported as fla does on failure."""
+    assert actual.shape == expected.shape, f'{name}: shape {tuple(actual.shape)} != {tuple(expected.shape)}'
+    err, rel, rms = errors(actual, expected)
+    assert rel <= rtol, f'{name}: max-abs err {err:.3e}, rel {rel:.3e} > {rtol:.1e}, rel RMS {rms:.3e}'
+
+
+def assert_flash_rule(name: str, actual: torch.Tensor, lowp_ref: torch.Tensor, ref: torch.Tensor,
+                      rtol: float, floor: float = 1e-3) -> None:
+    """FlashAttention's rule for 16-bit dtypes, with the issue's bound on top.
+
+    ``actual`` (the kernel in the low dtype) must be within twice the error of ``lowp_ref`` (the
+    reference run in the same dtype) of ``ref`` (float32/64), plus ``floor`` * max |ref|; and
+    within ``rtol`` * max |ref| in any case.
+    """
+    err, rel, rms = errors(actual, ref)
+    err_ref, _, _ = errors(lowp_ref, ref)
+    scale = ref.double().abs().max().item()
+    bound = 2 * err_ref + floor * scale
+    assert err <= bound and rel <= rtol, (
+        f'{name}: max-abs err {err:.3e} (bound {bound:.3e} = 2 x reference-in-dtype err {err_ref:.3e}'
+        f' + floor), rel {rel:.3e} (limit {rtol:.1e}), rel RMS {rms:.3e}')
