@@ -1,8 +1,8 @@
 """Triton kernels of mmmila, installed as ``mmmila.kernels`` (imports only torch and triton).
 
 The public entry is :func:`mila_linear_attention_triton` (forward and backward of MILA's linear
-attention). On CPU tensors the kernels run under the Triton interpreter, which must be enabled
-with ``TRITON_INTERPRET=1`` *before* this package is first imported.
+attention). On CPU tensors the kernels run under the Triton interpreter, which ``TRITON_INTERPRET=1`` enables;
+it must be set before triton is first imported in the process.
 """
 from .function import (MILALinearAttnFn, device_problem, input_problem, is_interpreted,
                        mila_linear_attention_triton)

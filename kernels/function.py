@@ -6,19 +6,20 @@ import contextlib
 import torch
 from torch.autograd.function import once_differentiable
 
+from . import linear_attn_fwd
 from .heuristics import SUPPORTED_DTYPES, SUPPORTED_HEAD_DIMS, launch_config
-from .linear_attn_bwd import _mila_attn_bwd_map_kernel, mila_attn_bwd
-from .linear_attn_fwd import _mila_attn_fwd_map_kernel, mila_attn_fwd
+from .linear_attn_bwd import mila_attn_bwd
+from .linear_attn_fwd import mila_attn_fwd
 
 
 def is_interpreted() -> bool:
     """Whether the kernels were built for the Triton interpreter (TRITON_INTERPRET=1 at import).
 
-    Triton decides this when ``@triton.jit`` runs, i.e. when this package is first imported; setting
-    the variable later does not change it.
+    Triton fixes this when it is first imported (its own ``tl`` helpers are ``@triton.jit``
+    functions too) and when ``@triton.jit`` runs on our kernels; setting the variable later has no
+    effect in the same process.
     """
-    kernels = (_mila_attn_fwd_map_kernel, _mila_attn_bwd_map_kernel)
-    return all(type(k).__name__ == 'InterpretedFunction' for k in kernels)
+    return type(linear_attn_fwd._mila_attn_fwd_map_kernel).__name__ == 'InterpretedFunction'
 
 
 def input_problem(qk: torch.Tensor, v: torch.Tensor, hw: tuple[int, int],
@@ -56,12 +57,12 @@ def input_problem(qk: torch.Tensor, v: torch.Tensor, hw: tuple[int, int],
 
 
 def device_problem(device: torch.device) -> str | None:
-    """Why the kernels cannot run on ``device`` in this process, or None when they can."""
+    """Why the kernels cannot run on ``device`` now, or None when they can."""
     if device.type == 'cuda' or (device.type == 'cpu' and is_interpreted()):
         return None
     if device.type == 'cpu':
         return ('Triton kernels on CPU tensors need the Triton interpreter: set TRITON_INTERPRET=1 '
-                'before mmmila.kernels is first imported (or use a CUDA device)')
+                'before triton is first imported in the process (or use a CUDA device)')
     return f'the Triton kernels run on CUDA devices (or CPU under TRITON_INTERPRET=1), not {device}'
 
 

@@ -19,8 +19,9 @@ from torch.autograd.function import once_differentiable
 from .reference import EPS, check_attention_inputs
 from .rope2d import rope2d_cos_sin
 
-# Tokens per chunk: about 256 K elements per (B, chunk, C) temporary, i.e. 1 MB in float32, which
-# stays in a core's L2; larger chunks are not faster on CPU, smaller ones pay per-op overhead.
+# Chunk size: about 256 K elements per (B, chunk, C) temporary, i.e. 1 MB of float32, which stays in
+# cache. Smaller chunks pay per-op overhead (and a fork/join of the intra-op threads per op), larger
+# ones fall out of cache and raise the peak memory (about six such temporaries are alive at once).
 _CHUNK_ELEMENTS = 1 << 18
 _LOG2E = 1.4426950408889634
 
@@ -46,6 +47,13 @@ def _rotation_tables(height: int, width: int, channels: int, device: torch.devic
     rows = torch.complex(cos_r[:, :quarter].to(dtype), sin_r[:, :quarter].to(dtype))
     cols = torch.complex(cos_c[:, quarter:].to(dtype), sin_c[:, quarter:].to(dtype))
     return rows, cols
+
+
+def _tables(hw: tuple[int, int], channels: int, device: torch.device, dtype: torch.dtype):
+    # Under torch.jit.trace a cached tensor made while tracing another call would be unknown to
+    # this call's graph (the tracer fails); tracing is rare and these tables are tiny: rebuild.
+    build = _rotation_tables.__wrapped__ if torch.jit.is_tracing() else _rotation_tables
+    return build(hw[0], hw[1], channels, device, dtype)
 
 
 class _Rotation:
@@ -112,9 +120,9 @@ def _apply(x: torch.Tensor, mat: torch.Tensor, out: torch.Tensor) -> torch.Tenso
 
 
 def _forward(qk, v, hw, num_heads):
-    B, N, C = v.shape
+    B, N, C = (int(n) for n in v.shape)  # plain ints also under torch.jit.trace
     cdt = torch.promote_types(torch.promote_types(qk.dtype, v.dtype), torch.float32)
-    tables = _rotation_tables(hw[0], hw[1], C, qk.device, cdt)
+    tables = _tables(hw, C, qk.device, cdt)
     rows = _chunk_rows(B, hw, C, qk.device)
     d = C // num_heads
     s = qk.new_zeros((B, num_heads, d, d), dtype=cdt)
@@ -127,6 +135,7 @@ def _forward(qk, v, hw, num_heads):
         vc = v[:, i:j].to(cdt)
         for b in range(B):
             s[b].baddbmm_(_heads(k[b], num_heads).transpose(1, 2), _heads(vc[b], num_heads))
+        del k, vc  # free this chunk's temporaries before the next chunk allocates its own
     s /= N
     m = (k_sum / N).view(B, num_heads, d)           # a float32 sum times 1/N, never a 16-bit sum
     out = torch.empty((B, N, C), dtype=v.dtype, device=v.device)
@@ -139,13 +148,14 @@ def _forward(qk, v, hw, num_heads):
         _per_head(_apply(q, s, o), num_heads).mul_(z)
         if o.dtype != out.dtype:
             out[:, i:j] = o
+        del q, z, o
     return out, s, m
 
 
 def _backward(grad, qk, v, s, m, hw, num_heads):
-    B, N, C = v.shape
+    B, N, C = (int(n) for n in v.shape)  # plain ints also under torch.jit.trace
     cdt = s.dtype
-    tables = _rotation_tables(hw[0], hw[1], C, qk.device, cdt)
+    tables = _tables(hw, C, qk.device, cdt)
     rows = _chunk_rows(B, hw, C, qk.device)
     dqk = torch.empty(qk.shape, dtype=qk.dtype, device=qk.device)
     dv = torch.empty(v.shape, dtype=v.dtype, device=v.device)
@@ -165,9 +175,11 @@ def _backward(grad, qk, v, s, m, hw, num_heads):
         for b in range(B):
             ds[b].baddbmm_(_heads(q_r[b], num_heads).transpose(1, 2), _heads(gz[b], num_heads))
             dm[b].unsqueeze(1).baddbmm_(w[b].permute(1, 2, 0), _heads(q[b], num_heads), alpha=-1.0)
+        del q, q_r, gz
         _Rotation(tables, r, rows, inverse=True)(dq)                   # R^T
         _per_head(dq, num_heads).addcmul_(w, m.unsqueeze(1), value=-1.0)
         torch.mul(dq, dphi, out=dqk[:, i:j, :C])
+        del dq, dphi, z, w
     ds /= N
     dm /= N
     ds_t = ds.transpose(-1, -2)
@@ -182,6 +194,7 @@ def _backward(grad, qk, v, s, m, hw, num_heads):
         dk = _apply(v[:, i:j].to(cdt), ds_t, torch.empty_like(k))     # dL/dk_r = v dS^T / N
         _per_head(_Rotation(tables, r, rows, inverse=True)(dk), num_heads).add_(dm.unsqueeze(1))
         torch.mul(dk, dphi, out=dqk[:, i:j, C:])
+        del k, dphi, dv_c, dk
     return dqk, dv
 
 

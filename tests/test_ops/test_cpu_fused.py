@@ -42,6 +42,17 @@ def test_float32_matches_reference(batch, hw, nh, small_chunks):
         assert_rel_close(f'fused vs f64 {name}', a, c, 1e-5)
 
 
+def test_default_chunking_large_map():
+    """A map large enough for several chunks of the default size (~4096 tokens at C = 64)."""
+    hw, nh = (80, 61), 2
+    assert cpu_fused._chunk_rows(1, hw, 64, torch.device('cpu')) < hw[0]
+    qk, v, g = make_inputs(1, hw, nh)
+    fused = outputs_and_grads(mila_linear_attention_cpu, qk, v, g, hw, nh)
+    ref = outputs_and_grads(mila_linear_attention_ref, qk, v, g, hw, nh)
+    for name, a, b in zip(('out', 'dqk', 'dv'), fused, ref):
+        assert_rel_close(name, a, b, 1e-4)
+
+
 def test_gradcheck_float64(small_chunks):
     hw, nh = (3, 6), 2
     qk, v, _ = make_inputs(1, hw, nh, head_dim=4, dtype=torch.float64)

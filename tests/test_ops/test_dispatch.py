@@ -52,7 +52,7 @@ def test_auto_is_triton_on_cuda(inputs):
 
 
 def test_triton_backend_runs_the_kernels(inputs):
-    """Under TRITON_INTERPRET=1 (tests/test_ops/conftest.py) 'triton' runs the kernels on CPU."""
+    """Under TRITON_INTERPRET=1 (tests/conftest.py, without CUDA) 'triton' runs the kernels on CPU."""
     qk, v, g = inputs
     qk.requires_grad_()
     out = mila_linear_attention(qk, v, HW, NH, backend='triton')

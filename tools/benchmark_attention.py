@@ -1,0 +1,366 @@
+#!/usr/bin/env python
+"""Benchmark MILA's linear attention op, implementations side by side in one process.
+
+    python tools/benchmark_attention.py                       # 1280x800 and 512x512, stage 1 of MILA-T
+    python tools/benchmark_attention.py --stages 1 2 3 4      # every stage of MILA-T at the sizes
+    python tools/benchmark_attention.py --compile             # add torch.compile of the reference
+
+Variants (all take qk (B, N, 2C) and v (B, N, C) and return (B, N, C) before LePE):
+
+- ``authors``: a plain transcription of the authors' formulation, written from MILA.md: elu+1, RoPE
+  by complex multiplication in float32 with an (H, W, C/2) complex table, heads by reshape/permute,
+  k.mean, z, kv = (k_r N^-1/2)^T (v N^-1/2), (q_r kv) z; plain autograd. The baseline.
+- ``reference``: ``mmmila.ops.mila_linear_attention_ref`` (the spec in code; plain autograd).
+- ``torch``: ``mmmila.ops.mila_linear_attention_cpu`` -- the default CPU path (chunked autograd
+  Function that saves only qk, v, S, m and recomputes the rest in backward).
+- ``compiled``: ``torch.compile`` of the reference (only with ``--compile``).
+- ``triton``: ``mmmila.kernels.mila_linear_attention_triton`` (only on a CUDA device).
+
+Time: for each shape, every round runs each variant once, in turn, so that the variants share the
+machine's load; the table shows the median over rounds and the ratio of the baseline's median to
+each variant's. Forward is timed under ``torch.no_grad()``; forward+backward is ``out = f(qk, v)``
+then ``out.backward(g)`` with a fixed g.
+
+Peak memory (CPU): each (variant, shape, mode) runs once in a fresh subprocess. After the inputs,
+the RoPE tables and a tiny warm-up call exist, the peak-RSS counter is reset (``5`` written to
+``/proc/self/clear_refs``); the figure is VmHWM minus VmRSS at that point, i.e. the resident memory
+the call itself added at its peak (outputs and gradients included), as the OS saw it. On CUDA the
+figure is ``torch.cuda.max_memory_allocated`` above the allocation before the call.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+from mmmila.ops import mila_linear_attention_cpu, mila_linear_attention_ref, rope2d_cos_sin
+
+# (image H, image W) -> stage maps at strides 4, 8, 16, 32; MILA-T widths and heads.
+STAGES = {1: (4, 64, 2), 2: (8, 128, 4), 3: (16, 256, 8), 4: (32, 512, 16)}
+SIZES = {'1280x800': (800, 1280), '512x512': (512, 512)}
+
+
+def authors_table(hw: tuple[int, int], channels: int, device) -> torch.Tensor:
+    """The (H, W, C/2) complex64 rotation table of the authors' classification model."""
+    height, width = hw
+    quarter = channels // 4
+    theta = 10000.0 ** (-torch.arange(quarter, dtype=torch.float32, device=device) / quarter)
+    rows = torch.arange(height, dtype=torch.float32, device=device)[:, None, None] * theta
+    cols = torch.arange(width, dtype=torch.float32, device=device)[None, :, None] * theta
+    angles = torch.cat([rows.expand(height, width, quarter), cols.expand(height, width, quarter)], -1)
+    return torch.polar(torch.ones_like(angles), angles)
+
+
+def authors_attention(qk, v, hw, num_heads, table):
+    """Baseline (a): the authors' formulation as separate ops, plain autograd."""
+    B, N, C = v.shape
+    height, width = hw
+    d = C // num_heads
+    q = F.elu(qk[..., :C]) + 1.0
+    k = F.elu(qk[..., C:]) + 1.0
+
+    def rope(x):  # (B, N, C) -> (B, N, C), complex multiplication in float32
+        xc = torch.view_as_complex(x.float().reshape(B, height, width, C // 2, 2))
+        return torch.view_as_real(xc * table).reshape(B, N, C)
+
+    def heads(x):
+        return x.reshape(B, N, num_heads, d).permute(0, 2, 1, 3)
+
+    q_r, k_r = heads(rope(q)), heads(rope(k))
+    q, k, vh = heads(q), heads(k), heads(v)
+    z = 1 / (q @ k.mean(dim=-2, keepdim=True).transpose(-2, -1) + 1e-6)
+    kv = (k_r.transpose(-2, -1) * (N ** -0.5)) @ (vh * (N ** -0.5))
+    out = q_r @ kv * z
+    return out.transpose(1, 2).reshape(B, N, C)
+
+
+def make_variants(hw, channels, device, with_compile: bool) -> dict:
+    table = authors_table(hw, channels, device)
+    variants = {
+        'authors': lambda qk, v, nh: authors_attention(qk, v, hw, nh, table),
+        'reference': lambda qk, v, nh: mila_linear_attention_ref(qk, v, hw, nh),
+        'torch': lambda qk, v, nh: mila_linear_attention_cpu(qk, v, hw, nh),
+    }
+    if with_compile:
+        compiled = torch.compile(mila_linear_attention_ref, dynamic=False)
+        variants['compiled'] = lambda qk, v, nh: compiled(qk, v, hw, nh)
+    if device.type == 'cuda':
+        from mmmila.kernels import mila_linear_attention_triton
+        variants['triton'] = lambda qk, v, nh: mila_linear_attention_triton(qk, v, hw, nh)
+    return variants
+
+
+def make_inputs(hw, channels, batch, device, dtype, seed=0):
+    gen = torch.Generator(device='cpu').manual_seed(seed)
+    n = hw[0] * hw[1]
+    qk = torch.randn(batch, n, 2 * channels, generator=gen).to(device, dtype)
+    v = torch.randn(batch, n, channels, generator=gen).to(device, dtype)
+    g = torch.randn(batch, n, channels, generator=gen).to(device, dtype)
+    return qk, v, g
+
+
+def _sync(device):
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def run_once(fn, qk, v, g, nh, mode):
+    """One call; returns (out, dqk, dv) (grads None for 'fwd')."""
+    if mode == 'fwd':
+        with torch.no_grad():
+            return fn(qk, v, nh), None, None
+    qk = qk.detach().requires_grad_()
+    v = v.detach().requires_grad_()
+    out = fn(qk, v, nh)
+    out.backward(g)
+    return out, qk.grad, v.grad
+
+
+def rel_err(a, b):
+    return ((a.double() - b.double()).abs().max() / b.double().abs().max()).item()
+
+
+def time_shape(variants, qk, v, g, nh, rounds, device):
+    """Interleaved timing; returns {mode: {variant: [seconds]}} and the output check."""
+    times = {mode: {name: [] for name in variants} for mode in ('fwd', 'fwd+bwd')}
+    check = {}
+    base = run_once(variants['authors'], qk, v, g, nh, 'fwd+bwd')
+    for name, fn in variants.items():                       # warm-up and equality check
+        res = run_once(fn, qk, v, g, nh, 'fwd+bwd')
+        check[name] = max(rel_err(x, y) for x, y in zip(res, base))
+    for mode in times:
+        for _ in range(rounds):
+            for name, fn in variants.items():
+                _sync(device)
+                start = time.perf_counter()
+                run_once(fn, qk, v, g, nh, mode)
+                _sync(device)
+                times[mode][name].append(time.perf_counter() - start)
+    return times, check
+
+
+def _proc_kb(field):
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(field):
+                return int(line.split()[1])
+    raise RuntimeError(f'{field} not in /proc/self/status')
+
+
+def peak_memory_child(args):
+    """Subprocess body: one measured call, prints the peak added memory in bytes."""
+    hw = tuple(args.child_hw)
+    device = torch.device(args.device)
+    variants = make_variants(hw, args.child_c, device, args.compile)
+    fn = variants[args.child_variant]
+    qk, v, g = make_inputs(hw, args.child_c, args.batch, device, getattr(torch, args.dtype))
+    rope2d_cos_sin(hw[0], hw[1], args.child_c, device)      # the model caches these tables too
+    if args.child_variant == 'compiled':   # compilation is one-time: warm up at the real shape
+        run_once(fn, qk, v, g, args.child_nh, args.child_mode)
+    else:                                  # library warm-up at a tiny shape
+        tiny = make_variants((4, 8), args.child_c, device, False)[args.child_variant]
+        run_once(tiny, *make_inputs((4, 8), args.child_c, 1, device, qk.dtype), args.child_nh,
+                 args.child_mode)
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        run_once(fn, qk, v, g, args.child_nh, args.child_mode)
+        torch.cuda.synchronize(device)
+        peak = torch.cuda.max_memory_allocated(device) - before
+    else:
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')
+        before = _proc_kb('VmRSS:')
+        run_once(fn, qk, v, g, args.child_nh, args.child_mode)
+        peak = (_proc_kb('VmHWM:') - before) * 1024
+    print(json.dumps({'peak_bytes': peak}))
+
+
+# Ops that only re-describe memory (no data moved); everything else is counted as reading its
+# tensor inputs and writing its outputs once, the minimum any implementation of that op needs.
+_VIEW_OPS = {'view', '_unsafe_view', '_reshape_alias', 'reshape', 'transpose', 'permute', 'expand',
+             'slice', 'select', 'unsqueeze', 'squeeze', 'as_strided', 'alias', 'detach', 't',
+             'split', 'unbind', 'view_as_real', 'view_as_complex', 'unflatten', 'flatten',
+             'split_with_sizes', 'lift_fresh', '_conj', 'conj'}
+
+
+def _touched_bytes(t) -> int:
+    if not isinstance(t, torch.Tensor):
+        return 0
+    return min(t.numel(), t.untyped_storage().nbytes() // t.element_size()) * t.element_size()
+
+
+def count_traffic(fn, qk, v, g, nh):
+    """Bytes read + written by the ATen ops of one forward and one backward, and op counts."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_flatten
+
+    class Counter(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.bytes, self.ops = 0, 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func.overloadpacket.__name__.rstrip('_') not in _VIEW_OPS:
+                tensors = tree_flatten((args, kwargs or {}))[0] + tree_flatten(out)[0]
+                self.bytes += sum(_touched_bytes(t) for t in tensors)
+                self.ops += 1
+            return out
+
+    qk = qk.detach().requires_grad_()
+    v = v.detach().requires_grad_()
+    fwd, bwd = Counter(), Counter()
+    with fwd:
+        out = fn(qk, v, nh)
+    with bwd:
+        out.backward(g)
+    return fwd.bytes, fwd.ops, bwd.bytes, bwd.ops
+
+
+def fused_bytes(n: int, channels: int, elem: int) -> tuple[int, int]:
+    """Bytes moved by the fused Triton passes (KERNEL_MATH.md): forward 4C, backward 7C per token."""
+    return 4 * n * channels * elem, 7 * n * channels * elem
+
+
+def traffic_table(args):
+    """Markdown table of bytes moved per attention call, each MILA-T stage at 1280 x 800, B = 1."""
+    bandwidth = 3.35e12   # H100 SXM HBM3, bytes/s
+    print('| stage | N | C | authors fp32 fwd MB (ops) | fwd+bwd MB (ops) | fused fp32 fwd / fwd+bwd MB '
+          '| fused bf16 fwd / fwd+bwd MB | H100 time at 3.35 TB/s: authors fp32 fwd / fwd+bwd | '
+          'fused bf16 fwd / fwd+bwd | fused fp32 fwd / fwd+bwd |')
+    print('|---|---|---|---|---|---|---|---|---|---|')
+    for stage, (stride, channels, nh) in STAGES.items():
+        hw = (800 // stride, 1280 // stride)
+        n = hw[0] * hw[1]
+        qk, v, g = make_inputs(hw, channels, 1, torch.device('cpu'), torch.float32)
+        fn = make_variants(hw, channels, torch.device('cpu'), False)['authors']
+        fb, fo, bb, bo = count_traffic(fn, qk, v, g, nh)
+        f32, b32 = fused_bytes(n, channels, 4)
+        f16, b16 = fused_bytes(n, channels, 2)
+        us = lambda b: f'{b / bandwidth * 1e6:.1f}'  # noqa: E731
+        mb = lambda b: f'{b / 1e6:.1f}'  # noqa: E731
+        print(f'| {stage} | {n} | {channels} | {mb(fb)} ({fo}) | {mb(fb + bb)} ({fo + bo}) | '
+              f'{mb(f32)} / {mb(f32 + b32)} | {mb(f16)} / {mb(f16 + b16)} | '
+              f'{us(fb)} / {us(fb + bb)} us | {us(f16)} / {us(f16 + b16)} us | '
+              f'{us(f32)} / {us(f32 + b32)} us |')
+
+
+def peak_memory(args, variant, hw, channels, nh, mode):
+    """Run :func:`peak_memory_child` in a fresh interpreter; returns bytes."""
+    cmd = [sys.executable, __file__, '--child-variant', variant, '--child-hw', str(hw[0]), str(hw[1]),
+           '--child-c', str(channels), '--child-nh', str(nh), '--child-mode', mode,
+           '--batch', str(args.batch), '--dtype', args.dtype, '--device', args.device]
+    if args.threads:
+        cmd += ['--threads', str(args.threads)]
+    if args.compile:
+        cmd.append('--compile')
+    res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])['peak_bytes']
+
+
+def machine_info(device) -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open('/proc/cpuinfo') as f:
+            cpu = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
+    except (OSError, StopIteration):
+        pass
+    info = (f'{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, '
+            f'torch {torch.__version__}, python {platform.python_version()}')
+    if hasattr(os, 'getloadavg'):  # other work on the machine skews timings: say how much there was
+        info += ', load average %.1f / %.1f / %.1f' % os.getloadavg()
+    if device.type == 'cuda':
+        info += f', {torch.cuda.get_device_name(device)}'
+    return info
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--sizes', nargs='+', default=list(SIZES), choices=list(SIZES), help='image sizes')
+    parser.add_argument('--stages', nargs='+', type=int, default=[1], choices=[1, 2, 3, 4],
+                        help='MILA-T stages (1 = stride 4, C = 64, 2 heads)')
+    parser.add_argument('--batch', type=int, default=1)
+    parser.add_argument('--dtype', default='float32', choices=['float32', 'float16', 'bfloat16'])
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--rounds', type=int, default=15, help='timed calls per variant and mode')
+    parser.add_argument('--threads', type=int, help='torch.set_num_threads (default: torch\'s choice)')
+    parser.add_argument('--compile', action='store_true', help='add torch.compile of the reference')
+    parser.add_argument('--no-memory', action='store_true', help='skip the peak-memory subprocesses')
+    parser.add_argument('--json', help='also write the results to this file')
+    parser.add_argument('--traffic', action='store_true',
+                        help='only print the bytes-moved table of docs/kernels.md (a calculation)')
+    for name, kw in (('--child-variant', {}), ('--child-hw', dict(nargs=2, type=int)),
+                     ('--child-c', dict(type=int)), ('--child-nh', dict(type=int)), ('--child-mode', {})):
+        parser.add_argument(name, help=argparse.SUPPRESS, **kw)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.child_variant:
+        return peak_memory_child(args)
+    if args.traffic:
+        return traffic_table(args)
+    device = torch.device(args.device)
+    dtype = getattr(torch, args.dtype)
+    print(f'# machine: {machine_info(device)}')
+    print(f'# command: python {" ".join(sys.argv)}')
+    results = []
+    for size in args.sizes:
+        for stage in args.stages:
+            stride, channels, nh = STAGES[stage]
+            img_h, img_w = SIZES[size]
+            hw = (-(-img_h // stride), -(-img_w // stride))
+            variants = make_variants(hw, channels, device, args.compile)
+            qk, v, g = make_inputs(hw, channels, args.batch, device, dtype)
+            times, check = time_shape(variants, qk, v, g, nh, args.rounds, device)
+            n = hw[0] * hw[1]
+            print(f'\n## {size}, stage {stage}: B={args.batch}, H x W = {hw[0]} x {hw[1]} '
+                  f'(N = {n}), C = {channels}, {nh} heads, {args.dtype}')
+            print('| variant | max rel. diff vs authors (out, dqk, dv) | fwd ms | fwd speed-up '
+                  '| fwd+bwd ms | fwd+bwd speed-up | fwd peak MB | fwd+bwd peak MB | fwd+bwd memory ratio |')
+            print('|---|---|---|---|---|---|---|---|---|')
+            mem = {}
+            for name in variants:
+                if not args.no_memory:
+                    mem[name] = {mode: peak_memory(args, name, hw, channels, nh, mode)
+                                 for mode in ('fwd', 'fwd+bwd')}
+            for name in variants:
+                med = {mode: statistics.median(times[mode][name]) for mode in times}
+                base = {mode: statistics.median(times[mode]['authors']) for mode in times}
+                row = dict(size=size, stage=stage, n=n, channels=channels, heads=nh, variant=name,
+                           rel_diff=check[name], fwd_ms=med['fwd'] * 1e3,
+                           fwdbwd_ms=med['fwd+bwd'] * 1e3,
+                           fwd_speedup=base['fwd'] / med['fwd'],
+                           fwdbwd_speedup=base['fwd+bwd'] / med['fwd+bwd'])
+                if mem:
+                    row.update(fwd_peak_mb=mem[name]['fwd'] / 2 ** 20,
+                               fwdbwd_peak_mb=mem[name]['fwd+bwd'] / 2 ** 20,
+                               fwdbwd_mem_ratio=mem[name]['fwd+bwd'] / mem['authors']['fwd+bwd'])
+                results.append(row)
+                memtxt = (f"{row['fwd_peak_mb']:.1f} | {row['fwdbwd_peak_mb']:.1f} | "
+                          f"{row['fwdbwd_mem_ratio']:.2f}x" if mem else '- | - | -')
+                print(f"| {name} | {row['rel_diff']:.1e} | {row['fwd_ms']:.2f} | "
+                      f"{row['fwd_speedup']:.2f}x | {row['fwdbwd_ms']:.2f} | "
+                      f"{row['fwdbwd_speedup']:.2f}x | {memtxt} |")
+    if hasattr(os, 'getloadavg'):
+        print('\n# load average at the end: %.1f / %.1f / %.1f' % os.getloadavg())
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(dict(machine=machine_info(device), command=sys.argv, results=results), f, indent=1)
+
+
+if __name__ == '__main__':
+    main()
