@@ -7,5 +7,8 @@ and activates the checkpoint trust policy (``mmmila/checkpoint.py``), so a confi
 from .version import __version__
 from . import checkpoint  # noqa: E402,F401  (checkpoint loading policy)
 from . import models  # noqa: E402,F401  (registration)
+from .datasets.seg_registration import register_seg_modules
+
+register_seg_modules()  # validating ADE20K dataset and annotation loader, in mmseg if installed
 
 __all__ = ['__version__']

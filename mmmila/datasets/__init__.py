@@ -1,0 +1,1 @@
+"""Dataset helpers: toy-data checks and validating datasets for segmentation."""

@@ -1,0 +1,122 @@
+"""tools/benchmark.py: statistics, call counting, peak memory, the comparison models and the report.
+
+No timing is asserted: only what the tool computes from the times it measured.
+"""
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+
+from ..conftest import REPO, TINY_ARCH
+
+sys.path.insert(0, str(REPO / 'tools'))
+import benchmark  # noqa: E402
+
+
+def test_summarise_reports_median_quartiles_throughput_and_per_pixel_cost():
+    r = benchmark.summarise('m', 1000, 'forward', 2, [0.4, 0.1, 0.2, 0.3, 0.5], peak_bytes=3 * 2**20,
+                            cpu_times=[0.2, 0.1, 0.3, 0.2, 0.9])
+    assert r.median_ms == pytest.approx(300) and r.repeats == 5
+    assert r.cpu_ms == pytest.approx(200) and r.cpu_ms_per_megapixel == pytest.approx(100)
+    assert (r.q1_ms, r.q3_ms) == (pytest.approx(200), pytest.approx(400))
+    assert r.images_per_s == pytest.approx(2 / 0.3)
+    assert r.ms_per_megapixel == pytest.approx(300 / 2.0)  # 2 images of 1 megapixel
+    assert r.peak_mem_mb == pytest.approx(3.0)
+    with pytest.raises(ValueError, match='no timed calls'):
+        benchmark.summarise('m', 8, 'forward', 1, [], None)
+
+
+def test_time_calls_honours_repeats_and_its_cap():
+    calls = []
+    wall, cpu = benchmark.time_calls(lambda: calls.append(1), torch.device('cpu'), repeats=3, min_time=0.0,
+                                     max_repeats=10)
+    assert len(wall) == len(cpu) == len(calls) == 3
+    wall, cpu = benchmark.time_calls(lambda: calls.append(1), torch.device('cpu'), repeats=2, min_time=1e6,
+                                     max_repeats=5)
+    assert len(wall) == len(cpu) == 5 and all(t >= 0 for t in wall + cpu)
+    with pytest.raises(ValueError, match='repeats'):
+        benchmark.time_calls(lambda: None, torch.device('cpu'), repeats=4, min_time=0, max_repeats=3)
+
+
+def test_peak_memory_is_the_peak_of_live_tensors():
+    mb = 2**20
+
+    def two_temporaries():
+        a = torch.ones(64 * mb // 4)      # 64 MB
+        b = torch.ones(32 * mb // 4)      # +32 MB: peak 96 MB
+        del a
+        c = b * 2                         # 32 + 32 MB
+        return c.sum()
+
+    peak = benchmark.peak_memory(two_temporaries, torch.device('cpu'))
+    assert 96 * mb <= peak <= 96 * mb + 64 * 1024  # plus a few scalars
+    kept = torch.ones(16 * mb // 4)  # memory live before the call is not counted
+    assert benchmark.peak_memory(lambda: torch.ones(1000).sum(), torch.device('cpu')) < 64 * 1024
+    # backward's buffers count too: 4 MB of grads plus the saved activations
+    lin = torch.nn.Linear(1024, 1024)
+    x = torch.randn(2048, 1024)  # 8 MB
+    peak = benchmark.peak_memory(lambda: lin(x).relu().sum().backward(), torch.device('cpu'))
+    assert peak >= 8 * mb + 4 * mb
+    del kept
+
+
+@pytest.mark.parametrize('name', ['swin-t', 'convnext-t'])
+def test_comparison_backbones_return_four_maps_at_any_size(name):
+    model = benchmark.build_backbone(name)
+    model.eval()  # (mmpretrain's SwinTransformer.train() returns None)
+    with torch.inference_mode():
+        outs = model(torch.rand(1, 3, 160, 96))  # 5 x 3 at stride 32: below Swin's 7 x 7 window
+    assert [o.shape[1] for o in outs] == [96, 192, 384, 768]
+    assert [tuple(o.shape[2:]) for o in outs] == [(40, 24), (20, 12), (10, 6), (5, 3)]
+
+
+def test_benchmark_and_report(tmp_path):
+    from mmmila.models import MILA
+
+    def factory(size):
+        return MILA(arch=TINY_ARCH, out_indices=(0, 1, 2, 3), drop_path_rate=0.0)
+
+    lines = []
+    results = benchmark.benchmark('tiny', factory, [64, 96, 128], list(benchmark.MODES), 1,
+                                  torch.device('cpu'),
+                                  warmup=1, repeats=2, min_time=0.0, max_repeats=2, log=lines.append,
+                                  backward_sizes=[64, 96])
+    assert [(r.size, r.mode) for r in results] == [(64, 'forward'), (64, 'forward+backward'), (96, 'forward'),
+                                                   (96, 'forward+backward'), (128, 'forward')]
+    assert all(r.repeats == 2 and r.median_ms > 0 and r.cpu_ms > 0 for r in results) and len(lines) == 5
+    assert all(r.peak_mem_mb > 0 for r in results)
+    fwd = {r.size: r.peak_mem_mb for r in results if r.mode == 'forward'}
+    assert fwd[64] < fwd[96] < fwd[128]  # more pixels, more activation memory
+
+    before = benchmark.machine_info(torch.device('cpu'))
+    from datetime import datetime, timezone
+    md = tmp_path / 'report.md'
+    benchmark.write_report(results, tmp_path / 'bench', md, before, before, datetime.now(timezone.utc),
+                           ['tiny', '--sizes', '64', '96'], metric='cpu')
+    csv = (tmp_path / 'bench.csv').read_text().splitlines()
+    assert csv[0].startswith('model,size,mode,batch,median_ms') and len(csv) == 6
+    assert csv[1].split(',')[:3] == ['tiny', '64', 'forward']
+    text = md.read_text()
+    assert f'torch {torch.__version__}' in text and '--sizes 64 96' in text
+    assert '| 64² |' in text and '| 128² |' in text and '**forward+backward**' in text
+    assert '**forward**: cpu ms per megapixel' in text
+    assert (tmp_path / 'bench.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+def test_a_config_model_is_measured_in_tensor_mode(tmp_path):
+    from .conftest import tiny_config
+    factory = benchmark.build_from_config(str(tiny_config(tmp_path)), batch=2)
+    assert factory(64)(torch.rand(2, 3, 64, 64)).shape == (2, 10)  # the classifier's logits
+    results = benchmark.benchmark('cfg', factory, [64], ['forward'], 2, torch.device('cpu'), warmup=1,
+                                  repeats=1, min_time=0.0, max_repeats=1, log=lambda _: None)
+    assert len(results) == 1 and results[0].images_per_s > 0 and results[0].batch == 2
+
+
+def test_cli_rejects_unknown_models(capsys):
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(['mila-t', 'resnet-50'])
+    assert "unknown model(s) ['resnet-50']" in capsys.readouterr().err
+    with pytest.raises(ValueError, match='unknown model'):
+        benchmark.build_backbone('vit-b')

@@ -1,0 +1,102 @@
+"""Helpers of the segmentation tests: the toy ADE20K set, config loading, fake released checkpoints."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.config import Config
+
+from ..conftest import OFFICIAL_KEYS, REPO
+
+CONFIGS = REPO / 'configs'
+SEG_CONFIGS = {v: CONFIGS / f'upernet_mila_{v}_512x512_160k_ade20k.py' for v in 'tsb'}
+TOY_CONFIG = CONFIGS / 'demo' / 'upernet_mila_t_toy.py'
+VARIANT_NAMES = {'t': 'MILA-T', 's': 'MILA-S', 'b': 'MILA-B'}
+
+
+def load_tool(relpath: str):
+    """Import a script of ``tools/`` (not a package) as a module."""
+    path = REPO / 'tools' / relpath
+    spec = importlib.util.spec_from_file_location(f'mmmila_tool_{path.stem}', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope='session', autouse=True)
+def _seg_registered():
+    """Make sure the checked ADE20K dataset and transform are in mmseg's registries."""
+    import mmmila  # noqa: F401  (registers MILA)
+    from mmmila.datasets.seg_registration import register_seg_modules
+    assert register_seg_modules(), 'mmseg is not installed'
+
+
+@pytest.fixture(scope='session', autouse=True)
+def _plain_config_text():
+    """Skip yapf when a Runner logs and dumps its config (seconds per Runner, cosmetic only)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr('mmengine.config.config.FormatCode', lambda text, **kwargs: (text, False))
+        yield
+
+
+@pytest.fixture(scope='module', autouse=True)
+def _one_thread():
+    """One PyTorch thread: on this shared 2-core machine a second thread mostly waits for a core
+    (toy backbone forward + backward under load: 0.18 s with one thread, 0.84 s with two)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def _mmseg_scope():
+    """Build registry names in mmseg's scope, as a config's ``default_scope='mmseg'`` does."""
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        yield
+
+
+@pytest.fixture(scope='session')
+def make_toy():
+    return load_tool('data/make_toy_ade.py').make_toy_ade
+
+
+@pytest.fixture(scope='session')
+def toy_root(tmp_path_factory, make_toy) -> Path:
+    """A toy ADE20K set shared by the session: 16 training, 4 validation, 2 test images of 96x128."""
+    return make_toy(tmp_path_factory.mktemp('ade_toy') / 'ADEChallengeData2016',
+                    num_train=16, num_val=4, num_test=2, seed=0)
+
+
+def point_at(cfg: Config, root: Path, num_val: int | None = None) -> Config:
+    """Point every dataloader of ``cfg`` at ``root`` with no worker processes."""
+    for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        loader = cfg[name]
+        loader.update(num_workers=0, persistent_workers=False)
+        loader.dataset.data_root = str(root)
+        if num_val is not None and name != 'train_dataloader':
+            loader.dataset.indices = num_val
+    return cfg
+
+
+def released_state_dict(variant: str, seed: int = 0) -> dict:
+    """A state dict in the authors' released format for 'T'/'S'/'B', random values of the real shapes.
+
+    Weights are N(0, 0.02) (norm scales and BatchNorm variances 1 + that), the scale of a trained
+    network: deep enough stacks of N(0, 1) weights overflow.
+    """
+    shapes = json.loads(OFFICIAL_KEYS.read_text())[VARIANT_NAMES[variant.lower()]]
+    gen = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, shape in shapes.items():
+        if key.endswith('num_batches_tracked'):
+            state[key] = torch.tensor(0)
+        elif key.endswith('running_var') or ('norm' in key and key.endswith('weight')):
+            state[key] = 1 + 0.02 * torch.randn(shape, generator=gen)
+        else:
+            state[key] = 0.02 * torch.randn(shape, generator=gen)
+    return state
