@@ -39,7 +39,8 @@ def input_problem(qk: torch.Tensor, v: torch.Tensor, hw: tuple[int, int],
         return f'qk and v must be (B, N, 2C) and (B, N, C), got {tuple(qk.shape)} and {tuple(v.shape)}'
     B, N, C = v.shape
     if tuple(qk.shape) != (B, N, 2 * C):
-        return f'qk must be (B, N, 2C) = {(B, N, 2 * C)} for v of shape {tuple(v.shape)}, got {tuple(qk.shape)}'
+        return (f'qk must be (B, N, 2C) = {(B, N, 2 * C)} for v of shape {tuple(v.shape)}, '
+                f'got {tuple(qk.shape)}')
     if len(hw) != 2 or hw[0] * hw[1] != N:
         return f'map size {tuple(hw)} does not match N={N} tokens'
     if num_heads < 1 or C % num_heads:

@@ -17,9 +17,12 @@ Variants (all take qk (B, N, 2C) and v (B, N, C) and return (B, N, C) before LeP
 - ``triton``: ``mmmila.kernels.mila_linear_attention_triton`` (only on a CUDA device).
 
 Time: for each shape, every round runs each variant once, in turn, so that the variants share the
-machine's load; the table shows the median over rounds and the ratio of the baseline's median to
-each variant's. Forward is timed under ``torch.no_grad()``; forward+backward is ``out = f(qk, v)``
-then ``out.backward(g)`` with a fixed g.
+machine's load; the table shows the median wall time over rounds and the ratio of the baseline's
+median to each variant's ("speed-up"). It also gives the same ratio for the process CPU time
+(``time.process_time``), which on a machine shared with other jobs is the steadier measure of the
+work done; with more than one thread it also counts the threads' spin-waiting. Forward is timed
+under ``torch.no_grad()``; forward+backward is ``out = f(qk, v)`` then ``out.backward(g)`` with a
+fixed g.
 
 Peak memory (CPU): each (variant, shape, mode) runs once in a fresh subprocess. After the inputs,
 the RoPE tables and a tiny warm-up call exist, the peak-RSS counter is reset (``5`` written to
@@ -129,22 +132,29 @@ def rel_err(a, b):
 
 
 def time_shape(variants, qk, v, g, nh, rounds, device):
-    """Interleaved timing; returns {mode: {variant: [seconds]}} and the output check."""
-    times = {mode: {name: [] for name in variants} for mode in ('fwd', 'fwd+bwd')}
+    """Interleaved timing and the output check.
+
+    Returns:
+        tuple: ({mode: {variant: [wall seconds]}}, {mode: {variant: [CPU seconds]}},
+        {variant: max relative difference to the baseline over out, dqk, dv}).
+    """
+    wall = {mode: {name: [] for name in variants} for mode in ('fwd', 'fwd+bwd')}
+    cpu = {mode: {name: [] for name in variants} for mode in wall}
     check = {}
     base = run_once(variants['authors'], qk, v, g, nh, 'fwd+bwd')
     for name, fn in variants.items():                       # warm-up and equality check
         res = run_once(fn, qk, v, g, nh, 'fwd+bwd')
         check[name] = max(rel_err(x, y) for x, y in zip(res, base))
-    for mode in times:
+    for mode in wall:
         for _ in range(rounds):
             for name, fn in variants.items():
                 _sync(device)
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), time.process_time()
                 run_once(fn, qk, v, g, nh, mode)
                 _sync(device)
-                times[mode][name].append(time.perf_counter() - start)
-    return times, check
+                wall[mode][name].append(time.perf_counter() - start)
+                cpu[mode][name].append(time.process_time() - start_cpu)
+    return wall, cpu, check
 
 
 def _proc_kb(field):
@@ -285,7 +295,8 @@ def machine_info(device) -> str:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--sizes', nargs='+', default=list(SIZES), choices=list(SIZES), help='image sizes')
     parser.add_argument('--stages', nargs='+', type=int, default=[1], choices=[1, 2, 3, 4],
                         help='MILA-T stages (1 = stride 4, C = 64, 2 heads)')
@@ -325,26 +336,30 @@ def main(argv=None):
             hw = (-(-img_h // stride), -(-img_w // stride))
             variants = make_variants(hw, channels, device, args.compile)
             qk, v, g = make_inputs(hw, channels, args.batch, device, dtype)
-            times, check = time_shape(variants, qk, v, g, nh, args.rounds, device)
+            wall, cpu, check = time_shape(variants, qk, v, g, nh, args.rounds, device)
             n = hw[0] * hw[1]
             print(f'\n## {size}, stage {stage}: B={args.batch}, H x W = {hw[0]} x {hw[1]} '
                   f'(N = {n}), C = {channels}, {nh} heads, {args.dtype}')
-            print('| variant | max rel. diff vs authors (out, dqk, dv) | fwd ms | fwd speed-up '
-                  '| fwd+bwd ms | fwd+bwd speed-up | fwd peak MB | fwd+bwd peak MB | fwd+bwd memory ratio |')
-            print('|---|---|---|---|---|---|---|---|---|')
             mem = {}
+            if not args.no_memory:
+                mem = {name: {mode: peak_memory(args, name, hw, channels, nh, mode)
+                              for mode in ('fwd', 'fwd+bwd')} for name in variants}
+            print('| variant | max rel. diff vs authors (out, dqk, dv) | fwd ms | fwd speed-up '
+                  '| fwd+bwd ms | fwd+bwd speed-up | CPU-time speed-up fwd / fwd+bwd '
+                  '| fwd peak MB | fwd+bwd peak MB | fwd+bwd memory ratio |')
+            print('|---|---|---|---|---|---|---|---|---|---|')
+            med = {kind: {mode: {name: statistics.median(t[mode][name]) for name in variants}
+                          for mode in t} for kind, t in (('wall', wall), ('cpu', cpu))}
             for name in variants:
-                if not args.no_memory:
-                    mem[name] = {mode: peak_memory(args, name, hw, channels, nh, mode)
-                                 for mode in ('fwd', 'fwd+bwd')}
-            for name in variants:
-                med = {mode: statistics.median(times[mode][name]) for mode in times}
-                base = {mode: statistics.median(times[mode]['authors']) for mode in times}
+                up = {kind: {mode: med[kind][mode]['authors'] / med[kind][mode][name]
+                             for mode in wall} for kind in med}
                 row = dict(size=size, stage=stage, n=n, channels=channels, heads=nh, variant=name,
-                           rel_diff=check[name], fwd_ms=med['fwd'] * 1e3,
-                           fwdbwd_ms=med['fwd+bwd'] * 1e3,
-                           fwd_speedup=base['fwd'] / med['fwd'],
-                           fwdbwd_speedup=base['fwd+bwd'] / med['fwd+bwd'])
+                           rel_diff=check[name], fwd_ms=med['wall']['fwd'][name] * 1e3,
+                           fwdbwd_ms=med['wall']['fwd+bwd'][name] * 1e3,
+                           fwd_speedup=up['wall']['fwd'], fwdbwd_speedup=up['wall']['fwd+bwd'],
+                           fwd_cpu_ms=med['cpu']['fwd'][name] * 1e3,
+                           fwdbwd_cpu_ms=med['cpu']['fwd+bwd'][name] * 1e3,
+                           fwd_cpu_speedup=up['cpu']['fwd'], fwdbwd_cpu_speedup=up['cpu']['fwd+bwd'])
                 if mem:
                     row.update(fwd_peak_mb=mem[name]['fwd'] / 2 ** 20,
                                fwdbwd_peak_mb=mem[name]['fwd+bwd'] / 2 ** 20,
@@ -354,7 +369,8 @@ def main(argv=None):
                           f"{row['fwdbwd_mem_ratio']:.2f}x" if mem else '- | - | -')
                 print(f"| {name} | {row['rel_diff']:.1e} | {row['fwd_ms']:.2f} | "
                       f"{row['fwd_speedup']:.2f}x | {row['fwdbwd_ms']:.2f} | "
-                      f"{row['fwdbwd_speedup']:.2f}x | {memtxt} |")
+                      f"{row['fwdbwd_speedup']:.2f}x | {row['fwd_cpu_speedup']:.2f}x / "
+                      f"{row['fwdbwd_cpu_speedup']:.2f}x | {memtxt} |")
     if hasattr(os, 'getloadavg'):
         print('\n# load average at the end: %.1f / %.1f / %.1f' % os.getloadavg())
     if args.json:

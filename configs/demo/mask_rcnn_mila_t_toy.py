@@ -1,18 +1,27 @@
 """The demo (``make demo``): Mask R-CNN + MILA-T of ``mask_rcnn_mila_t_3x.py`` on a toy COCO set, on CPU.
 
-The model, optimizer and augmentation policy are the 3x recipe's. Only what a 2-core CPU with no
-pretrained weights requires is changed, each with its reason:
+The model (MILA-T at its real width, FPN, RPN, RoI heads), the optimizer (AdamW, weight decay 0.05,
+no decay on norms), the drop-path rate and the augmentation policy (flip + AutoAugment of
+multi-scale / crop + multi-scale) are the 3x recipe's. Only what a 2-core CPU without pretrained
+weights requires is changed, each for the reason given:
 
-- data: the toy set of ``tools/data/make_toy_coco.py`` (4 classes of drawn shapes, 160 px images)
-  instead of COCO (which is neither here nor trainable on a CPU); its classes set the heads' width;
-- image sizes: every pixel size of the recipe x 1/4 (COCO images are ~640 px, the toy ones 160 px),
-  keeping the flip + AutoAugment (multi-scale / crop + multi-scale) policy;
+- data: the toy set of ``tools/data/make_toy_coco.py`` (4 classes of drawn shapes, 128 px images)
+  instead of COCO, which is neither here nor trainable on a CPU; its 4 classes set the heads' width;
+- image sizes: every pixel size of the recipe x 0.16, so that its test scale (short side 800) is
+  the toy images' 128 px;
 - no pretrained backbone (``init_cfg=None``): no ImageNet weights can be downloaded here, so MILA-T
   starts from its random init;
-- schedule: 8 epochs of 100 iterations instead of 36 x 7330, warm-up and lr steps scaled alike;
-- learning rate 2e-4 instead of 1e-4: from random init and in 800 iterations the recipe's rate
+- RoIs: 64 sampled per image in training (recipe: 512, same 1:3 positive ratio), 100 proposals and
+  at most 20 detections per image in testing (recipe: 1000 and 100). A toy image has 1-4 objects
+  and 1/40 of a COCO image's pixels, and the RoI heads' cost is per RoI: at the recipe's counts
+  they would take most of each CPU step;
+- schedule: 12 epochs over the 64 toy images (2 x 2 images per iteration with ``tools/train.sh
+  CONFIG 2``: 192 iterations) instead of 36 over COCO; lr steps after epochs 9 and 11 (the recipe's
+  27/36 and 33/36 of training), warm-up over 30 iterations instead of 500;
+- learning rate 5e-4 instead of 1e-4: from random init and in 192 iterations the recipe's rate
   learns too slowly;
-- data loading: 1 worker (2 cores), evaluation and checkpoint at the end only, logging every 20.
+- data loading in the training processes (``num_workers=0``: the 2 cores run the 2 trainers),
+  logging every 8 iterations, one checkpoint at the end.
 """
 _base_ = ['../mask_rcnn_mila_t_3x.py']
 
@@ -73,10 +82,8 @@ test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
 test_evaluator = val_evaluator
 
-# 12 epochs over the 64 toy images; the lr steps after epochs 9 and 11 sit where the recipe's do
-# (27/36 and 33/36 of training); warm-up over 30 iterations instead of 500.
 max_epochs = 12
-train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs + 1)  # tools/test.sh evaluates
+train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=30),
     dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[9, 11], gamma=0.1),

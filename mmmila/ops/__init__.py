@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 
 from .cpu_fused import mila_linear_attention_cpu
-from .dispatch import ENV_VAR, backend_counts, choose_backend, last_backend, reset_backend_stats, run_attention
+from .dispatch import (ENV_VAR, backend_counts, choose_backend, last_backend, reset_backend_stats,
+                       run_attention)
 from .reference import mila_linear_attention_ref
 from .rope2d import apply_rope2d, rope2d_cos_sin
 

@@ -129,7 +129,7 @@ def _forward(qk, v, hw, num_heads):
     k_sum = qk.new_zeros((B, C), dtype=cdt)
     for r in range(0, hw[0], rows):                 # pass 1: S and sum(k)
         i, j = r * hw[1], min(r + rows, hw[0]) * hw[1]
-        k, _ = _phi(qk[:, i:j, C:], cdt)
+        k = _phi(qk[:, i:j, C:], cdt)[0]
         k_sum += k.sum(dim=1)
         _Rotation(tables, r, rows)(k)
         vc = v[:, i:j].to(cdt)
@@ -141,7 +141,7 @@ def _forward(qk, v, hw, num_heads):
     out = torch.empty((B, N, C), dtype=v.dtype, device=v.device)
     for r in range(0, hw[0], rows):                 # pass 2: o = z (q_r S)
         i, j = r * hw[1], min(r + rows, hw[0]) * hw[1]
-        q, _ = _phi(qk[:, i:j, :C], cdt)
+        q = _phi(qk[:, i:j, :C], cdt)[0]
         z = _normaliser(q, m)
         _Rotation(tables, r, rows)(q)
         o = out[:, i:j] if out.dtype == cdt else torch.empty_like(q)
@@ -168,15 +168,17 @@ def _backward(grad, qk, v, s, m, hw, num_heads):
         z = _normaliser(q, m)                                          # (B, n, nh, 1)
         gz = (_per_head(grad[:, i:j], num_heads) * z).flatten(-2)      # z g
         dq = _apply(gz, s_t, torch.empty_like(q))                      # dL/dq_r = z g S^T
-        q_r = _Rotation(tables, r, rows)(q, torch.empty_like(q))
-        # dz = g . (q_r S) = q_r . (g S^T), so w = dz z^2 = (q_r . dL/dq_r) z: no third product.
-        w = torch.linalg.vecdot(_per_head(q_r, num_heads), _per_head(dq, num_heads)).unsqueeze(-1)
+        _Rotation(tables, r, rows, inverse=True)(dq)                   # R^T dL/dq_r
+        # dz z^2 = (g . q_r S) z^2 = (q_r . dL/dq_r) z = (q . R^T dL/dq_r) z  (R is orthogonal):
+        # the un-rotated q serves, so q can be rotated in place afterwards.
+        w = torch.linalg.vecdot(_per_head(q, num_heads), _per_head(dq, num_heads)).unsqueeze(-1)
         w.mul_(z)
         for b in range(B):
-            ds[b].baddbmm_(_heads(q_r[b], num_heads).transpose(1, 2), _heads(gz[b], num_heads))
             dm[b].unsqueeze(1).baddbmm_(w[b].permute(1, 2, 0), _heads(q[b], num_heads), alpha=-1.0)
-        del q, q_r, gz
-        _Rotation(tables, r, rows, inverse=True)(dq)                   # R^T
+        _Rotation(tables, r, rows)(q)                                  # q_r
+        for b in range(B):
+            ds[b].baddbmm_(_heads(q[b], num_heads).transpose(1, 2), _heads(gz[b], num_heads))
+        del q, gz
         _per_head(dq, num_heads).addcmul_(w, m.unsqueeze(1), value=-1.0)
         torch.mul(dq, dphi, out=dqk[:, i:j, :C])
         del dq, dphi, z, w

@@ -81,45 +81,49 @@ def triton_problem(qk: torch.Tensor, v: torch.Tensor, hw: tuple[int, int],
     return kernels.input_problem(qk, v, hw, num_heads) or kernels.device_problem(qk.device)
 
 
+def _choose(qk: torch.Tensor, v: torch.Tensor, hw: tuple[int, int], num_heads: int,
+            requested: str) -> tuple[str, str]:
+    """(implementation, why) for a validated ``requested`` backend."""
+    if torch.jit.is_tracing():
+        return 'reference', 'torch.jit is tracing: plain ops, so that FLOP counters see them'
+    if requested == 'torch':
+        return 'torch', 'requested'
+    if requested == 'auto' and not qk.is_cuda:   # no triton import for CPU work
+        return 'torch', 'not on a CUDA device'
+    problem = triton_problem(qk, v, hw, num_heads)
+    if requested == 'triton':
+        if problem is not None:
+            raise RuntimeError(f"attention backend 'triton' cannot run: {problem}")
+        return 'triton', 'requested'
+    if problem is not None:
+        return 'torch', problem
+    return 'triton', 'CUDA device'
+
+
 def choose_backend(qk: torch.Tensor, v: torch.Tensor, hw: tuple[int, int], num_heads: int,
                    backend: str = 'auto') -> str:
     """Resolve ``backend`` to the implementation that runs: 'torch', 'triton' or 'reference'.
 
     Raises:
-        ValueError: for an unknown backend name.
+        ValueError: for an unknown backend name (argument or environment variable).
         RuntimeError: when 'triton' is asked for (argument or environment) and cannot run.
     """
-    requested = requested_backend(backend)
-    if torch.jit.is_tracing():
-        return 'reference'
-    if requested == 'torch':
-        return 'torch'
-    if requested == 'triton':
-        problem = triton_problem(qk, v, hw, num_heads)
-        if problem is not None:
-            raise RuntimeError(f"attention backend 'triton' cannot run: {problem}")
-        return 'triton'
-    if qk.is_cuda and triton_problem(qk, v, hw, num_heads) is None:
-        return 'triton'
-    return 'torch'
-
-
-def _record(requested: str, chosen: str, qk: torch.Tensor) -> None:
-    global _last
-    _last = chosen
-    _counts[chosen] += 1
-    key = (requested, chosen, qk.device.type, qk.dtype)
-    if key not in _logged and len(_logged) < 64:
-        _logged.add(key)
-        logger.info('MILA linear attention: backend %r -> %s (%s, %s)', requested, chosen,
-                    qk.device.type, str(qk.dtype).replace('torch.', ''))
+    return _choose(qk, v, hw, num_heads, requested_backend(backend))[0]
 
 
 def run_attention(qk: torch.Tensor, v: torch.Tensor, hw: tuple[int, int], num_heads: int,
-             backend: str = 'auto') -> torch.Tensor:
+                  backend: str = 'auto') -> torch.Tensor:
     """Run MILA's linear attention with the chosen backend; see the module docstring."""
-    chosen = choose_backend(qk, v, hw, num_heads, backend)
-    _record(requested_backend(backend), chosen, qk)
+    global _last
+    requested = requested_backend(backend)
+    chosen, why = _choose(qk, v, hw, num_heads, requested)
+    _last = chosen
+    _counts[chosen] += 1
+    key = (requested, chosen, qk.device.type, qk.dtype)
+    if key not in _logged and len(_logged) < 64:   # once per combination, and bounded
+        _logged.add(key)
+        logger.info('MILA linear attention: backend %r -> %s (%s %s tensors: %s)', requested, chosen,
+                    qk.device.type, str(qk.dtype).replace('torch.', ''), why)
     if chosen == 'triton':
         return _triton_module().mila_linear_attention_triton(qk, v, hw, num_heads)
     if chosen == 'reference':

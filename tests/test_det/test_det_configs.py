@@ -93,7 +93,8 @@ def test_one_train_step_and_one_test_step(name, toy_root, tmp_path):
     runner = Runner.from_cfg(toy_step_config(DET_CONFIGS[name], toy_root, tmp_path))
     runner.train()
     assert runner.iter == 1
-    groups = {id(p): g['weight_decay'] for g in runner.optim_wrapper.optimizer.param_groups for p in g['params']}
+    param_groups = runner.optim_wrapper.optimizer.param_groups
+    groups = {id(p): g['weight_decay'] for g in param_groups for p in g['params']}
     params = dict(runner.model.named_parameters())
     # 'norm' parameters (LayerNorms, stem/downsample BatchNorms) get no weight decay, all else 0.05
     for key in ('backbone.norm0.weight', 'backbone.layers.0.blocks.0.norm1.bias',

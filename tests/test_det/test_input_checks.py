@@ -18,7 +18,8 @@ def write(path, obj):
 
 
 GOOD = dict(images=[dict(id=1, file_name='a.png', width=8, height=8)],
-            annotations=[dict(id=1, image_id=1, category_id=3, bbox=[0, 0, 2, 2], segmentation=[[0, 0, 2, 0, 2, 2]])],
+            annotations=[dict(id=1, image_id=1, category_id=3, bbox=[0, 0, 2, 2],
+                              segmentation=[[0, 0, 2, 0, 2, 2]])],
             categories=[dict(id=3, name='cat')])
 
 
@@ -39,13 +40,15 @@ def test_coco_format_errors_name_file_and_problem(tmp_path, content, message):
 
 
 def test_coco_format_accepts_good_files_and_test_dev_image_lists(tmp_path):
-    assert validate_coco_instances(write(tmp_path / 'a.json', GOOD), require_masks=True)['categories'] == ['cat']
+    summary = validate_coco_instances(write(tmp_path / 'a.json', GOOD), require_masks=True)
+    assert summary['categories'] == ['cat']
     image_list = {k: v for k, v in GOOD.items() if k != 'annotations'}
     assert validate_coco_instances(write(tmp_path / 'b.json', image_list), require_annotations=False)[
         'num_annotations'] == 0
     with pytest.raises(CocoFormatError, match=r"classes \['dog'\] are not categories"):
         validate_coco_instances(tmp_path / 'a.json', classes=['dog'])
-    no_mask = dict(GOOD, annotations=[{k: v for k, v in GOOD['annotations'][0].items() if k != 'segmentation'}])
+    ann = {k: v for k, v in GOOD['annotations'][0].items() if k != 'segmentation'}
+    no_mask = dict(GOOD, annotations=[ann])
     with pytest.raises(CocoFormatError, match='segmentation'):
         validate_coco_instances(write(tmp_path / 'c.json', no_mask), require_masks=True)
 
@@ -80,7 +83,8 @@ def test_missing_pretrained_checkpoint_is_named(toy_root, tmp_path, monkeypatch)
 def test_missing_image_folder_and_test_checkpoint_are_named(toy_root, tmp_path):
     cfg = toy_cfg(toy_root)
     cfg.test_dataloader.dataset.data_prefix.img = 'test2017/'
-    with pytest.raises(InputError, match=r'test_dataloader.dataset.data_prefix.img: .*test2017/ does not exist'):
+    message = r'test_dataloader.dataset.data_prefix.img: .*test2017/ does not exist'
+    with pytest.raises(InputError, match=message):
         check_run_inputs(cfg, 'test', checkpoint=str(tmp_path / 'x.pth'))
     cfg = toy_cfg(toy_root)
     with pytest.raises(InputError, match=r'CHECKPOINT: .*x\.pth does not exist'):
@@ -106,5 +110,6 @@ def test_train_tool_exits_with_the_message(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exc:
         load_tool('train.py').main([str(DET_CONFIGS['b_1x']), '--work-dir', str(tmp_path / 'w')])
-    assert str(exc.value.code).startswith('tools/train.py: error: train_dataloader.dataset.data_root: data/coco/')
+    assert str(exc.value.code).startswith(
+        'tools/train.py: error: train_dataloader.dataset.data_root: data/coco/')
     assert not (tmp_path / 'w').exists()  # stopped before the Runner made anything

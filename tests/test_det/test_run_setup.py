@@ -38,7 +38,8 @@ def test_task_comes_from_default_scope():
 
 def test_format_only_per_task(tmp_path):
     cfg = det_cfg()
-    assert run_setup.set_format_only(cfg, 'mmdet', str(tmp_path / 'out'), 'mask_rcnn_mila_t_1x') == ['CocoMetric']
+    switched = run_setup.set_format_only(cfg, 'mmdet', str(tmp_path / 'out'), 'mask_rcnn_mila_t_1x')
+    assert switched == ['CocoMetric']
     assert cfg.test_evaluator.format_only is True
     assert cfg.test_evaluator.outfile_prefix == osp.join(str(tmp_path / 'out'), 'mask_rcnn_mila_t_1x')
     assert (tmp_path / 'out').is_dir()
@@ -56,7 +57,8 @@ def test_tta_needs_the_config_settings_and_wraps_the_model():
     with pytest.raises(LaunchError, match=r'--tta needs tta_model and tta_pipeline in cfg\.py'):
         run_setup.wrap_tta(det_cfg(), 'cfg.py')
     cfg = det_cfg()
-    cfg.tta_model = dict(type='DetTTAModel', tta_cfg=dict(nms=dict(type='nms', iou_threshold=0.5), max_per_img=100))
+    cfg.tta_model = dict(type='DetTTAModel',
+                         tta_cfg=dict(nms=dict(type='nms', iou_threshold=0.5), max_per_img=100))
     cfg.tta_pipeline = [dict(type='LoadImageFromFile'), dict(type='TestTimeAug', transforms=[])]
     backbone = cfg.model.backbone.type
     run_setup.wrap_tta(cfg, 'cfg.py')
@@ -98,6 +100,7 @@ def test_show_dir_per_task(tmp_path):
     assert seg.visualizer.save_dir == osp.abspath('vis') and seg.default_hooks.visualization.draw
     cls = cls_like()
     run_setup.set_show_dir(cls, 'mmpretrain', 'vis')
-    assert cls.default_hooks.visualization.enable and cls.default_hooks.visualization.out_dir == osp.abspath('vis')
+    hook = cls.default_hooks.visualization
+    assert hook.enable and hook.out_dir == osp.abspath('vis')
     run_setup.set_dataloader_defaults(cls, 'mmpretrain')
     assert cls.test_dataloader.collate_fn == dict(type='default_collate')

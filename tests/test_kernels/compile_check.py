@@ -75,7 +75,8 @@ def compile_report(arch: int, dtype: str) -> dict:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--arch', type=int, default=80, help='compute capability, e.g. 80 or 90')
     parser.add_argument('--dtypes', default='bf16', help='comma-separated: fp32,bf16,fp16')
     args = parser.parse_args()

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -135,3 +138,17 @@ def test_choice_logged_once(inputs, caplog):
             mila_linear_attention(qk, v, HW, NH, backend='torch')
     records = [r for r in caplog.records if 'backend' in r.getMessage()]
     assert len(records) == 1 and "'torch' -> torch" in records[0].getMessage()
+    assert 'requested' in records[0].getMessage()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='CPU-only behaviour of auto')
+def test_auto_on_cpu_does_not_import_triton():
+    """CPU users pay nothing for the kernels: 'auto' decides without importing triton."""
+    code = ('import sys, torch\n'
+            'from mmmila.ops import mila_linear_attention, last_backend\n'
+            'mila_linear_attention(torch.randn(1, 12, 64), torch.randn(1, 12, 32), (3, 4), 1)\n'
+            'print(last_backend(), "triton" in sys.modules)\n')
+    env = {k: v for k, v in os.environ.items() if k != ENV_VAR}
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env,
+                         check=True, timeout=300).stdout.split()
+    assert out == ['torch', 'False']

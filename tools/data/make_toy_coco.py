@@ -7,7 +7,7 @@ Masks are the shapes' polygons. The layout follows mmdet's COCO convention::
     OUT/annotations/instances_train.json   OUT/train/000000.png ...
     OUT/annotations/instances_val.json     OUT/val/000000.png ...
 
-Usage: ``python tools/data/make_toy_coco.py OUT [--num-train 200] [--num-val 40] [--size 160]``.
+Usage: ``python tools/data/make_toy_coco.py OUT [--num-train 200] [--num-val 40] [--size 128]``.
 """
 from __future__ import annotations
 
@@ -117,7 +117,7 @@ def write_split(out: Path, split: str, num_images: int, size: int, rng: np.rando
     return path
 
 
-def make_toy_coco(out: str | Path, num_train: int = 200, num_val: int = 40, size: int = 160,
+def make_toy_coco(out: str | Path, num_train: int = 200, num_val: int = 40, size: int = 128,
                   seed: int = 0) -> dict[str, Path]:
     """Write the train and val splits; returns ``{'train': json path, 'val': json path}``."""
     if num_train < 1 or num_val < 1:
@@ -126,7 +126,8 @@ def make_toy_coco(out: str | Path, num_train: int = 200, num_val: int = 40, size
         raise ValueError(f'size must be at least 32 pixels, got {size}')
     rng = np.random.default_rng(seed)
     out = Path(out)
-    return {split: write_split(out, split, n, size, rng) for split, n in (('train', num_train), ('val', num_val))}
+    splits = (('train', num_train), ('val', num_val))
+    return {split: write_split(out, split, n, size, rng) for split, n in splits}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument('out', help='output folder (data_root of the demo config)')
     parser.add_argument('--num-train', type=int, default=200, help='training images (default 200)')
     parser.add_argument('--num-val', type=int, default=40, help='validation images (default 40)')
-    parser.add_argument('--size', type=int, default=160, help='image side in pixels (default 160)')
+    parser.add_argument('--size', type=int, default=128, help='image side in pixels (default 128)')
     parser.add_argument('--seed', type=int, default=0, help='random seed (default 0)')
     args = parser.parse_args(argv)
     paths = make_toy_coco(args.out, args.num_train, args.num_val, args.size, args.seed)
