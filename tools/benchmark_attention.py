@@ -287,6 +287,9 @@ def machine_info(device) -> str:
         pass
     info = (f'{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, '
             f'torch {torch.__version__}, python {platform.python_version()}')
+    for var in ('OMP_NUM_THREADS', 'OMP_WAIT_POLICY'):
+        if os.environ.get(var):
+            info += f', {var}={os.environ[var]}'
     if hasattr(os, 'getloadavg'):  # other work on the machine skews timings: say how much there was
         info += ', load average %.1f / %.1f / %.1f' % os.getloadavg()
     if device.type == 'cuda':

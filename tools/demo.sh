@@ -22,7 +22,7 @@ free_port() { "$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0
 WORK=$(realpath -m "${DEMO_WORK_DIR:-work_dirs/demo}")
 CONFIG=configs/demo/mask_rcnn_mila_t_toy.py
 DATA="$WORK/toy_coco"
-NUM_TRAIN=${DEMO_NUM_TRAIN:-64}
+NUM_TRAIN=${DEMO_NUM_TRAIN:-48}
 NUM_VAL=${DEMO_NUM_VAL:-30}
 START=$(date +%s)
 

@@ -19,9 +19,10 @@ from torch.autograd.function import once_differentiable
 from .reference import EPS, check_attention_inputs
 from .rope2d import rope2d_cos_sin
 
-# Chunk size: about 256 K elements per (B, chunk, C) temporary, i.e. 1 MB of float32, which stays in
-# cache. Smaller chunks pay per-op overhead (and a fork/join of the intra-op threads per op), larger
-# ones fall out of cache and raise the peak memory (about six such temporaries are alive at once).
+# Chunk size: about 256 K elements per intra-op thread in each (B, chunk, C) temporary, i.e. 1 MB of
+# float32 per core, which stays in its cache. Smaller chunks pay per-op overhead (and a fork/join of
+# the intra-op threads per op), larger ones fall out of cache and raise the peak memory (about six
+# such temporaries are alive at once).
 _CHUNK_ELEMENTS = 1 << 18
 _LOG2E = 1.4426950408889634
 
@@ -30,7 +31,8 @@ def _chunk_rows(batch: int, hw: tuple[int, int], channels: int, device: torch.de
     """Rows of the map per chunk: chunks are whole rows, so that RoPE needs only small tables."""
     if device.type != 'cpu':
         return hw[0]  # accelerators: one chunk, the cost there is in kernel launches
-    return max(1, min(hw[0], round(_CHUNK_ELEMENTS / (batch * channels * hw[1]))))
+    elements = _CHUNK_ELEMENTS * torch.get_num_threads()
+    return max(1, min(hw[0], round(elements / (batch * channels * hw[1]))))
 
 
 @lru_cache(maxsize=32)

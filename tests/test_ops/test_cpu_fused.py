@@ -42,10 +42,12 @@ def test_float32_matches_reference(batch, hw, nh, small_chunks):
         assert_rel_close(f'fused vs f64 {name}', a, c, 1e-5)
 
 
-def test_default_chunking_large_map():
-    """A map large enough for several chunks of the default size (~4096 tokens at C = 64)."""
+def test_chunk_rule_on_an_odd_map(monkeypatch):
+    """The chunking rule itself (not a patched one) on a map of 61 columns with a ragged last chunk."""
     hw, nh = (80, 61), 2
-    assert cpu_fused._chunk_rows(1, hw, 64, torch.device('cpu')) < hw[0]
+    monkeypatch.setattr(cpu_fused, '_CHUNK_ELEMENTS', 64 * 61 * 7 // torch.get_num_threads())
+    rows = cpu_fused._chunk_rows(1, hw, 64, torch.device('cpu'))
+    assert 1 < rows < hw[0] and hw[0] % rows
     qk, v, g = make_inputs(1, hw, nh)
     fused = outputs_and_grads(mila_linear_attention_cpu, qk, v, g, hw, nh)
     ref = outputs_and_grads(mila_linear_attention_ref, qk, v, g, hw, nh)
