@@ -16,8 +16,8 @@ Variants (all take qk (B, N, 2C) and v (B, N, C) and return (B, N, C) before LeP
 - ``compiled``: ``torch.compile`` of the reference (only with ``--compile``).
 - ``triton``: ``mmmila.kernels.mila_linear_attention_triton`` (only on a CUDA device).
 
-Time: for each shape, every round runs each variant once, in turn, so that the variants share the
-machine's load; the table shows the median wall time over rounds and the ratio of the baseline's
+Time: for each shape, every round runs each variant once, in a shuffled order, so that the variants
+share the machine's load and none always follows the same one; the table shows the median wall time over rounds and the ratio of the baseline's
 median to each variant's ("speed-up"). It also gives the same ratio for the process CPU time
 (``time.process_time``), which on a machine shared with other jobs is the steadier measure of the
 work done; with more than one thread it also counts the threads' spin-waiting. Forward is timed
@@ -36,6 +36,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import statistics
 import subprocess
 import sys
@@ -48,7 +49,23 @@ from mmmila.ops import mila_linear_attention_cpu, mila_linear_attention_ref, rop
 
 # (image H, image W) -> stage maps at strides 4, 8, 16, 32; MILA-T widths and heads.
 STAGES = {1: (4, 64, 2), 2: (8, 128, 4), 3: (16, 256, 8), 4: (32, 512, 16)}
-SIZES = {'1280x800': (800, 1280), '512x512': (512, 512)}
+SIZES = ('1280x800', '512x512')
+
+
+def image_size(text: str) -> tuple[int, int]:
+    """'WxH' (e.g. '1280x800') -> (H, W)."""
+    try:
+        width, height = (int(x) for x in text.lower().split('x'))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'image size must be WIDTHxHEIGHT, e.g. 1280x800, got {text!r}')
+    if width < 1 or height < 1:
+        raise argparse.ArgumentTypeError(f'image size must be positive, got {text!r}')
+    return height, width
+
+
+def size_arg(text: str) -> str:
+    image_size(text)   # argparse reports the error
+    return text
 
 
 def authors_table(hw: tuple[int, int], channels: int, device) -> torch.Tensor:
@@ -145,9 +162,13 @@ def time_shape(variants, qk, v, g, nh, rounds, device):
     for name, fn in variants.items():                       # warm-up and equality check
         res = run_once(fn, qk, v, g, nh, 'fwd+bwd')
         check[name] = max(rel_err(x, y) for x, y in zip(res, base))
+    order = list(variants)
+    shuffle = random.Random(0).shuffle
     for mode in wall:
         for _ in range(rounds):
-            for name, fn in variants.items():
+            shuffle(order)   # no variant always runs right after the same one (cache, heap state)
+            for name in order:
+                fn = variants[name]
                 _sync(device)
                 start, start_cpu = time.perf_counter(), time.process_time()
                 run_once(fn, qk, v, g, nh, mode)
@@ -274,6 +295,8 @@ def peak_memory(args, variant, hw, channels, nh, mode):
         cmd += ['--threads', str(args.threads)]
     if args.compile:
         cmd.append('--compile')
+    if args.warm_heap:
+        cmd.append('--warm-heap')
     res = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])['peak_bytes']
 
@@ -297,10 +320,27 @@ def machine_info(device) -> str:
     return info
 
 
+def keep_heap_warm() -> None:
+    """Make glibc keep freed memory for reuse (no mmap for big blocks, no trimming).
+
+    By default every allocation above glibc's mmap threshold (at most 32 MB) is fresh memory,
+    and page faults on it cost ~2 us per 4 KB page on this virtual machine: an implementation
+    that allocates many N x C temporaries pays for that on each call. With this setting no
+    variant pays page faults after warm-up, so the times compare the arithmetic and memory
+    traffic alone. Only glibc (Linux) honours it.
+    """
+    import ctypes
+    libc = ctypes.CDLL('libc.so.6')
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    if not (libc.mallopt(m_mmap_threshold, 1 << 30) and libc.mallopt(m_trim_threshold, (1 << 31) - 1)):
+        raise RuntimeError('mallopt failed: --warm-heap needs glibc')
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--sizes', nargs='+', default=list(SIZES), choices=list(SIZES), help='image sizes')
+    parser.add_argument('--sizes', nargs='+', default=list(SIZES), type=size_arg, metavar='WxH',
+                        help='input image sizes (default: %(default)s)')
     parser.add_argument('--stages', nargs='+', type=int, default=[1], choices=[1, 2, 3, 4],
                         help='MILA-T stages (1 = stride 4, C = 64, 2 heads)')
     parser.add_argument('--batch', type=int, default=1)
@@ -310,6 +350,9 @@ def parse_args(argv=None):
     parser.add_argument('--threads', type=int, help='torch.set_num_threads (default: torch\'s choice)')
     parser.add_argument('--compile', action='store_true', help='add torch.compile of the reference')
     parser.add_argument('--no-memory', action='store_true', help='skip the peak-memory subprocesses')
+    parser.add_argument('--warm-heap', action='store_true',
+                        help='keep freed memory in the process (glibc mallopt), so that no variant '
+                        'pays page faults: compares the computation alone')
     parser.add_argument('--json', help='also write the results to this file')
     parser.add_argument('--traffic', action='store_true',
                         help='only print the bytes-moved table of docs/kernels.md (a calculation)')
@@ -323,6 +366,8 @@ def main(argv=None):
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.warm_heap:
+        keep_heap_warm()
     if args.child_variant:
         return peak_memory_child(args)
     if args.traffic:
@@ -330,12 +375,12 @@ def main(argv=None):
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype)
     print(f'# machine: {machine_info(device)}')
-    print(f'# command: python {" ".join(sys.argv)}')
+    print(f'# command: python {" ".join(sys.argv)}' + ('  (glibc heap kept warm)' if args.warm_heap else ''))
     results = []
     for size in args.sizes:
         for stage in args.stages:
             stride, channels, nh = STAGES[stage]
-            img_h, img_w = SIZES[size]
+            img_h, img_w = image_size(size)
             hw = (-(-img_h // stride), -(-img_w // stride))
             variants = make_variants(hw, channels, device, args.compile)
             qk, v, g = make_inputs(hw, channels, args.batch, device, dtype)

@@ -86,26 +86,46 @@ def _heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
     return x.unflatten(-1, (num_heads, -1)).transpose(0, 1)
 
 
-def _phi(x: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """elu(x) + 1 and its derivative, as new contiguous (B, n, C) tensors of ``dtype``.
+def _phi(x: torch.Tensor, phi: torch.Tensor, dphi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """elu(x) + 1 and its derivative exp(min(x, 0)), written into the buffers ``phi`` and ``dphi``.
 
-    phi(x) = relu(x) + exp(min(x, 0)) and phi'(x) = exp(min(x, 0)): one exp and no boolean
+    phi(x) = max(x + 1, exp(min(x, 0))), as exp(x) >= 1 + x: four passes, one exp and no boolean
     masks (both slow on CPU); exp(x) for x <= 0 is also more accurate than expm1(x) + 1.
     """
-    x = x.to(dtype)
-    dphi = torch.clamp(x, max=0.0, out=torch.empty(x.shape, dtype=dtype, device=x.device))
-    if dtype == torch.float32:
-        dphi.mul_(_LOG2E).exp2_()   # 2x faster than exp on CPU; error ~1e-7 relative
+    if x.dtype != phi.dtype:          # 16-bit inputs: compute in the buffers' float32
+        x = phi.copy_(x)
+    if dphi.dtype == torch.float32:   # exp2 is 2x faster than exp on CPU; error ~1e-7 relative
+        torch.mul(x, _LOG2E, out=dphi).clamp_(max=0.0).exp2_()
     else:
-        dphi.exp_()
-    phi = torch.clamp(x, min=0.0, out=torch.empty_like(dphi)).add_(dphi)
+        torch.clamp(x, max=0.0, out=dphi).exp_()
+    torch.add(x, 1.0, out=phi)
+    torch.maximum(phi, dphi, out=phi)
     return phi, dphi
 
 
-def _normaliser(q: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    """z = 1 / (q . m + eps): q (B, n, C), m (B, nh, d) -> (B, n, nh, 1)."""
-    dot = torch.linalg.vecdot(q.unflatten(-1, (m.shape[1], -1)), m.unsqueeze(1))
-    return dot.unsqueeze(-1).add_(EPS).reciprocal_()
+def _normaliser(q: torch.Tensor, m: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """z = 1 / (q . m + eps): q (B, n, C), m (B, nh, d) -> ``out`` (B, n, nh) viewed (B, n, nh, 1)."""
+    torch.linalg.vecdot(q.unflatten(-1, (m.shape[1], -1)), m.unsqueeze(1), out=out)
+    return out.add_(EPS).reciprocal_().unsqueeze(-1)
+
+
+class _Workspace:
+    """Chunk-sized buffers allocated once per call and reused by every chunk.
+
+    Fresh allocations per chunk cost page faults and allocator work on CPU (much of a chunk's
+    elementwise time on a virtual machine); a view of the first ``n`` tokens serves the last chunk.
+    """
+
+    def __init__(self, batch: int, tokens: int, channels: int, num_heads: int, dtype, device) -> None:
+        self.shape = (batch, tokens, channels)
+        self.kw = dict(dtype=dtype, device=device)
+        self.z = torch.empty((batch, tokens, num_heads), **self.kw)
+        self.buffers: dict[str, torch.Tensor] = {}
+
+    def get(self, name: str, n: int) -> torch.Tensor:
+        if name not in self.buffers:
+            self.buffers[name] = torch.empty(self.shape, **self.kw)
+        return self.buffers[name][:, :n]
 
 
 def _per_head(x: torch.Tensor, num_heads: int) -> torch.Tensor:
@@ -121,36 +141,41 @@ def _apply(x: torch.Tensor, mat: torch.Tensor, out: torch.Tensor) -> torch.Tenso
     return out
 
 
+def _chunks(hw: tuple[int, int], rows: int):
+    """(first row, first token, last token + 1) of each chunk of whole rows."""
+    for r in range(0, hw[0], rows):
+        yield r, r * hw[1], min(r + rows, hw[0]) * hw[1]
+
+
 def _forward(qk, v, hw, num_heads):
     B, N, C = (int(n) for n in v.shape)  # plain ints also under torch.jit.trace
     cdt = torch.promote_types(torch.promote_types(qk.dtype, v.dtype), torch.float32)
     tables = _tables(hw, C, qk.device, cdt)
     rows = _chunk_rows(B, hw, C, qk.device)
+    ws = _Workspace(B, rows * hw[1], C, num_heads, cdt, qk.device)
     d = C // num_heads
     s = qk.new_zeros((B, num_heads, d, d), dtype=cdt)
     k_sum = qk.new_zeros((B, C), dtype=cdt)
-    for r in range(0, hw[0], rows):                 # pass 1: S and sum(k)
-        i, j = r * hw[1], min(r + rows, hw[0]) * hw[1]
-        k = _phi(qk[:, i:j, C:], cdt)[0]
+    for r, i, j in _chunks(hw, rows):               # pass 1: S and sum(k)
+        n = j - i
+        k = _phi(qk[:, i:j, C:], ws.get('a', n), ws.get('b', n))[0]
         k_sum += k.sum(dim=1)
         _Rotation(tables, r, rows)(k)
-        vc = v[:, i:j].to(cdt)
+        vc = v[:, i:j] if v.dtype == cdt else ws.get('b', n).copy_(v[:, i:j])
         for b in range(B):
             s[b].baddbmm_(_heads(k[b], num_heads).transpose(1, 2), _heads(vc[b], num_heads))
-        del k, vc  # free this chunk's temporaries before the next chunk allocates its own
     s /= N
     m = (k_sum / N).view(B, num_heads, d)           # a float32 sum times 1/N, never a 16-bit sum
     out = torch.empty((B, N, C), dtype=v.dtype, device=v.device)
-    for r in range(0, hw[0], rows):                 # pass 2: o = z (q_r S)
-        i, j = r * hw[1], min(r + rows, hw[0]) * hw[1]
-        q = _phi(qk[:, i:j, :C], cdt)[0]
-        z = _normaliser(q, m)
+    for r, i, j in _chunks(hw, rows):               # pass 2: o = z (q_r S)
+        n = j - i
+        q = _phi(qk[:, i:j, :C], ws.get('a', n), ws.get('b', n))[0]
+        z = _normaliser(q, m, ws.z[:, :n])
         _Rotation(tables, r, rows)(q)
-        o = out[:, i:j] if out.dtype == cdt else torch.empty_like(q)
+        o = out[:, i:j] if out.dtype == cdt else ws.get('b', n)
         _per_head(_apply(q, s, o), num_heads).mul_(z)
         if o.dtype != out.dtype:
             out[:, i:j] = o
-        del q, z, o
     return out, s, m
 
 
@@ -159,17 +184,19 @@ def _backward(grad, qk, v, s, m, hw, num_heads):
     cdt = s.dtype
     tables = _tables(hw, C, qk.device, cdt)
     rows = _chunk_rows(B, hw, C, qk.device)
+    ws = _Workspace(B, rows * hw[1], C, num_heads, cdt, qk.device)
     dqk = torch.empty(qk.shape, dtype=qk.dtype, device=qk.device)
     dv = torch.empty(v.shape, dtype=v.dtype, device=v.device)
     ds = torch.zeros_like(s)
     dm = torch.zeros_like(m)
     s_t = s.transpose(-1, -2)
-    for r in range(0, hw[0], rows):                 # pass A: dS, dm and dL/da
-        i, j = r * hw[1], min(r + rows, hw[0]) * hw[1]
-        q, dphi = _phi(qk[:, i:j, :C], cdt)
-        z = _normaliser(q, m)                                          # (B, n, nh, 1)
-        gz = (_per_head(grad[:, i:j], num_heads) * z).flatten(-2)      # z g
-        dq = _apply(gz, s_t, torch.empty_like(q))                      # dL/dq_r = z g S^T
+    for r, i, j in _chunks(hw, rows):               # pass A: dS, dm and dL/da
+        n = j - i
+        q, dphi = _phi(qk[:, i:j, :C], ws.get('q', n), ws.get('dphi', n))
+        z = _normaliser(q, m, ws.z[:, :n])                        # (B, n, nh, 1)
+        gz = ws.get('gz', n)
+        torch.mul(_per_head(grad[:, i:j], num_heads), z, out=_per_head(gz, num_heads))   # z g
+        dq = _apply(gz, s_t, ws.get('dq', n))                          # dL/dq_r = z g S^T
         _Rotation(tables, r, rows, inverse=True)(dq)                   # R^T dL/dq_r
         # dz z^2 = (g . q_r S) z^2 = (q_r . dL/dq_r) z = (q . R^T dL/dq_r) z  (R is orthogonal):
         # the un-rotated q serves, so q can be rotated in place afterwards.
@@ -180,25 +207,23 @@ def _backward(grad, qk, v, s, m, hw, num_heads):
         _Rotation(tables, r, rows)(q)                                  # q_r
         for b in range(B):
             ds[b].baddbmm_(_heads(q[b], num_heads).transpose(1, 2), _heads(gz[b], num_heads))
-        del q, gz
         _per_head(dq, num_heads).addcmul_(w, m.unsqueeze(1), value=-1.0)
         torch.mul(dq, dphi, out=dqk[:, i:j, :C])
-        del dq, dphi, z, w
     ds /= N
     dm /= N
     ds_t = ds.transpose(-1, -2)
-    for r in range(0, hw[0], rows):                 # pass B: dL/dc and dL/dv
-        i, j = r * hw[1], min(r + rows, hw[0]) * hw[1]
-        k, dphi = _phi(qk[:, i:j, C:], cdt)
+    for r, i, j in _chunks(hw, rows):               # pass B: dL/dc and dL/dv
+        n = j - i
+        k, dphi = _phi(qk[:, i:j, C:], ws.get('q', n), ws.get('dphi', n))
         _Rotation(tables, r, rows)(k)
-        dv_c = dv[:, i:j] if dv.dtype == cdt else torch.empty_like(k)
+        dv_c = dv[:, i:j] if dv.dtype == cdt else ws.get('gz', n)
         _apply(k, ds, dv_c)                                           # k_r dS / N
         if dv_c.dtype != dv.dtype:
             dv[:, i:j] = dv_c
-        dk = _apply(v[:, i:j].to(cdt), ds_t, torch.empty_like(k))     # dL/dk_r = v dS^T / N
+        vc = v[:, i:j] if v.dtype == cdt else ws.get('gz', n).copy_(v[:, i:j])
+        dk = _apply(vc, ds_t, ws.get('dq', n))                        # dL/dk_r = v dS^T / N
         _per_head(_Rotation(tables, r, rows, inverse=True)(dk), num_heads).add_(dm.unsqueeze(1))
         torch.mul(dk, dphi, out=dqk[:, i:j, C:])
-        del k, dphi, dv_c, dk
     return dqk, dv
 
 
