@@ -86,10 +86,13 @@ def build_backbone(name: str) -> nn.Module:
     if name not in BACKBONES:
         raise ValueError(f'unknown model {name!r}; choose from {sorted(BACKBONES)} or pass --config')
     import mmmila  # noqa: F401  (registers MILA)
+    from mmengine.registry import DefaultScope
     from mmpretrain.registry import MODELS
 
     cfg = dict(BACKBONES[name][1], out_indices=(0, 1, 2, 3), drop_path_rate=0.0)
-    return MODELS.build(cfg)
+    # mmpretrain's classes, also when an mmdet / mmseg run has set another default scope
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        return MODELS.build(cfg)
 
 
 def build_from_config(path: str, batch: int = 1) -> Callable[[int], nn.Module]:

@@ -8,26 +8,17 @@ Metrics come from the config's ``test_evaluator`` (COCO bbox/segm AP, mIoU, top-
 from __future__ import annotations
 
 import argparse
-import os
 import os.path as osp
-import sys
 
-from mmengine.config import Config, DictAction
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
-
-from mmmila.utils.coco_format import CocoFormatError
-from mmmila.utils.input_checks import InputError, check_run_inputs
+from mmmila.utils.cli import (build_runner, is_first_rank, load_config, parse_tool_args, prepare_or_exit,
+                              tool_parser)
+from mmmila.utils.input_checks import check_run_inputs
 from mmmila.utils.run_setup import (LaunchError, detect_task, set_dataloader_defaults, set_format_only,
                                     set_show_dir, set_work_dir, setup_launcher, wrap_tta)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description='Test (and evaluate) a checkpoint of an mmmila config.')
-    parser.add_argument('config', help='config file')
+def _test_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('checkpoint', help='checkpoint file to evaluate')
-    parser.add_argument('--work-dir', help='where the log and metrics go '
-                        '(default: the config\'s work_dir, else ./work_dirs/<config name>)')
     parser.add_argument('--format-only', action='store_true',
                         help='write submission files into --out-dir instead of computing metrics '
                         '(e.g. on COCO test-dev)')
@@ -35,24 +26,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--tta', action='store_true',
                         help="test-time augmentation with the config's tta_model and tta_pipeline")
     parser.add_argument('--show-dir', help='save images with the predictions drawn into this directory')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
-                        help='override config entries, e.g. test_evaluator.ann_file=PATH')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
-                        help='job launcher (tools/test.sh sets it)')
-    parser.add_argument('--no-input-check', action='store_true',
-                        help='skip checking data folders, annotation files and the checkpoint path')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = tool_parser('Test (and evaluate) a checkpoint of an mmmila config.', 'test',
+                         'the log and metrics', _test_options)
+    return parse_tool_args(parser, argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    try:
+    cfg = load_config(args)
+
+    def prepare():
         task = detect_task(cfg)
         if args.out_dir and not args.format_only:
             raise LaunchError('--out-dir is the directory of --format-only result files; '
@@ -66,15 +52,13 @@ def main(argv: list[str] | None = None) -> None:
         if args.show_dir:
             set_show_dir(cfg, task, args.show_dir)
         if not args.no_input_check:
-            check_run_inputs(cfg, 'test', checkpoint=args.checkpoint,
-                             deep=os.environ.get('RANK', '0') == '0')
+            check_run_inputs(cfg, 'test', checkpoint=args.checkpoint, deep=is_first_rank())
         if args.tta:
             wrap_tta(cfg, args.config)
         setup_launcher(cfg, args.launcher)
-    except (LaunchError, InputError, CocoFormatError) as err:
-        sys.exit(f'tools/test.py: error: {err}')
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-    runner.test()
+
+    prepare_or_exit('test', prepare)
+    build_runner(cfg).test()
 
 
 if __name__ == '__main__':
