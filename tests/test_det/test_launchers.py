@@ -10,7 +10,7 @@ import torch
 
 from ..conftest import REPO
 from .conftest import DET_CONFIGS, TOY_CLASSES, tool_env, toy_step_config
-from .ddp_probe import weights_checksum
+from .ddp_probe import split_checksums
 
 TRAIN_SH, TEST_SH = REPO / 'tools' / 'train.sh', REPO / 'tools' / 'test.sh'
 
@@ -93,12 +93,16 @@ def test_train_sh_two_processes_run_ddp_over_gloo(toy_root, tmp_path):
     assert all(p['iter'] == 4 for p in probes)  # 2 epochs x (4 images / 2 ranks / batch 1)
     assert probes[0]['img_ids'] != probes[1]['img_ids']  # the sampler split the data
     assert set(probes[0]['img_ids'][:2]).isdisjoint(probes[1]['img_ids'][:2])
-    assert probes[0]['checksum'] == probes[1]['checksum']  # gradients were averaged: same weights
+    assert probes[0]['params'] == probes[1]['params']  # gradients were averaged: same parameters
+    # BatchNorm statistics come from each rank's own images (broadcast_buffers=False, as the authors')
+    assert probes[0]['bn_stats'] != probes[1]['bn_stats']
     # one checkpoint, written once (by rank 0), holding those weights
     assert sorted(p.name for p in work.glob('*.pth')) == ['epoch_2.pth']
     assert (work / 'last_checkpoint').read_text().strip().endswith('epoch_2.pth')
     saved = torch.load(work / 'epoch_2.pth', map_location='cpu', weights_only=False)  # this test's own file
-    assert weights_checksum(saved['state_dict']) == pytest.approx(probes[0]['checksum'], rel=1e-9)
+    params, bn_stats = split_checksums(saved['state_dict'])
+    assert params == pytest.approx(probes[0]['params'], rel=1e-9)
+    assert bn_stats == pytest.approx(probes[0]['bn_stats'], rel=1e-9)  # rank 0's statistics
     assert saved['meta']['iter'] == 4
 
 
