@@ -21,8 +21,8 @@ from .rope2d import rope2d_cos_sin
 
 # Chunk size: about 256 K elements per intra-op thread in each (B, chunk, C) temporary, i.e. 1 MB of
 # float32 per core, which stays in its cache. Smaller chunks pay per-op overhead (and a fork/join of
-# the intra-op threads per op), larger ones fall out of cache and raise the peak memory (about six
-# such temporaries are alive at once).
+# the intra-op threads per op), larger ones fall out of cache and raise the peak memory (two such
+# temporaries in the forward, four in the backward).
 _CHUNK_ELEMENTS = 1 << 18
 _LOG2E = 1.4426950408889634
 
@@ -58,27 +58,20 @@ def _tables(hw: tuple[int, int], channels: int, device: torch.device, dtype: tor
     return build(hw[0], hw[1], channels, device, dtype)
 
 
-class _Rotation:
-    """RoPE of the tokens of whole rows [row0, row0 + n / W) of the map, or its inverse."""
+def _inverse(tables: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tables of the inverse rotation R^T: their conjugates (tiny; made once per backward)."""
+    return tuple(t.conj().resolve_conj() for t in tables)
 
-    def __init__(self, tables: tuple[torch.Tensor, torch.Tensor], row0: int, num_rows: int,
-                 inverse: bool = False) -> None:
-        rows, cols = tables
-        rows, cols = rows[row0:row0 + num_rows, None, :], cols[None]
-        # The inverse rotation (R^T) is the conjugate; the tables are tiny, so resolve it here.
-        self.rows = rows.conj().resolve_conj() if inverse else rows   # (r, 1, C/4)
-        self.cols = cols.conj().resolve_conj() if inverse else cols   # (1, W, C/4)
 
-    def __call__(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        """Rotate a contiguous x (B, r * W, C); in place unless ``out`` is given."""
-        out = x if out is None else out
-        shape = (x.shape[0], self.rows.shape[0], self.cols.shape[1], -1, 2)
-        xc = torch.view_as_complex(x.view(shape))
-        oc = torch.view_as_complex(out.view(shape))
-        quarter = self.cols.shape[-1]
-        torch.mul(xc[..., :quarter], self.rows, out=oc[..., :quarter])
-        torch.mul(xc[..., quarter:], self.cols, out=oc[..., quarter:])
-        return out
+def _rotate(tables: tuple[torch.Tensor, torch.Tensor], row0: int, x: torch.Tensor) -> torch.Tensor:
+    """RoPE, in place, of x (B, r * W, C): the tokens of whole rows [row0, row0 + r) of the map."""
+    rows, cols = tables
+    num_rows = x.shape[1] // cols.shape[0]
+    xc = torch.view_as_complex(x.view(x.shape[0], num_rows, cols.shape[0], -1, 2))
+    quarter = cols.shape[-1]
+    xc[..., :quarter].mul_(rows[row0:row0 + num_rows, None, :])   # (r, 1, C/4)
+    xc[..., quarter:].mul_(cols)                                  # (W, C/4)
+    return x
 
 
 def _heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
@@ -141,6 +134,11 @@ def _apply(x: torch.Tensor, mat: torch.Tensor, out: torch.Tensor) -> torch.Tenso
     return out
 
 
+def _in_dtype(x: torch.Tensor, buffer: torch.Tensor) -> torch.Tensor:
+    """x itself if it has the buffer's (compute) dtype, else a copy of x in the buffer."""
+    return x if x.dtype == buffer.dtype else buffer.copy_(x)
+
+
 def _chunks(hw: tuple[int, int], rows: int):
     """(first row, first token, last token + 1) of each chunk of whole rows."""
     for r in range(0, hw[0], rows):
@@ -160,8 +158,8 @@ def _forward(qk, v, hw, num_heads):
         n = j - i
         k = _phi(qk[:, i:j, C:], ws.get('a', n), ws.get('b', n))[0]
         k_sum += k.sum(dim=1)
-        _Rotation(tables, r, rows)(k)
-        vc = v[:, i:j] if v.dtype == cdt else ws.get('b', n).copy_(v[:, i:j])
+        _rotate(tables, r, k)
+        vc = _in_dtype(v[:, i:j], ws.get('b', n))
         for b in range(B):
             s[b].baddbmm_(_heads(k[b], num_heads).transpose(1, 2), _heads(vc[b], num_heads))
     s /= N
@@ -171,7 +169,7 @@ def _forward(qk, v, hw, num_heads):
         n = j - i
         q = _phi(qk[:, i:j, :C], ws.get('a', n), ws.get('b', n))[0]
         z = _normaliser(q, m, ws.z[:, :n])
-        _Rotation(tables, r, rows)(q)
+        _rotate(tables, r, q)
         o = out[:, i:j] if out.dtype == cdt else ws.get('b', n)
         _per_head(_apply(q, s, o), num_heads).mul_(z)
         if o.dtype != out.dtype:
@@ -183,6 +181,7 @@ def _backward(grad, qk, v, s, m, hw, num_heads):
     B, N, C = (int(n) for n in v.shape)  # plain ints also under torch.jit.trace
     cdt = s.dtype
     tables = _tables(hw, C, qk.device, cdt)
+    inverse = _inverse(tables)
     rows = _chunk_rows(B, hw, C, qk.device)
     ws = _Workspace(B, rows * hw[1], C, num_heads, cdt, qk.device)
     dqk = torch.empty(qk.shape, dtype=qk.dtype, device=qk.device)
@@ -197,14 +196,14 @@ def _backward(grad, qk, v, s, m, hw, num_heads):
         gz = ws.get('gz', n)
         torch.mul(_per_head(grad[:, i:j], num_heads), z, out=_per_head(gz, num_heads))   # z g
         dq = _apply(gz, s_t, ws.get('dq', n))                          # dL/dq_r = z g S^T
-        _Rotation(tables, r, rows, inverse=True)(dq)                   # R^T dL/dq_r
+        _rotate(inverse, r, dq)                                        # R^T dL/dq_r
         # dz z^2 = (g . q_r S) z^2 = (q_r . dL/dq_r) z = (q . R^T dL/dq_r) z  (R is orthogonal):
         # the un-rotated q serves, so q can be rotated in place afterwards.
         w = torch.linalg.vecdot(_per_head(q, num_heads), _per_head(dq, num_heads)).unsqueeze(-1)
         w.mul_(z)
         for b in range(B):
             dm[b].unsqueeze(1).baddbmm_(w[b].permute(1, 2, 0), _heads(q[b], num_heads), alpha=-1.0)
-        _Rotation(tables, r, rows)(q)                                  # q_r
+        _rotate(tables, r, q)                                          # q_r
         for b in range(B):
             ds[b].baddbmm_(_heads(q[b], num_heads).transpose(1, 2), _heads(gz[b], num_heads))
         _per_head(dq, num_heads).addcmul_(w, m.unsqueeze(1), value=-1.0)
@@ -215,14 +214,14 @@ def _backward(grad, qk, v, s, m, hw, num_heads):
     for r, i, j in _chunks(hw, rows):               # pass B: dL/dc and dL/dv
         n = j - i
         k, dphi = _phi(qk[:, i:j, C:], ws.get('q', n), ws.get('dphi', n))
-        _Rotation(tables, r, rows)(k)
+        _rotate(tables, r, k)
         dv_c = dv[:, i:j] if dv.dtype == cdt else ws.get('gz', n)
         _apply(k, ds, dv_c)                                           # k_r dS / N
         if dv_c.dtype != dv.dtype:
             dv[:, i:j] = dv_c
-        vc = v[:, i:j] if v.dtype == cdt else ws.get('gz', n).copy_(v[:, i:j])
+        vc = _in_dtype(v[:, i:j], ws.get('gz', n))
         dk = _apply(vc, ds_t, ws.get('dq', n))                        # dL/dk_r = v dS^T / N
-        _per_head(_Rotation(tables, r, rows, inverse=True)(dk), num_heads).add_(dm.unsqueeze(1))
+        _per_head(_rotate(inverse, r, dk), num_heads).add_(dm.unsqueeze(1))
         torch.mul(dk, dphi, out=dqk[:, i:j, C:])
     return dqk, dv
 
