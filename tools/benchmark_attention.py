@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import statistics
 import subprocess
@@ -302,21 +301,19 @@ def peak_memory(args, variant, hw, channels, nh, mode):
 
 
 def machine_info(device) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open('/proc/cpuinfo') as f:
-            cpu = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
-    except (OSError, StopIteration):
-        pass
-    info = (f'{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, '
-            f'torch {torch.__version__}, python {platform.python_version()}')
+    """One line: tools/benchmark.py's machine facts, plus the OpenMP settings that change timings."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from benchmark import machine_info as machine_facts
+
+    facts = machine_facts(device)
+    info = (f"{facts['cpu']}, {facts['cores']} cores, {facts['threads']} threads, "
+            f"torch {facts['torch']}, python {facts['python']}")
     for var in ('OMP_NUM_THREADS', 'OMP_WAIT_POLICY'):
         if os.environ.get(var):
             info += f', {var}={os.environ[var]}'
-    if hasattr(os, 'getloadavg'):  # other work on the machine skews timings: say how much there was
-        info += ', load average %.1f / %.1f / %.1f' % os.getloadavg()
-    if device.type == 'cuda':
-        info += f', {torch.cuda.get_device_name(device)}'
+    info += f", load average {facts['load_average']}"  # other work on the machine skews timings
+    if 'gpu' in facts:
+        info += f", {facts['gpu']}"
     return info
 
 
@@ -419,8 +416,7 @@ def main(argv=None):
                       f"{row['fwd_speedup']:.2f}x | {row['fwdbwd_ms']:.2f} | "
                       f"{row['fwdbwd_speedup']:.2f}x | {row['fwd_cpu_speedup']:.2f}x / "
                       f"{row['fwdbwd_cpu_speedup']:.2f}x | {memtxt} |")
-    if hasattr(os, 'getloadavg'):
-        print('\n# load average at the end: %.1f / %.1f / %.1f' % os.getloadavg())
+    print('\n# load average at the end: %.2f / %.2f / %.2f' % os.getloadavg())
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(dict(machine=machine_info(device), command=sys.argv, results=results), f, indent=1)
