@@ -6,9 +6,13 @@ tokens per tile. A head's tile of D channels is handled as two (BLOCK_N, HALF) h
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 import triton
 import triton.language as tl
+
+from mmmila.ops.rope2d import rope2d_theta
 
 EPS = tl.constexpr(1e-6)  # a constexpr: compiled kernels may only read constexpr globals
 
@@ -88,21 +92,8 @@ def _store_pairs(ptr, even, odd, HALF: tl.constexpr, D: tl.constexpr):
     tl.store(ptr + (rows + 1)[:, None] * D + cols[None, :], odd)
 
 
-_THETA_CACHE: dict[tuple[int, str], torch.Tensor] = {}
-
-
+@lru_cache(maxsize=32)
 def rope_theta(channels: int, device: torch.device, base: float = 10000.0) -> torch.Tensor:
-    """Frequencies theta_j = base^(-j / (C/4)), (C/4,) float32, as the reference computes them.
-
-    Cached per (C, device); at most a handful of widths exist in a model, so the cache stays small.
-    """
-    key = (channels, str(device))
-    theta = _THETA_CACHE.get(key)
-    if theta is None:
-        quarter = channels // 4
-        # Same expression as mmmila.ops.rope2d, so that the angles match it bit for bit.
-        theta = base ** (-torch.arange(quarter, dtype=torch.float32, device=device) / quarter)
-        if len(_THETA_CACHE) >= 32:
-            _THETA_CACHE.clear()
-        _THETA_CACHE[key] = theta
-    return theta
+    """:func:`mmmila.ops.rope2d.rope2d_theta` (the reference's own frequencies, bit for bit), cached per
+    (C, device); at most a handful of widths exist in a model."""
+    return rope2d_theta(channels, device, base)

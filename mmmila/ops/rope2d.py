@@ -10,6 +10,12 @@ from functools import lru_cache
 import torch
 
 
+def rope2d_theta(channels: int, device: torch.device, base: float = 10000.0) -> torch.Tensor:
+    """Frequencies theta_j = base ** (-j / (C/4)), j < C/4, float32 (C/4,): shared by every path."""
+    quarter = channels // 4
+    return base ** (-torch.arange(quarter, dtype=torch.float32, device=device) / quarter)
+
+
 @lru_cache(maxsize=32)
 def rope2d_cos_sin(height: int, width: int, channels: int, device: torch.device,
                    base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -29,7 +35,7 @@ def rope2d_cos_sin(height: int, width: int, channels: int, device: torch.device,
         raise ValueError(f'2-D RoPE needs channels divisible by 4, got {channels}')
     k = channels // 4
     # Angles in float32 from integer positions (never accumulated), so large maps stay exact.
-    theta = base ** (-torch.arange(k, dtype=torch.float32, device=device) / k)
+    theta = rope2d_theta(channels, device, base)
     rows = torch.arange(height, dtype=torch.float32, device=device)
     cols = torch.arange(width, dtype=torch.float32, device=device)
     ang_r = (rows[:, None] * theta[None]).unsqueeze(1).expand(height, width, k)
