@@ -127,12 +127,11 @@ def attention_head_dims(model: nn.Module) -> dict[int, int]:
 # ---- building and counting ---------------------------------------------------------------------
 def load_config(path: str, cfg_options: dict | None = None):
     """Read a config (its ``custom_imports`` are imported) and set its default scope."""
-    from mmengine.config import Config
     from mmengine.registry import init_default_scope
 
-    cfg = Config.fromfile(path)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
+    from mmmila.utils.cli import load_config as read_config
+
+    cfg = read_config(path, cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmengine'))
     return cfg
 

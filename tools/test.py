@@ -36,7 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    cfg = load_config(args)
+    cfg = load_config(args.config, args.cfg_options)
 
     def prepare():
         task = detect_task(cfg)

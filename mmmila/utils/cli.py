@@ -40,11 +40,11 @@ def parse_tool_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> 
     return args
 
 
-def load_config(args: argparse.Namespace) -> Config:
+def load_config(path: str, cfg_options: dict | None = None) -> Config:
     """The config file with ``--cfg-options`` merged in."""
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg = Config.fromfile(path)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
     return cfg
 
 
