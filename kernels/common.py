@@ -60,6 +60,26 @@ def _join_pairs(re, im, BLOCK_N: tl.constexpr, HALF: tl.constexpr):
 
 
 @triton.jit
+def _program_head(num_heads):
+    """(bh, batch, head) of this program: axis 1 of every grid is batch * num_heads + head."""
+    bh = tl.program_id(1)
+    return bh, bh // num_heads, bh % num_heads
+
+
+@triton.jit
+def _head_ptr(ptr, batch, stride_b, channel0, stride_c):
+    """Address of token 0, channel ``channel0`` of image ``batch`` (64-bit batch offset)."""
+    return ptr + batch.to(tl.int64) * stride_b + channel0 * stride_c
+
+
+@triton.jit
+def _token_tile(N, BLOCK_N: tl.constexpr):
+    """Token offsets of this program's tile (axis 0 of the grid) and their in-range mask."""
+    offs = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    return offs, offs < N
+
+
+@triton.jit
 def _load_tile(ptr, offs, mask, chan, stride_n, stride_c):
     """Load a (BLOCK_N, D) tile (rows ``offs``, channels ``chan``) as float32; masked rows are 0."""
     ptrs = ptr + offs.to(tl.int64)[:, None] * stride_n + chan[None, :] * stride_c

@@ -18,8 +18,9 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import (EPS, _dphi, _join_pairs, _load_pairs, _load_tile, _phi, _rope_cos_sin,
-                     _split_pairs, _store_pairs, _store_tile, rope_theta)
+from .common import (EPS, _dphi, _head_ptr, _join_pairs, _load_pairs, _load_tile, _phi,
+                     _program_head, _rope_cos_sin, _split_pairs, _store_pairs, _store_tile,
+                     _token_tile, rope_theta)
 from .heuristics import LaunchConfig
 
 
@@ -33,13 +34,11 @@ def _mila_attn_bwd_reduce_kernel(
     """Partial dS and dm of one token chunk, and dL/da of its tokens, for one (batch, head)."""
     HALF: tl.constexpr = D // 2
     chunk = tl.program_id(0)
-    bh = tl.program_id(1)
-    batch = bh // num_heads
-    head = bh % num_heads
+    bh, batch, head = _program_head(num_heads)
     chan = tl.arange(0, D)
-    q_base = qk_ptr + batch.to(tl.int64) * stride_qk_b + head * D * stride_qk_c
-    g_base = g_ptr + batch.to(tl.int64) * stride_g_b + head * D * stride_g_c
-    dq_base = dqk_ptr + batch.to(tl.int64) * stride_dqk_b + head * D * stride_dqk_c
+    q_base = _head_ptr(qk_ptr, batch, stride_qk_b, head * D, stride_qk_c)
+    g_base = _head_ptr(g_ptr, batch, stride_g_b, head * D, stride_g_c)
+    dq_base = _head_ptr(dqk_ptr, batch, stride_dqk_b, head * D, stride_dqk_c)
     s_even, s_odd = _load_pairs(s_ptr + bh.to(tl.int64) * D * D, HALF, D)
     m = tl.load(m_ptr + bh.to(tl.int64) * D + chan)
     m_re, m_im = _split_pairs(tl.reshape(m, (1, D)), 1, HALF)
@@ -88,18 +87,14 @@ def _mila_attn_bwd_map_kernel(
         D: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """dL/dc and dL/dv of one tile of tokens of one (batch, head); ``ds``, ``dm`` hold dS/N, dm/N."""
     HALF: tl.constexpr = D // 2
-    bh = tl.program_id(1)
-    batch = bh // num_heads
-    head = bh % num_heads
+    bh, batch, head = _program_head(num_heads)
     chan = tl.arange(0, D)
-    offs = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    mask = offs < N
-    k_off = (channels + head * D) * stride_qk_c
-    c = _load_tile(qk_ptr + batch.to(tl.int64) * stride_qk_b + k_off, offs, mask, chan,
-                   stride_qk_n, stride_qk_c)
+    offs, mask = _token_tile(N, BLOCK_N)
+    k_base = _head_ptr(qk_ptr, batch, stride_qk_b, channels + head * D, stride_qk_c)
+    c = _load_tile(k_base, offs, mask, chan, stride_qk_n, stride_qk_c)
     k = _phi(c)
-    v = _load_tile(v_ptr + batch.to(tl.int64) * stride_v_b + head * D * stride_v_c, offs, mask,
-                   chan, stride_v_n, stride_v_c)
+    v = _load_tile(_head_ptr(v_ptr, batch, stride_v_b, head * D, stride_v_c), offs, mask, chan,
+                   stride_v_n, stride_v_c)
     ds_even, ds_odd = _load_pairs(ds_ptr + bh.to(tl.int64) * D * D, HALF, D)
     dm = tl.load(dm_ptr + bh.to(tl.int64) * D + chan)
     dm_re, dm_im = _split_pairs(tl.reshape(dm, (1, D)), 1, HALF)
@@ -116,10 +111,10 @@ def _mila_attn_bwd_map_kernel(
     dk_re = gk_re * cos + gk_im * sin + dm_re
     dk_im = gk_im * cos - gk_re * sin + dm_im
     dk = _join_pairs(dk_re, dk_im, BLOCK_N, HALF)
-    _store_tile(dqk_ptr + batch.to(tl.int64) * stride_dqk_b + (channels + head * D) * stride_dqk_c,
+    _store_tile(_head_ptr(dqk_ptr, batch, stride_dqk_b, channels + head * D, stride_dqk_c),
                 offs, mask, chan, stride_dqk_n, stride_dqk_c, dk * _dphi(c, k))
-    _store_tile(dv_ptr + batch.to(tl.int64) * stride_dv_b + head * D * stride_dv_c, offs, mask,
-                chan, stride_dv_n, stride_dv_c, dv)
+    _store_tile(_head_ptr(dv_ptr, batch, stride_dv_b, head * D, stride_dv_c), offs, mask, chan,
+                stride_dv_n, stride_dv_c, dv)
 
 
 def mila_attn_bwd(grad_out, qk, v, s, m, hw: tuple[int, int], num_heads: int, cfg: LaunchConfig):

@@ -18,8 +18,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import (EPS, _load_pairs, _load_tile, _phi, _rope_cos_sin, _split_pairs, _store_pairs,
-                     _store_tile, rope_theta)
+from .common import (EPS, _head_ptr, _load_pairs, _load_tile, _phi, _program_head, _rope_cos_sin,
+                     _split_pairs, _store_pairs, _store_tile, _token_tile, rope_theta)
 from .heuristics import LaunchConfig
 
 
@@ -32,12 +32,10 @@ def _mila_attn_fwd_reduce_kernel(
     """Partial S (D x D, un-normalised) and sum(k) (D) of one token chunk of one (batch, head)."""
     HALF: tl.constexpr = D // 2
     chunk = tl.program_id(0)
-    bh = tl.program_id(1)
-    batch = bh // num_heads
-    head = bh % num_heads
+    bh, batch, head = _program_head(num_heads)
     chan = tl.arange(0, D)
-    k_base = qk_ptr + batch.to(tl.int64) * stride_qk_b + (channels + head * D) * stride_qk_c
-    v_base = v_ptr + batch.to(tl.int64) * stride_v_b + head * D * stride_v_c
+    k_base = _head_ptr(qk_ptr, batch, stride_qk_b, channels + head * D, stride_qk_c)
+    v_base = _head_ptr(v_ptr, batch, stride_v_b, head * D, stride_v_c)
 
     acc_even = tl.zeros((HALF, D), dtype=tl.float32)   # rows 2i of k_r^T v
     acc_odd = tl.zeros((HALF, D), dtype=tl.float32)    # rows 2i+1
@@ -71,13 +69,10 @@ def _mila_attn_fwd_map_kernel(
         D: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """o = z * (q_r S) for one tile of BLOCK_N tokens of one (batch, head)."""
     HALF: tl.constexpr = D // 2
-    bh = tl.program_id(1)
-    batch = bh // num_heads
-    head = bh % num_heads
+    bh, batch, head = _program_head(num_heads)
     chan = tl.arange(0, D)
-    offs = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    mask = offs < N
-    q_base = qk_ptr + batch.to(tl.int64) * stride_qk_b + head * D * stride_qk_c
+    offs, mask = _token_tile(N, BLOCK_N)
+    q_base = _head_ptr(qk_ptr, batch, stride_qk_b, head * D, stride_qk_c)
     q = _phi(_load_tile(q_base, offs, mask, chan, stride_qk_n, stride_qk_c))
 
     m = tl.load(m_ptr + bh.to(tl.int64) * D + chan)
@@ -87,7 +82,7 @@ def _mila_attn_fwd_map_kernel(
     s_even, s_odd = _load_pairs(s_ptr + bh.to(tl.int64) * D * D, HALF, D)
     o = tl.dot(q_re * cos - q_im * sin, s_even, input_precision=DOT_PRECISION)
     o = tl.dot(q_re * sin + q_im * cos, s_odd, o, input_precision=DOT_PRECISION)
-    o_base = out_ptr + batch.to(tl.int64) * stride_o_b + head * D * stride_o_c
+    o_base = _head_ptr(out_ptr, batch, stride_o_b, head * D, stride_o_c)
     _store_tile(o_base, offs, mask, chan, stride_o_n, stride_o_c, o * z[:, None])
 
 
