@@ -24,7 +24,7 @@ def test_tiny_run_with_memory(tmp_path):
     assert '| torch |' in res.stdout and '| authors |' in res.stdout
     report = json.loads(out.read_text())
     rows = {row['variant']: row for row in report['results']}
-    assert set(rows) == {'authors', 'reference', 'torch'}
+    assert set(rows) == {'authors', 'authors-dense', 'reference', 'torch'}
     for name, row in rows.items():
         assert (row['n'], row['channels'], row['heads']) == (120, 64, 2)
         assert row['rel_diff'] < 1e-5, name                     # same outputs and gradients
