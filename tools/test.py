@@ -13,8 +13,8 @@ import os.path as osp
 from mmmila.utils.cli import (build_runner, is_first_rank, load_config, parse_tool_args, prepare_or_exit,
                               tool_parser)
 from mmmila.utils.input_checks import check_run_inputs
-from mmmila.utils.run_setup import (LaunchError, detect_task, set_dataloader_defaults, set_format_only,
-                                    set_show_dir, set_work_dir, setup_launcher, wrap_tta)
+from mmmila.utils.run_setup import (LaunchError, close_process_group, detect_task, set_dataloader_defaults,
+                                    set_format_only, set_show_dir, set_work_dir, setup_launcher, wrap_tta)
 
 
 def _test_options(parser: argparse.ArgumentParser) -> None:
@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> None:
 
     prepare_or_exit('test', prepare)
     build_runner(cfg).test()
+    close_process_group()
 
 
 if __name__ == '__main__':

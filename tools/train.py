@@ -12,8 +12,8 @@ import argparse
 from mmmila.utils.cli import (build_runner, is_first_rank, load_config, parse_tool_args, prepare_or_exit,
                               tool_parser)
 from mmmila.utils.input_checks import check_run_inputs
-from mmmila.utils.run_setup import (detect_task, enable_amp, set_dataloader_defaults, set_resume, set_work_dir,
-                                    setup_launcher)
+from mmmila.utils.run_setup import (close_process_group, detect_task, enable_amp, set_dataloader_defaults,
+                                    set_resume, set_work_dir, setup_launcher)
 
 
 def _train_options(parser: argparse.ArgumentParser) -> None:
@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> None:
 
     prepare_or_exit('train', prepare)
     build_runner(cfg).train()
+    close_process_group()
 
 
 if __name__ == '__main__':

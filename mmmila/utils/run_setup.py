@@ -65,6 +65,19 @@ def setup_launcher(cfg, launcher: str) -> None:
     cfg.model_wrapper_cfg = wrapper
 
 
+def close_process_group() -> None:
+    """Destroy the default process group after a run that finished on every rank.
+
+    The Runner leaves it open. At interpreter exit gloo's worker threads may then still hold work
+    items, and the process aborts (SIGABRT, "terminate called without an active exception"): a
+    run whose checkpoints and metrics are all written fails with exit code -6. Seen here once in
+    a 2-process ``tools/test.sh``. Called only after success: after an error on one rank the
+    others may be inside a collective, and destroying the group could hang.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def enable_amp(cfg) -> None:
     """``--amp``: mixed precision through mmengine's ``AmpOptimWrapper`` (dynamic loss scale)."""
     from mmengine.device import get_device

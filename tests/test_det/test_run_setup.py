@@ -104,3 +104,13 @@ def test_show_dir_per_task(tmp_path):
     assert hook.enable and hook.out_dir == osp.abspath('vis')
     run_setup.set_dataloader_defaults(cls, 'mmpretrain')
     assert cls.test_dataloader.collate_fn == dict(type='default_collate')
+
+
+def test_close_process_group_destroys_the_group(tmp_path):
+    """The tools end every finished run with it (gloo threads left at exit can abort the process)."""
+    import torch.distributed as dist
+    run_setup.close_process_group()                       # nothing to close: a no-op
+    dist.init_process_group('gloo', init_method=f'file://{tmp_path / "store"}', rank=0, world_size=1)
+    assert dist.is_initialized()
+    run_setup.close_process_group()
+    assert not dist.is_initialized()
