@@ -12,9 +12,9 @@ Variants (all take qk (B, N, 2C) and v (B, N, C) and return (B, N, C) before LeP
   k.mean, z, kv = (k_r N^-1/2)^T (v N^-1/2), (q_r kv) z; plain autograd. The baseline (the
   table is made once per shape, outside the timed calls, like the classification model's buffer).
 - ``authors-dense``: the same chain with RoPE as MILA.md describes the authors' dense-prediction
-  backbone: the angles of the current map computed on every call, float32 cos/sin tables, real
-  arithmetic on the channel pairs. Context for detection and segmentation users; the targets of
-  issue #5 are judged against ``authors``.
+  backbone: the angles of the current map computed on every call (once, shared by q and k),
+  float32 cos/sin tables, real arithmetic on the channel pairs. Context for detection and
+  segmentation users; the targets of issue #5 are judged against ``authors``.
 - ``reference``: ``mmmila.ops.mila_linear_attention_ref`` (the spec in code; plain autograd).
 - ``torch``: ``mmmila.ops.mila_linear_attention_cpu`` -- the default CPU path (chunked autograd
   Function that saves only qk, v, S, m and recomputes the rest in backward).
@@ -73,7 +73,11 @@ def size_arg(text: str) -> str:
 
 
 def authors_angles(hw: tuple[int, int], channels: int, device) -> torch.Tensor:
-    """The (H, W, C/2) float32 RoPE angles of the map: row * theta for the first C/4 pairs, col * theta after."""
+    """The (H, W, C/2) float32 RoPE angles of the map: row * theta for the first C/4 pairs, col * theta after.
+
+    Written from MILA.md on purpose rather than through mmmila.ops.rope2d: the baseline uses none
+    of mmmila's code, so that the equality check between them means something.
+    """
     height, width = hw
     quarter = channels // 4
     theta = 10000.0 ** (-torch.arange(quarter, dtype=torch.float32, device=device) / quarter)
@@ -88,16 +92,18 @@ def authors_table(hw: tuple[int, int], channels: int, device) -> torch.Tensor:
     return torch.polar(torch.ones_like(angles), angles)
 
 
-def authors_attention(qk, v, hw, num_heads, rope):
+def authors_attention(qk, v, hw, num_heads, make_rope):
     """Baseline (a): the authors' formulation as separate ops, plain autograd.
 
-    ``rope`` maps (B, N, C) to its rotation in float32: :func:`complex_rope` (the baseline) or
-    :func:`dense_rope` (the dense-prediction variant).
+    ``make_rope(device)`` is called once per call and returns the rotation, (B, N, C) -> (B, N, C)
+    in float32, that q and k share: :func:`complex_rope` (the baseline) or :func:`dense_rope` (the
+    dense-prediction variant, which builds its tables there).
     """
     B, N, C = v.shape
     d = C // num_heads
     q = F.elu(qk[..., :C]) + 1.0
     k = F.elu(qk[..., C:]) + 1.0
+    rope = make_rope(qk.device)
 
     def heads(x):
         return x.reshape(B, N, num_heads, d).permute(0, 2, 1, 3)
@@ -117,26 +123,30 @@ def complex_rope(table: torch.Tensor):
     def rope(x):
         xc = torch.view_as_complex(x.float().reshape(x.shape[0], height, width, pairs, 2))
         return torch.view_as_real(xc * table).reshape(x.shape)
-    return rope
+    return lambda device: rope
 
 
 def dense_rope(hw: tuple[int, int], channels: int):
     """RoPE as MILA.md describes the dense-prediction backbone's: the angles of the current map
-    computed on every call, then cos/sin tables in float32 and real arithmetic on the pairs."""
-    def rope(x):
-        angles = authors_angles(hw, channels, x.device)   # on every call: the map size varies
+    computed for every input (once per call, shared by q and k), float32 cos/sin tables, real
+    arithmetic on the pairs."""
+    def make_rope(device):
+        angles = authors_angles(hw, channels, device)   # per input: the map size varies
         cos, sin = angles.cos(), angles.sin()
-        pairs = x.float().reshape(x.shape[0], hw[0], hw[1], channels // 2, 2)
-        re, im = pairs[..., 0], pairs[..., 1]
-        return torch.stack([re * cos - im * sin, re * sin + im * cos], dim=-1).reshape(x.shape)
-    return rope
+
+        def rope(x):
+            pairs = x.float().reshape(x.shape[0], hw[0], hw[1], channels // 2, 2)
+            re, im = pairs[..., 0], pairs[..., 1]
+            return torch.stack([re * cos - im * sin, re * sin + im * cos], dim=-1).reshape(x.shape)
+        return rope
+    return make_rope
 
 
 def make_variants(hw, channels, device, with_compile: bool) -> dict:
-    rope = complex_rope(authors_table(hw, channels, device))
+    table = complex_rope(authors_table(hw, channels, device))
     dense = dense_rope(hw, channels)
     variants = {
-        'authors': lambda qk, v, nh: authors_attention(qk, v, hw, nh, rope),
+        'authors': lambda qk, v, nh: authors_attention(qk, v, hw, nh, table),
         'authors-dense': lambda qk, v, nh: authors_attention(qk, v, hw, nh, dense),
         'reference': lambda qk, v, nh: mila_linear_attention_ref(qk, v, hw, nh),
         'torch': lambda qk, v, nh: mila_linear_attention_cpu(qk, v, hw, nh),
