@@ -1,5 +1,9 @@
 """tools/deploy/export_onnx.py: backbone, UperNet and Mask R-CNN's backbone + FPN through the dynamo
-ONNX exporter, checked with onnxruntime against eager at the export size and two other sizes."""
+ONNX exporter, checked with onnxruntime against eager at the export size and two other sizes.
+
+A whole model's export takes 40-80 s on a 2-core CPU: those tests are marked slow; the default
+suite exports one MILA block (the attention op with dynamic H and W) and checks the tool's parts.
+"""
 from __future__ import annotations
 
 import sys
@@ -40,6 +44,43 @@ def _assert_plain_onnx(path):
     assert ('ai.onnx', 'MatMul') in ops or ('ai.onnx', 'Einsum') in ops
 
 
+class _BlockOnMap(torch.nn.Module):
+    """One MILA block (C = 64, 2 heads) applied to a (B, C, H, W) map."""
+
+    def __init__(self):
+        super().__init__()
+        from mmmila.models.layers import MILABlock
+        self.block = MILABlock(64, 2)
+
+    def forward(self, x):
+        B, C, H, W = x.shape
+        tokens = self.block(x.flatten(2).transpose(1, 2), (H, W))
+        return tokens.transpose(1, 2).reshape(B, C, H, W)
+
+
+def test_attention_block_exports_as_plain_onnx_with_dynamic_size(tmp_path):
+    import onnxruntime as ort
+    torch.manual_seed(0)
+    block = _BlockOnMap().eval()
+    with torch.no_grad():
+        for p in block.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    h, w = torch.export.Dim('h', min=2, max=128), torch.export.Dim('w', min=2, max=128)
+    program = torch.onnx.export(block, (torch.randn(1, 64, 6, 9),), dynamo=True, verbose=False,
+                                dynamic_shapes={'x': {2: h, 3: w}})
+    path = tmp_path / 'block.onnx'
+    program.save(str(path))
+    _assert_plain_onnx(path)
+    session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    for size in [(6, 9), (11, 5), (16, 16)]:
+        x = torch.randn(1, 64, *size)
+        got = torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
+        with torch.no_grad():
+            expected = block(x)
+        assert (got - expected).abs().max() <= 1e-4 * expected.abs().max(), size
+
+
+@pytest.mark.slow
 def test_backbone(tmp_path):
     module, out, results = _export_and_check(SEG_TOY, tmp_path, part='backbone')
     assert len(results) == 3 and len({r['size'] for r in results}) == 3
@@ -49,6 +90,7 @@ def test_backbone(tmp_path):
     _assert_plain_onnx(out)
 
 
+@pytest.mark.slow
 def test_upernet_segmentor(tmp_path):
     module, out, results = _export_and_check(SEG_TOY, tmp_path)
     for r in results:
@@ -57,6 +99,7 @@ def test_upernet_segmentor(tmp_path):
     _assert_plain_onnx(out)
 
 
+@pytest.mark.slow
 def test_mask_rcnn_backbone_and_fpn(tmp_path):
     module, out, results = _export_and_check(DET_TOY, tmp_path, cfg_options=DET_TINY)
     assert module.part == 'features'
@@ -92,6 +135,7 @@ def test_exportable_pooling_equals_adaptive_average_pooling(out):
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_command_line(tmp_path, capsys):
     out = tmp_path / 'seg.onnx'
     assert export_onnx.main([str(SEG_TOY), '--out', str(out), '--shape', '64', '--part', 'backbone']) == 0

@@ -99,7 +99,9 @@ class _Normalise(nn.Module):
         super().__init__()
         mean = getattr(preprocessor, 'mean', None)
         std = getattr(preprocessor, 'std', None)
-        self.swap = bool(getattr(preprocessor, '_channel_conversion', False))
+        self.swap = bool(getattr(preprocessor, '_channel_conversion', None)   # mmengine, mmdet
+                         or getattr(preprocessor, 'channel_conversion', None)    # mmseg
+                         or getattr(preprocessor, 'to_rgb', False))              # mmpretrain
         self.enabled = bool(getattr(preprocessor, '_enable_normalize', mean is not None))
         self.register_buffer('mean', (mean if mean is not None else torch.zeros(3, 1, 1)).clone().view(1, -1, 1, 1))
         self.register_buffer('std', (std if std is not None else torch.ones(3, 1, 1)).clone().view(1, -1, 1, 1))
