@@ -21,7 +21,7 @@ SEG_TOY = REPO / 'configs' / 'demo' / 'upernet_mila_t_toy.py'
 DET_TOY = REPO / 'configs' / 'demo' / 'mask_rcnn_mila_t_toy.py'
 CLS = REPO / 'configs' / 'mila_t_in1k.py'
 # The detector at the tiny width (the demo runs MILA-T's width): backbone and FPN inputs.
-DET_TINY = {'model.backbone.arch': dict(TINY_ARCH), 'model.neck.in_channels': [32, 64, 128, 256]}
+DET_TINY = {'model.backbone.arch': dict(_delete_=True, **TINY_ARCH), 'model.neck.in_channels': [32, 64, 128, 256]}
 
 
 def _ops(path):
