@@ -27,6 +27,7 @@ setup(
         'seg': ['mmsegmentation>=1.2,<1.3'],
         'cls': ['mmpretrain>=1.2,<1.3'],
         'kernels': ['triton'],
+        'deploy': ['onnx', 'onnxruntime', 'onnxscript'],
         'tests': ['pytest', 'scikit-image'],
     },
     zip_safe=False,

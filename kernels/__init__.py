@@ -1,12 +1,13 @@
-"""Triton kernels of mmmila, installed as ``mmmila.kernels`` (imports only torch and triton).
+"""Triton kernels of mmmila, installed as ``mmmila.kernels`` (imports torch, triton and mmmila.ops).
 
 The public entry is :func:`mila_linear_attention_triton` (forward and backward of MILA's linear
-attention). On CPU tensors the kernels run under the Triton interpreter, which ``TRITON_INTERPRET=1`` enables;
-it must be set before triton is first imported in the process.
+attention), over the registered op ``torch.ops.mmmila.linear_attention_triton``. On CPU tensors the
+kernels run under the Triton interpreter, which ``TRITON_INTERPRET=1`` enables; it must be set
+before triton is first imported in the process.
 """
-from .function import (MILALinearAttnFn, device_problem, input_problem, is_interpreted,
+from .function import (device_problem, input_problem, is_interpreted, linear_attention_triton,
                        mila_linear_attention_triton)
 from .heuristics import SUPPORTED_DTYPES, SUPPORTED_HEAD_DIMS, LaunchConfig, launch_config
 
-__all__ = ['MILALinearAttnFn', 'mila_linear_attention_triton', 'input_problem', 'device_problem',
+__all__ = ['linear_attention_triton', 'mila_linear_attention_triton', 'input_problem', 'device_problem',
            'is_interpreted', 'launch_config', 'LaunchConfig', 'SUPPORTED_DTYPES', 'SUPPORTED_HEAD_DIMS']

@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from mmmila.ops.rope2d import rope2d_theta
+from mmmila.ops.rope2d import capturing_graph, rope2d_theta
 
 EPS = tl.constexpr(1e-6)  # a constexpr: compiled kernels may only read constexpr globals
 
@@ -112,8 +112,13 @@ def _store_pairs(ptr, even, odd, HALF: tl.constexpr, D: tl.constexpr):
     tl.store(ptr + (rows + 1)[:, None] * D + cols[None, :], odd)
 
 
-@lru_cache(maxsize=32)
 def rope_theta(channels: int, device: torch.device, base: float = 10000.0) -> torch.Tensor:
     """:func:`mmmila.ops.rope2d.rope2d_theta` (the reference's own frequencies, bit for bit), cached per
-    (C, device); at most a handful of widths exist in a model."""
-    return rope2d_theta(channels, device, base)
+    (C, device) in eager mode; at most a handful of widths exist in a model. Built from ops while a
+    graph is captured (a cached tensor must not enter a traced graph)."""
+    if capturing_graph():
+        return rope2d_theta(channels, device, base)
+    return _cached_theta(channels, device, base)
+
+
+_cached_theta = lru_cache(maxsize=32)(rope2d_theta)

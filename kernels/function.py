@@ -1,10 +1,19 @@
-"""The autograd Function around the Triton kernels, and the public :func:`mila_linear_attention_triton`."""
+"""The registered op around the Triton kernels, and the public :func:`mila_linear_attention_triton`.
+
+``torch.ops.mmmila.linear_attention_triton(qk, v, H, W, num_heads, num_chunks=None) -> (out, S, m)``
+is a ``torch.library.triton_op`` whose kernels are launched through ``wrap_triton``, so that
+``torch.compile`` (inductor) sees the kernels themselves; its backward is the triton_op
+``torch.ops.mmmila.linear_attention_triton_backward``. Fake implementation and autograd wiring are
+those of the PyTorch op (:mod:`mmmila.ops.library`): the same contract, saving qk, v, S and m.
+"""
 from __future__ import annotations
 
 import contextlib
 
 import torch
-from torch.autograd.function import once_differentiable
+from torch.library import triton_op
+
+from mmmila.ops.library import attention_backward_fake, attention_fake, register_attention_autograd
 
 from . import linear_attn_fwd
 from .heuristics import SUPPORTED_DTYPES, SUPPORTED_HEAD_DIMS, launch_config
@@ -71,28 +80,45 @@ def _device_ctx(t: torch.Tensor):
     return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
 
-class MILALinearAttnFn(torch.autograd.Function):
-    """Fused MILA linear attention; saves only qk, v and the per-head S (d x d) and m (d)."""
+def _launch_config(qk: torch.Tensor, v: torch.Tensor, num_heads: int, num_chunks: int | None):
+    B, N, C = v.shape
+    return launch_config(N, B * num_heads, C // num_heads, qk.dtype, qk.device, num_chunks)
 
-    @staticmethod
-    def forward(ctx, qk: torch.Tensor, v: torch.Tensor, hw: tuple[int, int], num_heads: int,
-                num_chunks: int | None = None) -> torch.Tensor:
-        B, N, C = v.shape
-        cfg = launch_config(N, B * num_heads, C // num_heads, qk.dtype, qk.device, num_chunks)
-        with _device_ctx(qk):
-            out, s, m = mila_attn_fwd(qk, v, hw, num_heads, cfg)
-        ctx.save_for_backward(qk, v, s, m)
-        ctx.hw, ctx.num_heads, ctx.cfg = hw, num_heads, cfg
-        return out
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out: torch.Tensor):
-        qk, v, s, m = ctx.saved_tensors
-        with _device_ctx(qk):
-            dqk, dv = mila_attn_bwd(grad_out, qk, v, s, m, ctx.hw, ctx.num_heads, ctx.cfg)
-        return (dqk if ctx.needs_input_grad[0] else None,
-                dv if ctx.needs_input_grad[1] else None, None, None, None)
+@triton_op('mmmila::linear_attention_triton', mutates_args=())
+def linear_attention_triton(qk: torch.Tensor, v: torch.Tensor, height: int, width: int,
+                            num_heads: int, num_chunks: int | None = None
+                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(out, S, m) by the fused kernels; inputs are checked by the caller."""
+    B, N, C = v.shape
+    if B == 0 or N == 0:   # nothing to launch; S and m of an empty map are 0
+        out, s, m = attention_fake(qk, v, height, width, num_heads)
+        return out, s.zero_(), m.zero_()
+    with _device_ctx(qk):
+        return mila_attn_fwd(qk, v, (height, width), num_heads,
+                             _launch_config(qk, v, num_heads, num_chunks))
+
+
+@triton_op('mmmila::linear_attention_triton_backward', mutates_args=())
+def linear_attention_triton_backward(grad_out: torch.Tensor, grad_s: torch.Tensor | None,
+                                     grad_m: torch.Tensor | None, qk: torch.Tensor, v: torch.Tensor,
+                                     s: torch.Tensor, m: torch.Tensor, height: int, width: int,
+                                     num_heads: int, num_chunks: int | None = None
+                                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(dL/dqk, dL/dv) of :func:`linear_attention_triton`."""
+    B, N, _ = v.shape
+    if B == 0 or N == 0:
+        return attention_backward_fake(grad_out, grad_s, grad_m, qk, v)
+    with _device_ctx(qk):
+        return mila_attn_bwd(grad_out, qk, v, s, m, (height, width), num_heads,
+                             _launch_config(qk, v, num_heads, num_chunks), grad_s, grad_m)
+
+
+# Shape propagation by allocation only (triton_op's default traces the launcher, whose launch
+# configuration reads the sizes and would specialise them).
+linear_attention_triton.register_fake(attention_fake)
+linear_attention_triton_backward.register_fake(attention_backward_fake)
+register_attention_autograd(linear_attention_triton, linear_attention_triton_backward)
 
 
 def mila_linear_attention_triton(qk: torch.Tensor, v: torch.Tensor, hw: tuple[int, int],
@@ -124,4 +150,4 @@ def mila_linear_attention_triton(qk: torch.Tensor, v: torch.Tensor, hw: tuple[in
     reason = device_problem(qk.device)
     if reason is not None:
         raise RuntimeError(f'mila_linear_attention_triton: {reason}')
-    return MILALinearAttnFn.apply(qk, v, (int(hw[0]), int(hw[1])), int(num_heads), num_chunks)
+    return torch.ops.mmmila.linear_attention_triton(qk, v, hw[0], hw[1], num_heads, num_chunks)[0]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from torch.library import wrap_triton
 
 from .common import (EPS, _dphi, _head_ptr, _join_pairs, _load_pairs, _load_tile, _phi,
                      _program_head, _rope_cos_sin, _split_pairs, _store_pairs, _store_tile,
@@ -117,7 +118,8 @@ def _mila_attn_bwd_map_kernel(
                 stride_dv_n, stride_dv_c, dv)
 
 
-def mila_attn_bwd(grad_out, qk, v, s, m, hw: tuple[int, int], num_heads: int, cfg: LaunchConfig):
+def mila_attn_bwd(grad_out, qk, v, s, m, hw: tuple[int, int], num_heads: int, cfg: LaunchConfig,
+                  grad_s=None, grad_m=None):
     """Launch the backward passes.
 
     Args:
@@ -129,6 +131,8 @@ def mila_attn_bwd(grad_out, qk, v, s, m, hw: tuple[int, int], num_heads: int, cf
         hw (tuple[int, int]): (H, W).
         num_heads (int): nh.
         cfg (LaunchConfig): block sizes and chunking.
+        grad_s (Tensor, optional): (B, nh, d, d), dL/dS when S is used besides the output.
+        grad_m (Tensor, optional): (B, nh, d), dL/dm likewise.
 
     Returns:
         tuple[Tensor, Tensor]: dL/dqk (B, N, 2C) in qk's dtype and dL/dv (B, N, C) in v's dtype.
@@ -143,14 +147,20 @@ def mila_attn_bwd(grad_out, qk, v, s, m, hw: tuple[int, int], num_heads: int, cf
     dm_part = torch.empty((bh, cfg.num_chunks, d), dtype=torch.float32, device=qk.device)
     s = s.reshape(bh, d, d).contiguous()
     m = m.reshape(bh, d).contiguous()
-    _mila_attn_bwd_reduce_kernel[(cfg.num_chunks, bh)](
+    wrap_triton(_mila_attn_bwd_reduce_kernel)[(cfg.num_chunks, bh)](
         qk, grad_out, s, m, theta, dqk, ds_part, dm_part, N, hw[1], C, num_heads, cfg.chunk_tokens,
         *qk.stride(), *grad_out.stride(), *dqk.stride(),
         D=d, BLOCK_N=cfg.reduce_block_n, DOT_PRECISION=cfg.dot_precision, num_warps=cfg.num_warps)
     # dS / N and dm / N: the only forms pass B uses (dL/dk_r = v dS^T / N, dL/dk gets dm / N).
-    ds = ds_part.sum(dim=1).mul_(1.0 / N)
-    dm = dm_part.sum(dim=1).mul_(1.0 / N)
-    _mila_attn_bwd_map_kernel[(triton.cdiv(N, cfg.block_n), bh)](
+    ds = ds_part.sum(dim=1)
+    dm = dm_part.sum(dim=1)
+    if grad_s is not None:   # S and m are outputs of the op too: their own gradients
+        ds = ds + grad_s.reshape(bh, d, d)
+    if grad_m is not None:
+        dm = dm + grad_m.reshape(bh, d)
+    ds = ds * (1.0 / N)
+    dm = dm * (1.0 / N)
+    wrap_triton(_mila_attn_bwd_map_kernel)[(triton.cdiv(N, cfg.block_n), bh)](
         qk, v, ds, dm, theta, dqk, dv, N, hw[1], C, num_heads,
         *qk.stride(), *v.stride(), *dqk.stride(), *dv.stride(),
         D=d, BLOCK_N=cfg.block_n, DOT_PRECISION=cfg.dot_precision, num_warps=cfg.num_warps)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from torch.library import wrap_triton
 
 from .common import (EPS, _head_ptr, _load_pairs, _load_tile, _phi, _program_head, _rope_cos_sin,
                      _split_pairs, _store_pairs, _store_tile, _token_tile, rope_theta)
@@ -106,7 +107,7 @@ def mila_attn_fwd(qk, v, hw: tuple[int, int], num_heads: int, cfg: LaunchConfig)
     theta = rope_theta(C, qk.device)
     s_part = torch.empty((bh, cfg.num_chunks, d, d), dtype=torch.float32, device=qk.device)
     m_part = torch.empty((bh, cfg.num_chunks, d), dtype=torch.float32, device=qk.device)
-    _mila_attn_fwd_reduce_kernel[(cfg.num_chunks, bh)](
+    wrap_triton(_mila_attn_fwd_reduce_kernel)[(cfg.num_chunks, bh)](
         qk, v, theta, s_part, m_part, N, hw[1], C, num_heads, cfg.chunk_tokens,
         *qk.stride(), *v.stride(),
         D=d, BLOCK_N=cfg.reduce_block_n, DOT_PRECISION=cfg.dot_precision, num_warps=cfg.num_warps)
@@ -114,7 +115,7 @@ def mila_attn_fwd(qk, v, hw: tuple[int, int], num_heads: int, cfg: LaunchConfig)
     s = s_part.sum(dim=1).mul_(1.0 / N)
     m = m_part.sum(dim=1).mul_(1.0 / N)
     out = torch.empty((B, N, C), dtype=v.dtype, device=v.device)
-    _mila_attn_fwd_map_kernel[(triton.cdiv(N, cfg.block_n), bh)](
+    wrap_triton(_mila_attn_fwd_map_kernel)[(triton.cdiv(N, cfg.block_n), bh)](
         qk, s, m, theta, out, N, hw[1], C, num_heads,
         *qk.stride(), *out.stride(),
         D=d, BLOCK_N=cfg.block_n, DOT_PRECISION=cfg.dot_precision, num_warps=cfg.num_warps)

@@ -58,6 +58,7 @@ HASH="$(cat "$CONSTRAINTS" "$0" "$REPO/setup.py" | sha256sum | cut -c1-16)"
 verify() {
   "$PY" - <<'EOF'
 import torch, torchvision, mmcv, mmengine, mmdet, mmseg, mmpretrain, triton, pycocotools, mmmila
+import onnx, onnxruntime, onnxscript
 from mmcv.ops import nms, roi_align  # compiled ops present
 EOF
 }
@@ -105,8 +106,8 @@ PIPC=("${PIP[@]}" install -c "$TMP_CONSTRAINTS")
 step "build tools (setuptools 80.9, wheel, ninja)"
 "${PIPC[@]}" setuptools wheel ninja
 
-step "numpy, triton, opencv and pure-Python dependencies"
-"${PIPC[@]}" "numpy<2.4" triton pycocotools fvcore pytest scikit-image opencv-python
+step "numpy, triton, opencv, ONNX export tools and pure-Python dependencies"
+"${PIPC[@]}" "numpy<2.4" triton pycocotools fvcore pytest scikit-image opencv-python onnx onnxruntime onnxscript
 
 # torchvision: the PyPI wheel for torch 2.13 is a CUDA build whose ops cannot load beside the CPU
 # torch; --no-deps so it never pulls another torch. A torchvision that imports is never touched.

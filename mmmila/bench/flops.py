@@ -5,10 +5,12 @@ matrix products, convolutions, normalisations and a few pooling/upsampling ops a
 (element-wise ops count 0). They are measured by tracing one forward pass of a random input with
 ``mmengine.analysis.FlopAnalyzer``. MILA's linear attention is counted as its three matrix products
 per head, ``k_r^T v``, ``q_r S`` and ``q . mean(k)``: ``B * N * C * (2 d + 1)`` for N tokens, C
-channels and head dim d. It runs through ``mmmila.ops``, whose fast paths are
-``torch.autograd.Function``s; a trace shows those as one opaque ``prim::PythonOp.<Name>`` node, so
-every Function defined under ``mmmila.ops`` and ``mmmila.kernels`` gets a handle that returns that
-count, and an attention Function left without a count is an error rather than a silent zero.
+channels and head dim d. While ``torch.jit`` traces, ``mmmila.ops`` runs its plain reference, whose
+matrix products the counter sees. A registered attention op traced as such (``mmmila::<name>``
+node, e.g. a model that calls ``torch.ops.mmmila.linear_attention`` itself) gets a handle that
+returns the same count, and so does any ``torch.autograd.Function`` defined under ``mmmila.ops``
+and ``mmmila.kernels`` (traced as ``prim::PythonOp.<Name>``); an attention Function left without a
+count is an error rather than a silent zero.
 """
 from __future__ import annotations
 
@@ -24,6 +26,8 @@ import torch.nn as nn
 from mmmila.bench.models import tensor_mode
 
 ATTENTION_PACKAGES = ('mmmila.ops', 'mmmila.kernels')
+# The registered attention ops (torch.library): (out, S, m) = op(qk, v, H, W, num_heads, ...).
+ATTENTION_OPS = ('mmmila::linear_attention', 'mmmila::linear_attention_triton')
 
 
 # ---- the attention's count ---------------------------------------------------------------------
@@ -105,6 +109,21 @@ def attention_flop_handle(fn_cls: type, head_dims: dict[int, int] | None = None)
     return handle
 
 
+def attention_op_handle(op_name: str) -> Callable:
+    """A FlopAnalyzer handle for a registered attention op traced as a ``mmmila::`` node."""
+    from mmengine.analysis.jit_handles import get_shape
+
+    def handle(inputs, outputs) -> int:
+        shape = get_shape(outputs[0])
+        num_heads = inputs[4].toIValue() if len(inputs) > 4 else None
+        if shape is None or len(shape) != 3 or not isinstance(num_heads, int):
+            raise ValueError(f'{op_name}: expected a (B, N, C) output and an int num_heads, '
+                             f'got shape {shape} and num_heads {num_heads!r}')
+        return attention_flops(*shape, num_heads)
+
+    return handle
+
+
 def attention_head_dims(model: nn.Module) -> dict[int, int]:
     """{C: d} over the model's attention layers (modules with ``channels`` and ``num_heads``)."""
     dims: dict[int, int] = {}
@@ -140,6 +159,9 @@ def count(model: nn.Module, height: int, width: int, batch: int = 1) -> dict:
         name = f'prim::PythonOp.{fn_cls.__name__}'
         handled[name] = fn_cls
         analyzer.set_op_handle(name, attention_flop_handle(fn_cls, head_dims))
+    for op_name in ATTENTION_OPS:
+        handled[op_name] = op_name
+        analyzer.set_op_handle(op_name, attention_op_handle(op_name))
     analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings('none')
     with torch.no_grad():
         flops = analyzer.total()
@@ -150,13 +172,13 @@ def count(model: nn.Module, height: int, width: int, batch: int = 1) -> dict:
     if opaque:
         raise RuntimeError(f'autograd Functions without a FLOP handle (they would count 0): {opaque}')
     by_operator = analyzer.by_operator()
-    seen = sorted(name for name in handled if name[len('prim::'):] in by_operator)
+    seen = sorted(name for name in handled if name.split('::', 1)[1] in by_operator)
     params = parameter_count(model)
     has_backbone = isinstance(getattr(model, 'backbone', None), nn.Module)
     return dict(params=params[''], flops=flops,
                 backbone_params=params['backbone'] if has_backbone else None,
                 backbone_flops=analyzer.total('backbone') if has_backbone else None,
-                attention_ops=seen, attention_flops=sum(by_operator[n[len('prim::'):]] for n in seen),
+                attention_ops=seen, attention_flops=sum(by_operator[n.split('::', 1)[1]] for n in seen),
                 unsupported=unsupported)
 
 

@@ -1,11 +1,13 @@
-"""MILA's linear attention op. The model calls only :func:`mila_linear_attention`."""
+"""MILA's linear attention op. The model calls only :func:`mila_linear_attention`.
+
+Importing this package registers ``torch.ops.mmmila.linear_attention`` (:mod:`.library`).
+"""
 from __future__ import annotations
 
 import torch
 
-from .cpu_fused import mila_linear_attention_cpu
-from .dispatch import (ENV_VAR, backend_counts, choose_backend, last_backend, reset_backend_stats,
-                       run_attention)
+from .dispatch import ENV_VAR, choose_backend, run_attention
+from .library import mila_linear_attention_cpu
 from .reference import mila_linear_attention_ref
 from .rope2d import apply_rope2d, rope2d_cos_sin
 
@@ -22,7 +24,8 @@ def mila_linear_attention(qk: torch.Tensor, v: torch.Tensor, hw: tuple[int, int]
         backend (str): 'auto' | 'torch' | 'triton'. 'auto' takes the Triton kernels for CUDA
             tensors (when triton imports and supports the dtype and head dim) and the PyTorch
             path otherwise; the environment variable ``MMMILA_ATTN_BACKEND`` overrides 'auto'.
-            'triton' raises instead of falling back. Defaults to 'auto'.
+            'triton' raises instead of falling back. :func:`choose_backend` says which
+            implementation a call takes. Defaults to 'auto'.
 
     Returns:
         Tensor: (B, N, C) in v's dtype.
@@ -31,5 +34,4 @@ def mila_linear_attention(qk: torch.Tensor, v: torch.Tensor, hw: tuple[int, int]
 
 
 __all__ = ['mila_linear_attention', 'mila_linear_attention_ref', 'mila_linear_attention_cpu',
-           'rope2d_cos_sin', 'apply_rope2d', 'choose_backend', 'last_backend', 'backend_counts',
-           'reset_backend_stats', 'ENV_VAR']
+           'rope2d_cos_sin', 'apply_rope2d', 'choose_backend', 'ENV_VAR']

@@ -1,8 +1,9 @@
 """Memory-lean PyTorch implementation of MILA's linear attention (the default CPU path).
 
 Same maths as :func:`mmmila.ops.reference.mila_linear_attention_ref` and the same contract as the
-Triton kernels (docs/kernel_math.md): an autograd Function that saves only its inputs ``qk``, ``v`` and
-the per-head S (d x d) and m (d); the feature map, RoPE and z are recomputed in backward. Tokens
+Triton kernels (docs/kernel_math.md): :func:`attention_forward` returns the output and the per-head
+S (d x d) and m (d), which the registered op (:mod:`mmmila.ops.library`) saves with its inputs
+``qk`` and ``v``; :func:`attention_backward` recomputes the feature map, RoPE and z. Tokens
 are processed in chunks, so temporaries stay chunk-sized (cache-resident, no page faults of
 N x C buffers) and peak memory is O(N C) for the outputs only.
 
@@ -14,10 +15,8 @@ from __future__ import annotations
 from functools import lru_cache
 
 import torch
-from torch.autograd.function import once_differentiable
-
 from .reference import EPS, check_attention_inputs
-from .rope2d import rope2d_cos_sin
+from .rope2d import rope2d_tables
 
 # Chunk size: about 256 K elements per intra-op thread in each (B, chunk, C) temporary, i.e. 1 MB of
 # float32 per core, which stays in its cache. Smaller chunks pay per-op overhead (and a fork/join of
@@ -44,11 +43,16 @@ def _rotation_tables(height: int, width: int, channels: int, device: torch.devic
     tables (built by the reference's own function, bit for bit its angles) replace an (N, C/2) one.
     """
     quarter = channels // 4
-    cos_r, sin_r = rope2d_cos_sin.__wrapped__(height, 1, channels, device)   # column 0
-    cos_c, sin_c = rope2d_cos_sin.__wrapped__(1, width, channels, device)    # row 0
+    cos_r, sin_r = rope2d_tables(height, 1, channels, device)   # column 0
+    cos_c, sin_c = rope2d_tables(1, width, channels, device)    # row 0
     rows = torch.complex(cos_r[:, :quarter].to(dtype), sin_r[:, :quarter].to(dtype))
     cols = torch.complex(cos_c[:, quarter:].to(dtype), sin_c[:, quarter:].to(dtype))
     return rows, cols
+
+
+def sums_dtype(qk_dtype: torch.dtype, v_dtype: torch.dtype) -> torch.dtype:
+    """Dtype of the computation and of S and m: float32, or float64 for float64 inputs."""
+    return torch.promote_types(torch.promote_types(qk_dtype, v_dtype), torch.float32)
 
 
 def _tables(hw: tuple[int, int], channels: int, device: torch.device, dtype: torch.dtype):
@@ -145,14 +149,29 @@ def _chunks(hw: tuple[int, int], rows: int):
         yield r, r * hw[1], min(r + rows, hw[0]) * hw[1]
 
 
-def _forward(qk, v, hw, num_heads):
-    B, N, C = (int(n) for n in v.shape)  # plain ints also under torch.jit.trace
-    cdt = torch.promote_types(torch.promote_types(qk.dtype, v.dtype), torch.float32)
+def attention_forward(qk: torch.Tensor, v: torch.Tensor, hw: tuple[int, int], num_heads: int):
+    """(out, S, m) of MILA's attention, chunked; inputs are checked by the caller.
+
+    Args:
+        qk (Tensor): (B, N, 2C).
+        v (Tensor): (B, N, C).
+        hw (tuple[int, int]): (H, W), H * W = N.
+        num_heads (int): nh.
+
+    Returns:
+        tuple[Tensor, Tensor, Tensor]: out (B, N, C) in v's dtype; S = k_r^T v / N (B, nh, d, d)
+        and m = mean(k) (B, nh, d) in the compute dtype (float32, float64 for float64 inputs).
+        An empty batch or map gives an empty output and zero S and m.
+    """
+    B, N, C = (int(n) for n in v.shape)
+    cdt = sums_dtype(qk.dtype, v.dtype)
+    d = C // num_heads
+    s = qk.new_zeros((B, num_heads, d, d), dtype=cdt)
+    if B == 0 or N == 0:
+        return torch.empty((B, N, C), dtype=v.dtype, device=v.device), s, s.new_zeros((B, num_heads, d))
     tables = _tables(hw, C, qk.device, cdt)
     rows = _chunk_rows(B, hw, C, qk.device)
     ws = _Workspace(B, rows * hw[1], C, num_heads, cdt, qk.device)
-    d = C // num_heads
-    s = qk.new_zeros((B, num_heads, d, d), dtype=cdt)
     k_sum = qk.new_zeros((B, C), dtype=cdt)
     for r, i, j in _chunks(hw, rows):               # pass 1: S and sum(k)
         n = j - i
@@ -177,15 +196,23 @@ def _forward(qk, v, hw, num_heads):
     return out, s, m
 
 
-def _backward(grad, qk, v, s, m, hw, num_heads):
-    B, N, C = (int(n) for n in v.shape)  # plain ints also under torch.jit.trace
+def attention_backward(grad: torch.Tensor, grad_s: torch.Tensor | None, grad_m: torch.Tensor | None,
+                       qk: torch.Tensor, v: torch.Tensor, s: torch.Tensor, m: torch.Tensor,
+                       hw: tuple[int, int], num_heads: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """dL/dqk and dL/dv from dL/dout (``grad``) and, when S and m are used too, dL/dS and dL/dm.
+
+    ``s`` and ``m`` are those of :func:`attention_forward`; everything else is recomputed.
+    """
+    B, N, C = (int(n) for n in v.shape)
     cdt = s.dtype
+    dqk = torch.empty(qk.shape, dtype=qk.dtype, device=qk.device)
+    dv = torch.empty(v.shape, dtype=v.dtype, device=v.device)
+    if B == 0 or N == 0:
+        return dqk, dv
     tables = _tables(hw, C, qk.device, cdt)
     inverse = _inverse(tables)
     rows = _chunk_rows(B, hw, C, qk.device)
     ws = _Workspace(B, rows * hw[1], C, num_heads, cdt, qk.device)
-    dqk = torch.empty(qk.shape, dtype=qk.dtype, device=qk.device)
-    dv = torch.empty(v.shape, dtype=v.dtype, device=v.device)
     ds = torch.zeros_like(s)
     dm = torch.zeros_like(m)
     s_t = s.transpose(-1, -2)
@@ -208,6 +235,10 @@ def _backward(grad, qk, v, s, m, hw, num_heads):
             ds[b].baddbmm_(_heads(q[b], num_heads).transpose(1, 2), _heads(gz[b], num_heads))
         _per_head(dq, num_heads).addcmul_(w, m.unsqueeze(1), value=-1.0)
         torch.mul(dq, dphi, out=dqk[:, i:j, :C])
+    if grad_s is not None:                          # S and m are outputs too: their own gradients
+        ds += grad_s
+    if grad_m is not None:
+        dm += grad_m
     ds /= N
     dm /= N
     ds_t = ds.transpose(-1, -2)
@@ -224,42 +255,3 @@ def _backward(grad, qk, v, s, m, hw, num_heads):
         _per_head(_rotate(inverse, r, dk), num_heads).add_(dm.unsqueeze(1))
         torch.mul(dk, dphi, out=dqk[:, i:j, C:])
     return dqk, dv
-
-
-class MILALinearAttnCPUFn(torch.autograd.Function):
-    """MILA linear attention by chunked PyTorch ops; saves qk, v, S and m only."""
-
-    @staticmethod
-    def forward(ctx, qk, v, hw, num_heads):
-        out, s, m = _forward(qk, v, hw, num_heads)
-        ctx.save_for_backward(qk, v, s, m)
-        ctx.hw, ctx.num_heads = hw, num_heads
-        return out
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out):
-        qk, v, s, m = ctx.saved_tensors
-        dqk, dv = _backward(grad_out, qk, v, s, m, ctx.hw, ctx.num_heads)
-        return (dqk if ctx.needs_input_grad[0] else None,
-                dv if ctx.needs_input_grad[1] else None, None, None)
-
-
-def mila_linear_attention_cpu(qk: torch.Tensor, v: torch.Tensor, hw: tuple[int, int],
-                              num_heads: int) -> torch.Tensor:
-    """MILA's linear attention before LePE, memory-lean PyTorch path (any device).
-
-    Computes in float32 (float64 for float64 inputs, so that it can be gradchecked), whatever
-    the input dtype, and returns v's dtype.
-
-    Args:
-        qk (Tensor): (B, N, 2C), output of the ``qk`` projection.
-        v (Tensor): (B, N, C), the attention's input.
-        hw (tuple[int, int]): (H, W), H * W = N, tokens in row-major order.
-        num_heads (int): nh; C / nh must be even and C divisible by 4.
-
-    Returns:
-        Tensor: (B, N, C) in v's dtype.
-    """
-    check_attention_inputs(qk, v, hw, num_heads)
-    return MILALinearAttnCPUFn.apply(qk, v, (int(hw[0]), int(hw[1])), int(num_heads))

@@ -2,42 +2,37 @@
 
 Backends:
 
-- ``'torch'``: :mod:`mmmila.ops.cpu_fused`, the memory-lean PyTorch autograd Function (any device).
-- ``'triton'``: the fused Triton kernels of ``mmmila.kernels`` (CUDA tensors; CPU tensors only
-  under the Triton interpreter, ``TRITON_INTERPRET=1`` set before ``mmmila.kernels`` is imported).
+- ``'torch'``: the registered op ``torch.ops.mmmila.linear_attention`` (:mod:`mmmila.ops.library`),
+  the memory-lean PyTorch path (any device).
+- ``'triton'``: ``torch.ops.mmmila.linear_attention_triton``, the fused Triton kernels of
+  ``mmmila.kernels`` (CUDA tensors; CPU tensors only under the Triton interpreter,
+  ``TRITON_INTERPRET=1`` set before ``mmmila.kernels`` is imported).
 - ``'auto'`` (default): ``'triton'`` for CUDA tensors when triton is importable and the kernels
   support the dtype and head dim, ``'torch'`` otherwise.
 
 The environment variable ``MMMILA_ATTN_BACKEND=auto|torch|triton`` replaces the ``'auto'``
 default of every call that does not name a backend; an explicit ``'torch'`` or ``'triton'``
 argument wins over it. ``'triton'`` never falls back: it raises when the kernels cannot run.
-While ``torch.jit`` traces (fvcore / mmengine FLOP counting), the plain reference runs instead of
-an autograd Function, so that its matrix products are visible and counted.
+While ``torch.jit`` traces (fvcore / mmengine FLOP counting) and while ``torch.onnx`` exports, the
+plain reference (:func:`mmmila.ops.reference.mila_linear_attention_ref`) runs instead of an op, so
+that its matrix products are visible: counted by FLOP counters, written as plain ONNX operators.
 
-Each new (requested, chosen, device, dtype) combination is logged once at INFO level;
-:func:`last_backend` and :func:`backend_counts` tell tests which implementation actually ran.
+The choice is a pure function of the call (:func:`choose_backend`); nothing is counted or logged
+per call, so ``torch.compile`` traces the choice away. Tests observe the op that ran with a
+dispatch mode (``tests/test_ops/helpers.py``).
 """
 from __future__ import annotations
 
 import importlib
-import logging
 import os
-from collections import Counter
 
 import torch
 
-from .cpu_fused import mila_linear_attention_cpu
+from .library import mila_linear_attention_cpu
 from .reference import mila_linear_attention_ref
-
-logger = logging.getLogger(__name__)
 
 ENV_VAR = 'MMMILA_ATTN_BACKEND'
 BACKENDS = ('auto', 'torch', 'triton')
-
-_counts: Counter = Counter()
-_last: str | None = None
-_logged: set = set()
-
 
 _kernels = None
 _import_error: str | None = None
@@ -86,6 +81,8 @@ def _choose(qk: torch.Tensor, v: torch.Tensor, hw: tuple[int, int], num_heads: i
     """(implementation, why) for a validated ``requested`` backend."""
     if torch.jit.is_tracing():
         return 'reference', 'torch.jit is tracing: plain ops, so that FLOP counters see them'
+    if not torch.compiler.is_dynamo_compiling() and torch.onnx.is_in_onnx_export():
+        return 'reference', 'torch.onnx is exporting: plain ops, so that ONNX runtimes need no custom op'
     if requested == 'torch':
         return 'torch', 'requested'
     if requested == 'auto' and not qk.is_cuda:   # no triton import for CPU work
@@ -114,35 +111,9 @@ def choose_backend(qk: torch.Tensor, v: torch.Tensor, hw: tuple[int, int], num_h
 def run_attention(qk: torch.Tensor, v: torch.Tensor, hw: tuple[int, int], num_heads: int,
                   backend: str = 'auto') -> torch.Tensor:
     """Run MILA's linear attention with the chosen backend; see the module docstring."""
-    global _last
-    requested = requested_backend(backend)
-    chosen, why = _choose(qk, v, hw, num_heads, requested)
-    _last = chosen
-    _counts[chosen] += 1
-    key = (requested, chosen, qk.device.type, qk.dtype)
-    if key not in _logged and len(_logged) < 64:   # once per combination, and bounded
-        _logged.add(key)
-        logger.info('MILA linear attention: backend %r -> %s (%s %s tensors: %s)', requested, chosen,
-                    qk.device.type, str(qk.dtype).replace('torch.', ''), why)
+    chosen = choose_backend(qk, v, hw, num_heads, backend)
     if chosen == 'triton':
         return _triton_module().mila_linear_attention_triton(qk, v, hw, num_heads)
     if chosen == 'reference':
         return mila_linear_attention_ref(qk, v, hw, num_heads)
     return mila_linear_attention_cpu(qk, v, hw, num_heads)
-
-
-def last_backend() -> str | None:
-    """The implementation that ran the most recent call: 'torch', 'triton' or 'reference'."""
-    return _last
-
-
-def backend_counts() -> dict[str, int]:
-    """How many calls each implementation ran in this process (a copy)."""
-    return dict(_counts)
-
-
-def reset_backend_stats() -> None:
-    """Forget :func:`last_backend` and the counts (the log-once memory is kept)."""
-    global _last
-    _last = None
-    _counts.clear()

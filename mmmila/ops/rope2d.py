@@ -16,13 +16,27 @@ def rope2d_theta(channels: int, device: torch.device, base: float = 10000.0) -> 
     return base ** (-torch.arange(quarter, dtype=torch.float32, device=device) / quarter)
 
 
-@lru_cache(maxsize=32)
+def capturing_graph() -> bool:
+    """Whether a graph is being captured (torch.compile / torch.export, torch.jit tracing, fake tensors).
+
+    Caches keyed by sizes are skipped then: a symbolic size cannot be hashed, and a tensor made
+    while tracing one call must not be handed to another (or to eager code) from a cache.
+    """
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return True
+    from torch._guards import detect_fake_mode   # noqa: PLC0415 (private, imported where used)
+    return detect_fake_mode() is not None
+
+
 def rope2d_cos_sin(height: int, width: int, channels: int, device: torch.device,
                    base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cos and sin of the rotation angles, float32, cached per (H, W, C, device).
+    """Cos and sin of the rotation angles, float32; eager calls are cached per (H, W, C, device).
+
+    While a graph is captured (:func:`capturing_graph`, e.g. H and W symbolic under dynamic
+    shapes) the tables are built from ops instead, so that they follow the traced sizes.
 
     Args:
-        height (int): map height H.
+        height (int): map height H (an int, or a SymInt while tracing).
         width (int): map width W.
         channels (int): C, a multiple of 4.
         device (torch.device): where the tables live.
@@ -33,6 +47,14 @@ def rope2d_cos_sin(height: int, width: int, channels: int, device: torch.device,
     """
     if channels % 4:
         raise ValueError(f'2-D RoPE needs channels divisible by 4, got {channels}')
+    if capturing_graph() or isinstance(height, torch.SymInt) or isinstance(width, torch.SymInt):
+        return rope2d_tables(height, width, channels, device, base)
+    return _cached_tables(int(height), int(width), channels, torch.device(device), base)
+
+
+def rope2d_tables(height: int, width: int, channels: int, device: torch.device,
+                  base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`rope2d_cos_sin` without the cache (traceable with symbolic H and W)."""
     k = channels // 4
     # Angles in float32 from integer positions (never accumulated), so large maps stay exact.
     theta = rope2d_theta(channels, device, base)
@@ -42,6 +64,9 @@ def rope2d_cos_sin(height: int, width: int, channels: int, device: torch.device,
     ang_c = (cols[:, None] * theta[None]).unsqueeze(0).expand(height, width, k)
     angles = torch.cat([ang_r, ang_c], dim=-1).reshape(height * width, 2 * k)
     return angles.cos(), angles.sin()
+
+
+_cached_tables = lru_cache(maxsize=32)(rope2d_tables)
 
 
 def apply_rope2d(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

@@ -8,9 +8,9 @@ import torch
 
 import mmmila.models.layers.attention as attention_module
 from mmmila.models.layers import MILABlock
-from mmmila.ops import last_backend, mila_linear_attention_ref, reset_backend_stats
+from mmmila.ops import mila_linear_attention_ref
 
-from ..test_ops.helpers import assert_rel_close
+from ..test_ops.helpers import AttentionOpsSeen, assert_rel_close
 
 DEVICE = 'cuda' if torch.cuda.is_available() else 'cpu'
 
@@ -42,11 +42,12 @@ def blocks():
 @pytest.mark.parametrize('hw', [(5, 7), (9, 8)])
 def test_block_triton_vs_torch_vs_reference(blocks, hw, monkeypatch):
     x = torch.randn(2, hw[0] * hw[1], 64, device=DEVICE)
-    reset_backend_stats()
-    tri = _block_run(blocks['triton'], x, hw)
-    assert last_backend() == 'triton'
-    fused = _block_run(blocks['torch'], x, hw)
-    assert last_backend() == 'torch'
+    with AttentionOpsSeen() as ops:
+        tri = _block_run(blocks['triton'], x, hw)
+    assert ops.seen == ['triton']
+    with AttentionOpsSeen() as ops:
+        fused = _block_run(blocks['torch'], x, hw)
+    assert ops.seen == ['torch']
     monkeypatch.setattr(attention_module, 'mila_linear_attention',
                         lambda qk, v, hw_, nh, backend: mila_linear_attention_ref(qk, v, hw_, nh))
     ref = _block_run(copy.deepcopy(blocks['torch']), x, hw)

@@ -151,7 +151,7 @@ class MILA(BaseModule):
             out, out_hw, x, hw = stage(x, hw)
             if i in self.out_indices:
                 out = getattr(self, f'norm{i}')(out)
-                outs.append(out.transpose(1, 2).reshape(out.shape[0], -1, *out_hw).contiguous())
+                outs.append(out.transpose(1, 2).reshape(out.shape[0], out.shape[2], *out_hw).contiguous())
         return tuple(outs)
 
 

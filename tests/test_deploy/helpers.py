@@ -1,0 +1,31 @@
+"""Small MILA models and comparisons shared by the compile, export and ONNX tests."""
+from __future__ import annotations
+
+import torch
+
+from ..conftest import TINY_ARCH
+
+
+def tiny_backbone(seed: int = 0, train: bool = False):
+    """The tiny MILA (C = 32, depths 1/1/2/1) with all four outputs, no drop path."""
+    from mmmila.models import MILA
+    torch.manual_seed(seed)
+    model = MILA(arch=TINY_ARCH, out_indices=(0, 1, 2, 3), drop_path_rate=0.0)
+    model.init_weights()
+    with torch.no_grad():   # non-trivial BatchNorm statistics and affine parameters
+        for name, buf in model.named_buffers():
+            if name.endswith('running_var'):
+                buf.uniform_(0.5, 1.5)
+            elif name.endswith('running_mean'):
+                buf.normal_(0, 0.1)
+    return model.train(train)
+
+
+def max_rel_err(actual, expected) -> float:
+    """Largest max-abs error over paired tensors, each relative to its expected magnitude."""
+    worst = 0.0
+    for a, e in zip(actual, expected, strict=True):
+        assert a.shape == e.shape, f'shape {tuple(a.shape)} != {tuple(e.shape)}'
+        scale = e.detach().abs().max().clamp_min(1e-30)
+        worst = max(worst, ((a.detach().double() - e.detach().double()).abs().max() / scale).item())
+    return worst
