@@ -21,10 +21,11 @@ setup(
     package_dir={'mmmila.kernels': 'kernels'},
     # Pins live in requirements/constraints.txt and are applied by tools/install.sh; here only
     # what the package needs, loosely, so that pip never swaps the user's torch.
-    install_requires=['torch>=2.1', 'mmengine>=0.10,<0.11', 'mmcv>=2.0.0,<2.2.0', 'numpy'],
+    # `import mmmila` and the MILA backbone need only torch and mmengine (docs/architecture.md).
+    install_requires=['torch>=2.1', 'mmengine>=0.10,<0.11', 'numpy'],
     extras_require={
-        'det': ['mmdet>=3.3,<3.4', 'pycocotools'],
-        'seg': ['mmsegmentation>=1.2,<1.3'],
+        'det': ['mmcv>=2.0.0,<2.2.0', 'mmdet>=3.3,<3.4', 'pycocotools'],
+        'seg': ['mmcv>=2.0.0,<2.2.0', 'mmsegmentation>=1.2,<1.3'],
         'cls': ['mmpretrain>=1.2,<1.3'],
         'kernels': ['triton'],
         'deploy': ['onnx', 'onnxruntime', 'onnxscript'],

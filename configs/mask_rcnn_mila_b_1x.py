@@ -1,16 +1,12 @@
 """Mask R-CNN + MILA-B, 1x (12 epochs), COCO 2017: the authors' recipe (paper: 50.5 box AP, 45.0 mask AP).
 
-Batch 2 images x 8 GPUs: ``tools/train.sh configs/mask_rcnn_mila_b_1x.py 8``.
+Batch 2 images x 8 GPUs: ``tools/train.sh configs/mask_rcnn_mila_b_1x.py 8``. MILA-T's 1x recipe
+with the B backbone (stage widths 96/192/384/768 into the FPN).
 """
-_base_ = [
-    './_base_/mask_rcnn_mila_fpn.py', './_base_/det_coco_instance_ms_crop.py',
-    './_base_/det_schedule_adamw_1x.py', 'mmdet::_base_/default_runtime.py'
-]
+_base_ = './mask_rcnn_mila_t_1x.py'
 
-# The authors' ImageNet-1K weights (their release, or mmmila's converted format); another path:
-# --cfg-options model.backbone.init_cfg.checkpoint=PATH
 pretrained = 'data/MLLA_B.pth'
 
 model = dict(
-    backbone=dict(arch='base', drop_path_rate=0.1, init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+    backbone=dict(arch='base', init_cfg=dict(checkpoint=pretrained)),
     neck=dict(in_channels=[96, 192, 384, 768]))

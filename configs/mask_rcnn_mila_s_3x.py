@@ -1,15 +1,10 @@
 """Mask R-CNN + MILA-S, 3x (36 epochs), COCO 2017: the authors' recipe (paper: 50.5 box AP, 44.9 mask AP).
 
-Batch 2 images x 8 GPUs: ``tools/train.sh configs/mask_rcnn_mila_s_3x.py 8``.
+Batch 2 images x 8 GPUs: ``tools/train.sh configs/mask_rcnn_mila_s_3x.py 8``. MILA-T's 3x recipe
+with the S backbone.
 """
-_base_ = [
-    './_base_/mask_rcnn_mila_fpn.py', './_base_/det_coco_instance_ms_crop.py',
-    './_base_/det_schedule_adamw_3x.py', 'mmdet::_base_/default_runtime.py'
-]
+_base_ = './mask_rcnn_mila_t_3x.py'
 
-# The authors' ImageNet-1K weights (their release, or mmmila's converted format); another path:
-# --cfg-options model.backbone.init_cfg.checkpoint=PATH
 pretrained = 'data/MLLA_S.pth'
 
-model = dict(
-    backbone=dict(arch='small', drop_path_rate=0.3, init_cfg=dict(type='Pretrained', checkpoint=pretrained)))
+model = dict(backbone=dict(arch='small', init_cfg=dict(checkpoint=pretrained)))

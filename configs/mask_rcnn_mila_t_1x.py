@@ -1,6 +1,7 @@
 """Mask R-CNN + MILA-T, 1x (12 epochs), COCO 2017: the authors' recipe (paper: 46.8 box AP, 42.1 mask AP).
 
-Batch 2 images x 8 GPUs: ``tools/train.sh configs/mask_rcnn_mila_t_1x.py 8``.
+Batch 2 images x 8 GPUs: ``tools/train.sh configs/mask_rcnn_mila_t_1x.py 8``. The S and B configs,
+and the 3x ones, derive from this one and state only what differs.
 """
 _base_ = [
     './_base_/mask_rcnn_mila_fpn.py', './_base_/det_coco_instance_ms_crop.py',
@@ -12,4 +13,10 @@ _base_ = [
 pretrained = 'data/MLLA_T.pth'
 
 model = dict(
-    backbone=dict(arch='tiny', drop_path_rate=0.1, init_cfg=dict(type='Pretrained', checkpoint=pretrained)))
+    backbone=dict(
+        arch='tiny',
+        drop_path_rate=0.1,
+        # The authors fine-tune with the stem/downsampling BatchNorms in train mode and nothing frozen.
+        frozen_stages=-1,
+        norm_eval=False,
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained)))

@@ -2,13 +2,12 @@
 
 Batch 64 images x 8 GPUs = 512, lr 5e-4: ``tools/train.sh configs/mila_b_in1k.py 8``.
 Evaluate the released weights: ``tools/test.sh configs/mila_b_in1k.py data/MLLA_B.pth 1``.
+MILA-T's recipe with the B backbone (head input 768), its stochastic depth (0.5), distillation
+weight (2.0) and batch.
 """
-_base_ = [
-    './_base_/models/mila-b.py', './_base_/imagenet_mila_224.py', './_base_/imagenet_mila_adamw_300e.py',
-    'mmpretrain::_base_/default_runtime.py'
-]
+_base_ = './mila_t_in1k.py'
 
-custom_imports = dict(imports=['mmmila', 'mmmila.distill'], allow_failed_imports=False)
+model = dict(backbone=dict(arch='base', drop_path_rate=0.5), head=dict(in_channels=768), mesa_weight=2.0)
 
 total_batch = 512  # 8 GPUs x 64
 train_dataloader = dict(batch_size=64)
@@ -16,10 +15,7 @@ val_dataloader = dict(batch_size=64)
 test_dataloader = val_dataloader
 optim_wrapper = dict(optimizer=dict(lr=5e-4 * total_batch / 512))
 auto_scale_lr = dict(base_batch_size=total_batch)
-
-# EMA of the weights (decay 0.9996 ** (total_batch / 4096)), validated and saved with each checkpoint,
-# and the teacher of the self-distillation term (weight in the model config) from epoch 75 of 300.
-custom_hooks = [
+custom_hooks = [  # the EMA decay follows the total batch: 0.9996 ** (total_batch / 4096)
     dict(type='MESAHook', momentum=1 - 0.9996**(total_batch / 4096), start_ratio=0.25,
          priority='ABOVE_NORMAL')
 ]

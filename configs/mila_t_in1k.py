@@ -2,6 +2,7 @@
 
 Batch 128 images x 8 GPUs = 1024, lr 1e-3: ``tools/train.sh configs/mila_t_in1k.py 8``.
 Evaluate the released weights: ``tools/test.sh configs/mila_t_in1k.py data/MLLA_T.pth 1``.
+The S and B configs derive from this one and state only what differs.
 """
 _base_ = [
     './_base_/models/mila-t.py', './_base_/imagenet_mila_224.py', './_base_/imagenet_mila_adamw_300e.py',

@@ -4,18 +4,12 @@ The authors released a UperNet recipe for MILA-B only. This config is mmmila's, 
 paper result exists for it): everything is MILA-B's recipe except two settings derived from MILA-S:
 - drop_path_rate 0.3: the authors' MILA-B recipe uses the same rate as its ImageNet pre-training
   (0.5); mmmila applies that rule to MILA-S, pre-trained with 0.3;
-- the heads' inputs follow MILA-S's stage widths (64/128/256/512, auxiliary head on 256); the
-  heads' own widths stay 512 (UPerHead) and 256 (FCN), as in the authors' model.
+- the heads' inputs follow MILA-S's stage widths (64/128/256/512, auxiliary head on 256, as for
+  MILA-T); the heads' own widths stay 512 (UPerHead) and 256 (FCN), as in the authors' model.
 Batch 2 images x 8 GPUs: ``tools/train.sh configs/upernet_mila_s_512x512_160k_ade20k.py 8``.
 """
-_base_ = [
-    './_base_/upernet_mila.py', './_base_/ade20k_512x512.py',
-    './_base_/upernet_schedule_adamw_160k.py', 'mmseg::_base_/default_runtime.py'
-]
+_base_ = './upernet_mila_t_512x512_160k_ade20k.py'
 
 pretrained = 'data/MLLA_S.pth'
 
-model = dict(
-    backbone=dict(arch='small', drop_path_rate=0.3, init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-    decode_head=dict(in_channels=[64, 128, 256, 512]),
-    auxiliary_head=dict(in_channels=256))
+model = dict(backbone=dict(arch='small', drop_path_rate=0.3, init_cfg=dict(checkpoint=pretrained)))

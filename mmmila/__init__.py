@@ -1,14 +1,15 @@
 """mmmila: MILA (Mamba-Inspired Linear Attention) backbones for OpenMMLab.
 
-``import mmmila`` registers ``MILA`` in the mmpretrain, mmdet and mmseg registries that are installed
-and activates the checkpoint trust policy (``mmmila/checkpoint.py``), so a config needs only
-``custom_imports=dict(imports=['mmmila'], allow_failed_imports=False)``.
+``import mmmila`` registers ``MILA`` in the mmpretrain, mmdet and mmseg registries that are
+installed (and, with mmseg, the checked ADE20K dataset and annotation loader), and installs the
+checkpoint policy into mmengine, so a config needs only
+``custom_imports=dict(imports=['mmmila'], allow_failed_imports=False)``. It needs only torch and
+mmengine. What it imports and what stays opt-in: docs/architecture.md.
 """
-from .version import __version__
-from . import checkpoint  # noqa: E402,F401  (checkpoint loading policy)
-from . import models  # noqa: E402,F401  (registration)
-from .datasets.seg_registration import register_seg_modules
+from mmmila.version import __version__
+from mmmila import integration, registry
 
-register_seg_modules()  # validating ADE20K dataset and annotation loader, in mmseg if installed
+registry.register_defaults()
+integration.install()
 
 __all__ = ['__version__']

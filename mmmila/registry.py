@@ -1,38 +1,90 @@
-"""The only module that touches mmpretrain's, mmdet's and mmseg's registries.
+"""Registration: the one place where mmmila's classes enter OpenMMLab registries.
 
-``register_backbones()`` adds the one ``MILA`` class to each installed library's ``MODELS``.
+:func:`register` puts classes into one kind of registry (``models``, ``datasets``, ``transforms``,
+``hooks``) of every installed library among those named, idempotently; every registering module
+calls it. :func:`register_defaults` is what ``import mmmila`` registers (the policy is in
+docs/architecture.md):
+
+- ``MILA`` in the ``MODELS`` of mmpretrain, mmdet and mmseg, those that are installed;
+- with mmseg installed, the checked ADE20K dataset and annotation loader in its ``DATASETS`` and
+  ``TRANSFORMS``.
+
+Opt-in, by importing the module that registers them: ``mmmila.distill`` (the MESA hook in
+mmengine's ``HOOKS``, the MESA classifier in mmpretrain's ``MODELS``).
 """
 from __future__ import annotations
 
 import importlib
 import logging
+import warnings
 
-REGISTRY_MODULES = ('mmpretrain.registry', 'mmdet.registry', 'mmseg.registry')
+from mmmila._compat import moved_names
+
+LIBRARIES = ('mmpretrain', 'mmdet', 'mmseg')
+KINDS = {'models': 'MODELS', 'datasets': 'DATASETS', 'transforms': 'TRANSFORMS', 'hooks': 'HOOKS'}
 logger = logging.getLogger(__name__)
 
 
-def installed_model_registries() -> dict:
-    """``{'mmpretrain': MODELS, ...}`` for each of the three libraries that imports."""
+def installed_registries(kind: str, libraries: tuple[str, ...] = LIBRARIES) -> dict:
+    """``{library: registry}`` of the ``kind`` registry of each of ``libraries`` that imports
+    (``'mmengine'`` names mmengine's root registries, which every scope falls back to)."""
+    if kind not in KINDS:
+        raise ValueError(f'unknown registry kind {kind!r}; choose from {sorted(KINDS)}')
     found = {}
-    for name in REGISTRY_MODULES:
+    for library in libraries:
         try:
-            module = importlib.import_module(name)
+            module = importlib.import_module(f'{library}.registry')
         except ImportError as err:  # a library that is not installed is simply skipped
-            logger.debug('%s not available: %s', name, err)
+            logger.debug('%s not available: %s', library, err)
             continue
-        found[name.split('.')[0]] = module.MODELS
+        found[library] = getattr(module, KINDS[kind])
     return found
 
 
-def register_modules(*modules: type, registries: dict | None = None) -> None:
-    """Register each class in every installed library's MODELS (idempotent)."""
-    for registry in (registries or installed_model_registries()).values():
-        for cls in modules:
+def register(kind: str, *classes: type, libraries: tuple[str, ...] = LIBRARIES) -> list[str]:
+    """Register each class under its own name in the ``kind`` registry of every installed library
+    among ``libraries`` (idempotent).
+
+    Returns:
+        list[str]: the libraries registered into (empty if none is installed).
+    """
+    registries = installed_registries(kind, libraries)
+    for registry in registries.values():
+        for cls in classes:
             # module_dict, not get(): get() would import the whole library's model zoo.
             if registry.module_dict.get(cls.__name__) is not cls:
                 registry.register_module(module=cls, force=True)
+    return list(registries)
 
 
-def register_backbones() -> None:
-    from mmmila.models.backbones import MILA
-    register_modules(MILA)
+def register_defaults() -> None:
+    """What ``import mmmila`` registers (idempotent)."""
+    from mmmila.models.backbones.mila import MILA
+    register('models', MILA)
+    try:
+        from mmmila.datasets.ade20k import ADE20KCheckedDataset, LoadCheckedSegAnnotations
+    except ImportError as err:  # mmseg (or the mmcv it needs) is not installed: nothing to register
+        logger.debug('mmseg not available, segmentation datasets not registered: %s', err)
+        return
+    register('datasets', ADE20KCheckedDataset, libraries=('mmseg',))
+    register('transforms', LoadCheckedSegAnnotations, libraries=('mmseg',))
+
+
+def installed_model_registries() -> dict:
+    """Deprecated (until 0.2.0): ``installed_registries('models')``."""
+    warnings.warn('mmmila.registry.installed_model_registries() is deprecated; use '
+                  "installed_registries('models')", DeprecationWarning, stacklevel=2)
+    return installed_registries('models')
+
+
+def register_modules(*modules: type, registries: dict | None = None) -> None:
+    """Deprecated (until 0.2.0): ``register('models', *modules)``."""
+    warnings.warn("mmmila.registry.register_modules() is deprecated; use register('models', ...)",
+                  DeprecationWarning, stacklevel=2)
+    if registries is None:
+        register('models', *modules)
+        return
+    register('models', *modules, libraries=tuple(registries))
+
+
+__getattr__ = moved_names(__name__, {'register_backbones': 'mmmila.registry:register_defaults'})

@@ -1,8 +1,9 @@
 # UperNet with a MILA backbone (mmseg's EncoderDecoder), the authors' segmentation model: UPerHead
 # on the four stage outputs (pool scales 1/2/3/6, 512 channels, dropout 0.1), an auxiliary FCN head
 # on stage 2 (one 3x3 conv of 256 channels, dropout 0.1, loss weight 0.4), SyncBN in both heads,
-# cross-entropy, 150 ADE20K classes, whole-image inference. Shown for MILA-T (stage widths
-# 64/128/256/512); the variant configs set `arch`, `drop_path_rate`, the checkpoint and the widths.
+# cross-entropy, 150 ADE20K classes, whole-image inference. The heads' inputs are MILA-T/S's stage
+# widths (64/128/256/512); the variant configs set `arch`, `drop_path_rate`, the checkpoint, and
+# MILA-B's widths.
 custom_imports = dict(imports=['mmmila'], allow_failed_imports=False)
 
 norm_cfg = dict(type='SyncBN', requires_grad=True)
@@ -18,15 +19,7 @@ data_preprocessor = dict(
 model = dict(
     type='EncoderDecoder',
     data_preprocessor=data_preprocessor,
-    backbone=dict(
-        type='MILA',
-        arch='tiny',
-        drop_path_rate=0.2,
-        out_indices=(0, 1, 2, 3),
-        # The authors fine-tune with the stem/downsampling BatchNorms in train mode, nothing frozen.
-        frozen_stages=-1,
-        norm_eval=False,
-        with_cp=False),
+    backbone=dict(type='MILA', out_indices=(0, 1, 2, 3)),
     decode_head=dict(
         type='UPerHead',
         in_channels=[64, 128, 256, 512],

@@ -1,1 +1,2 @@
-"""Dataset helpers: toy-data checks and validating datasets for segmentation."""
+"""Datasets: the checked ADE20K dataset and annotation loader (`ade20k.py`, needs mmseg; checks in
+`ade_checks.py`) and the toy sets the demo and tests draw (`toy_coco.py`, `toy_ade.py`)."""

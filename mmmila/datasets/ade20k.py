@@ -5,7 +5,7 @@ with ``data_prefix['seg_map_path'] = None`` it reads an unlabelled split, such a
 images. ``LoadCheckedSegAnnotations`` is mmseg's ``LoadAnnotations`` that rejects label maps with ids
 outside the classes, several channels or the wrong size, and that does nothing for a sample without a
 label file (an unlabelled split, or inference on a bare image). Both are registered in mmseg's
-registries by ``mmmila.datasets.seg_registration.register_seg_modules``.
+registries by ``import mmmila`` (``mmmila.registry.register_defaults``).
 """
 from __future__ import annotations
 

@@ -4,27 +4,24 @@
 scope) and, when mmpretrain is installed, :class:`MESAClassifier` in mmpretrain's ``MODELS``.
 The classification configs import it with
 ``custom_imports=dict(imports=['mmmila', 'mmmila.distill'], allow_failed_imports=False)``.
-It is kept out of ``import mmmila`` because it imports ``mmpretrain.models`` (several seconds),
-which detection and segmentation do not need.
+It is opt-in (docs/architecture.md, "What import mmmila imports") because the classifier subclasses
+mmpretrain's ``ImageClassifier``, which imports ``mmpretrain.models`` (seconds), and only
+classification training needs it.
 """
 from __future__ import annotations
 
-from .mesa_hook import MESAHook
+from mmmila.distill.mesa_hook import MESAHook
+from mmmila.registry import register
 
 
 def register_distill() -> bool:
-    """Register the hook, and the classifier if mmpretrain imports; return whether it did both."""
-    from mmengine.registry import HOOKS
-
-    from mmmila.registry import installed_model_registries, register_modules
-
-    if HOOKS.module_dict.get('MESAHook') is not MESAHook:
-        HOOKS.register_module(module=MESAHook, force=True)
-    registries = installed_model_registries()
-    if 'mmpretrain' not in registries:
+    """Register the hook, and the classifier if mmpretrain is installed; return whether it did both."""
+    register('hooks', MESAHook, libraries=('mmengine',))
+    try:
+        from mmmila.distill.mesa_classifier import MESAClassifier
+    except ImportError:  # mmpretrain is not installed: the hook alone
         return False
-    from .mesa_classifier import MESAClassifier
-    register_modules(MESAClassifier, registries={'mmpretrain': registries['mmpretrain']})
+    register('models', MESAClassifier, libraries=('mmpretrain',))
     return True
 
 

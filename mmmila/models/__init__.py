@@ -1,8 +1,4 @@
-"""MILA models; importing this registers the backbone in every installed OpenMMLab registry."""
-from mmmila.registry import register_backbones
-
-from .backbones import MILA
-
-register_backbones()
+"""MILA models: the backbone and its layers (registration: ``mmmila/registry.py``)."""
+from mmmila.models.backbones.mila import MILA
 
 __all__ = ['MILA']

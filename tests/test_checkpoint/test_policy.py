@@ -9,8 +9,9 @@ import torch
 from mmengine.logging.history_buffer import HistoryBuffer
 from mmengine.runner.checkpoint import CheckpointLoader, _load_checkpoint
 
-from mmmila.checkpoint import (TRUST_ENV, UntrustedCheckpointError, install, load_checkpoint_file,
-                               load_from_url, trust_reason, trusted_paths)
+from mmmila.checkpoint import (TRUST_ENV, UntrustedCheckpointError, load_checkpoint_file, trust_reason,
+                               trusted_paths)
+from mmmila.integration import install, load_from_url
 
 from .helpers import Payload, RunNote, save_payload_checkpoint
 
@@ -26,8 +27,8 @@ def payload(tmp_path):
 
 def test_import_installs_policy_once():
     loader = CheckpointLoader._get_checkpoint_loader('/some/file.pth')
-    assert loader.__module__ == 'mmmila.checkpoint'
-    assert CheckpointLoader._get_checkpoint_loader('https://host/x.pth').__module__ == 'mmmila.checkpoint'
+    assert loader.__module__ == 'mmmila.integration'
+    assert CheckpointLoader._get_checkpoint_loader('https://host/x.pth').__module__ == 'mmmila.integration'
     from mmengine.runner import Runner
     from mmengine.runner import checkpoint as ckpt_module
     wrapped = (Runner.load_checkpoint, ckpt_module.load_state_dict)

@@ -10,7 +10,7 @@ import torch.nn as nn
 from mmengine.runner import load_checkpoint
 from mmengine.runner.checkpoint import _load_checkpoint, _load_checkpoint_to_model
 
-import mmmila.checkpoint
+import mmmila.integration
 from mmmila.checkpoint import load_checkpoint_file
 from mmmila.models import MILA
 
@@ -30,7 +30,7 @@ def training_file(tmp_path, official_fixture):
 @pytest.fixture
 def log_lines(monkeypatch):
     lines = []
-    monkeypatch.setattr(mmmila.checkpoint, 'print_log', lambda msg, *args, **kwargs: lines.append(msg))
+    monkeypatch.setattr(mmmila.integration, 'print_log', lambda msg, *args, **kwargs: lines.append(msg))
     return lines
 
 
@@ -80,7 +80,7 @@ def test_released_file_converted_for_classifier(tmp_path, official_fixture, log_
     out = logits(model, official_fixture['x_cls'])
     torch.testing.assert_close(out, official_fixture['logits'], rtol=1e-5, atol=1e-5)
     assert not torch.allclose(before, official_fixture['logits'], atol=1e-2)
-    converted = [line for line in log_lines if "authors' released format" in line]
+    converted = [line for line in log_lines if "authors' format" in line]
     assert len(converted) == 1 and 'ImageClassifier' in converted[0]
 
 
@@ -90,7 +90,7 @@ def test_training_file_converted_through_inferencer_path(training_file, official
     _load_checkpoint_to_model(model, _load_checkpoint(str(training_file), map_location='cpu'), strict=True)
     torch.testing.assert_close(logits(model, official_fixture['x_cls']), official_fixture['logits'],
                                rtol=1e-5, atol=1e-5)
-    assert sum("authors' released format" in line for line in log_lines) == 1
+    assert sum("authors' format" in line for line in log_lines) == 1
 
 
 def test_other_models_and_formats_untouched(tmp_path, official_fixture, log_lines):
@@ -103,12 +103,12 @@ def test_other_models_and_formats_untouched(tmp_path, official_fixture, log_line
             self.backbone = nn.Linear(2, 2)
 
     load_checkpoint(NotMILA(), str(path))  # strict=False: mmengine only reports the foreign keys
-    assert not any("authors' released format" in line for line in log_lines)
+    assert not any("authors' format" in line for line in log_lines)
     model = tiny_classifier()
     own = tmp_path / 'own.pth'
     torch.save({'state_dict': model.state_dict()}, own)
     load_checkpoint(tiny_classifier(), str(own), strict=True)
-    assert not any("authors' released format" in line for line in log_lines)
+    assert not any("authors' format" in line for line in log_lines)
 
 
 def test_released_file_for_dense_backbone_keeps_fresh_norms(tmp_path, official_fixture, log_lines):
@@ -128,7 +128,7 @@ def test_released_file_for_dense_backbone_keeps_fresh_norms(tmp_path, official_f
     stem = model.backbone.patch_embed.conv1.conv.weight
     torch.testing.assert_close(stem, sd['patch_embed.conv1.conv.weight'])
     assert torch.equal(model.backbone.norm3.weight, torch.ones_like(model.backbone.norm3.weight))
-    assert sum("authors' released format" in line and 'Detector' in line for line in log_lines) == 1
+    assert sum("authors' format" in line and 'Detector' in line for line in log_lines) == 1
 
 
 def test_released_file_through_runner_with_ema_hook(tmp_path, official_fixture, log_lines):
@@ -144,4 +144,4 @@ def test_released_file_through_runner_with_ema_hook(tmp_path, official_fixture, 
     for model in (runner.model, ema.ema_model.module):
         out = logits(model.eval(), official_fixture['x_cls'])
         torch.testing.assert_close(out, official_fixture['logits'], rtol=1e-5, atol=1e-5)
-    assert sum("authors' released format" in line for line in log_lines) == 1
+    assert sum("authors' format" in line for line in log_lines) == 1

@@ -97,7 +97,8 @@ def toy_step_config(path: Path, root: Path, work_dir: Path, narrow: bool = True)
 
 @pytest.fixture(scope='session')
 def make_toy():
-    return load_tool('data/make_toy_coco.py').make_toy_coco
+    from mmmila.datasets.toy_coco import make_toy_coco
+    return make_toy_coco
 
 
 @pytest.fixture(scope='session')

@@ -3,14 +3,16 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from mmmila.converters import CheckpointMismatchError, mmmila_to_official, official_to_mmmila
+from mmmila.checkpoint import CheckpointMismatchError, authors_to_mmmila, mmmila_to_authors
 from mmmila.models import MILA
 
-from ..conftest import OFFICIAL_KEYS, TINY_ARCH
+from ..conftest import OFFICIAL_KEYS, REPO, TINY_ARCH
 
 VARIANTS = {'tiny': 'MILA-T', 'small': 'MILA-S', 'base': 'MILA-B'}
 
@@ -41,7 +43,7 @@ def test_released_checkpoint_loads_for_classification_and_dense(tmp_path, arch, 
     from mmengine.logging import MMLogger
     logger = MMLogger.get_instance('mmmila_test_ckpt', log_level='INFO')
     caplog.set_level(logging.INFO)
-    from mmmila.converters import load_pretrained_backbone
+    from mmmila.checkpoint import load_pretrained_backbone
     messages = []
     logger.info = messages.append  # capture the one summary line
     load_pretrained_backbone(dense, dense.init_cfg, logger)
@@ -89,7 +91,9 @@ def test_truncated_file_fails_naming_it(tmp_path):
 
 
 def test_converter_round_trip(official_fixture, tmp_path):
-    from tools.convert_checkpoint import main as convert_main
+    def convert_main(args):
+        return subprocess.run([sys.executable, str(REPO / 'tools' / 'convert_checkpoint.py'), *args],
+                              capture_output=True, text=True, timeout=600).returncode
 
     src = tmp_path / 'official.pth'
     torch.save(official_fixture['checkpoint'], src)
@@ -102,22 +106,28 @@ def test_converter_round_trip(official_fixture, tmp_path):
     model = MILA(arch=TINY_ARCH, init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'ours.pth')))
     model.init_weights()
     torch.testing.assert_close(model.norm3.bias, official_fixture['checkpoint']['model']['norm.bias'])
-    assert convert_main([str(tmp_path / 'ours.pth'), str(tmp_path / 'back.pth'), '--to', 'official',
+    assert convert_main([str(tmp_path / 'ours.pth'), str(tmp_path / 'back.pth'), '--to', 'authors',
                          '--img-size', '64']) == 0
     back = torch.load(tmp_path / 'back.pth', weights_only=True)['model']
     orig = official_fixture['checkpoint']['model']
     assert set(back) == set(orig)
     for k in orig:
         torch.testing.assert_close(back[k], orig[k], atol=1e-6, rtol=0)  # rope tables recomputed
+    # the old name of the target format still works until 0.2.0, and says so
+    res = subprocess.run([sys.executable, str(REPO / 'tools' / 'convert_checkpoint.py'), str(tmp_path / 'ours.pth'),
+                          str(tmp_path / 'back_old_name.pth'), '--to', 'official', '--img-size', '64'],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0 and "'--to official' is now '--to authors'" in res.stderr
+    assert set(torch.load(tmp_path / 'back_old_name.pth', weights_only=True)['model']) == set(orig)
 
 
 def test_conversion_key_sets_match_models():
     """Converted official_keys.json keys == the mmpretrain classifier's keys, for T/S/B."""
     for arch, variant in VARIANTS.items():
         shapes = json.loads(OFFICIAL_KEYS.read_text())[variant]
-        converted = official_to_mmmila({k: torch.empty(s) for k, s in shapes.items()})
+        converted = authors_to_mmmila({k: torch.empty(s) for k, s in shapes.items()})
         model = MILA(arch=arch, out_indices=(3,))
         ours = {'backbone.' + k for k in model.state_dict()} | {'head.fc.weight', 'head.fc.bias'}
         assert set(converted) == ours, arch
-        back = mmmila_to_official(converted)
+        back = mmmila_to_authors(converted)
         assert {k: list(v.shape) for k, v in back.items()} == shapes, arch

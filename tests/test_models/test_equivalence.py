@@ -4,8 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from mmmila.converters import check_and_load
-from mmmila.converters.loading import backbone_state_dict_from
+from mmmila.checkpoint import backbone_weights, check_and_load
 from mmmila.models import MILA
 
 from ..conftest import TINY_ARCH
@@ -19,7 +18,7 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def build(official_fixture, out_indices):
     model = MILA(arch=TINY_ARCH, out_indices=out_indices, drop_path_rate=0.0)
-    weights, ignored = backbone_state_dict_from(official_fixture['checkpoint']['model'], model.out_indices)
+    weights, ignored = backbone_weights(official_fixture['checkpoint']['model'], model.out_indices)
     fresh = check_and_load(model, weights, 'fixture')
     return model.eval(), ignored, fresh
 

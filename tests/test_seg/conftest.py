@@ -29,9 +29,9 @@ def load_tool(relpath: str):
 @pytest.fixture(scope='session', autouse=True)
 def _seg_registered():
     """Make sure the checked ADE20K dataset and transform are in mmseg's registries."""
-    import mmmila  # noqa: F401  (registers MILA)
-    from mmmila.datasets.seg_registration import register_seg_modules
-    assert register_seg_modules(), 'mmseg is not installed'
+    import mmmila  # noqa: F401  (registers MILA and, with mmseg, the segmentation classes)
+    from mmseg.registry import DATASETS, TRANSFORMS
+    assert 'ADE20KCheckedDataset' in DATASETS.module_dict and 'LoadCheckedSegAnnotations' in TRANSFORMS.module_dict
 
 
 @pytest.fixture(scope='session', autouse=True)
@@ -62,7 +62,8 @@ def _mmseg_scope():
 
 @pytest.fixture(scope='session')
 def make_toy():
-    return load_tool('data/make_toy_ade.py').make_toy_ade
+    from mmmila.datasets.toy_ade import make_toy_ade
+    return make_toy_ade
 
 
 @pytest.fixture(scope='session')

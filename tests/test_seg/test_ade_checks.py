@@ -157,11 +157,17 @@ def test_import_mmmila_registers_the_segmentation_classes():
             "print('ADE20KCheckedDataset' in DATASETS.module_dict, "
             "'LoadCheckedSegAnnotations' in TRANSFORMS.module_dict)")
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout
-    assert out.split() == ['True', 'True'], 'mmmila/__init__.py must call register_seg_modules()'
+    assert out.split() == ['True', 'True'], 'import mmmila must register them (mmmila.registry.register_defaults)'
 
 
 def test_registration_is_idempotent():
     from mmmila.datasets.ade20k import ADE20KCheckedDataset
-    from mmmila.datasets.seg_registration import register_seg_modules
-    assert register_seg_modules() and register_seg_modules()
+    from mmmila.registry import register, register_defaults
+    register_defaults()
+    register_defaults()
+    assert register('datasets', ADE20KCheckedDataset, libraries=('mmseg', 'not_a_library')) == ['mmseg']
+    assert DATASETS.get('ADE20KCheckedDataset') is ADE20KCheckedDataset
+    from mmmila.datasets.seg_registration import register_seg_modules  # the old entry point, until 0.2.0
+    with pytest.warns(DeprecationWarning, match='register_seg_modules'):
+        assert register_seg_modules()
     assert DATASETS.get('ADE20KCheckedDataset') is ADE20KCheckedDataset

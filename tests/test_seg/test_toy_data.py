@@ -10,7 +10,6 @@ import pytest
 from PIL import Image
 
 from ..conftest import REPO
-from .conftest import load_tool
 
 
 def digest(root):
@@ -19,7 +18,7 @@ def digest(root):
 
 
 def test_layout_and_labels(toy_root):
-    toy = load_tool('data/make_toy_ade.py')
+    from mmmila.datasets import toy_ade as toy
     for split, prefix, count in (('training', 'train', 16), ('validation', 'val', 4)):
         images = sorted((toy_root / 'images' / split).glob('*.jpg'))
         labels = sorted((toy_root / 'annotations' / split).glob('*.png'))
@@ -47,7 +46,7 @@ def test_seed_decides_the_files(tmp_path, make_toy):
 
 def test_colours_identify_the_classes(toy_root):
     """Every class's pixels sit near its own colour: the set is learnable from colour alone."""
-    toy = load_tool('data/make_toy_ade.py')
+    from mmmila.datasets import toy_ade as toy
     for lab in sorted((toy_root / 'annotations' / 'training').glob('*.png'))[:4]:
         label = np.array(Image.open(lab))
         image = np.array(Image.open(toy_root / 'images' / 'training' / f'{lab.stem}.jpg'), np.float32)

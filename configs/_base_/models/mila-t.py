@@ -1,5 +1,6 @@
-# MILA-T ImageNet-1K classifier: MILA backbone -> global average pooling -> linear head, trained with
-# label smoothing 0.1, Mixup 0.8 / CutMix 1.0 and the authors' EMA self-distillation (weight 1.0).
+# The MILA ImageNet-1K classifier, shown for MILA-T (mila_s_in1k.py and mila_b_in1k.py state what
+# differs): MILA backbone -> global average pooling -> linear head, trained with label smoothing
+# 0.1, Mixup 0.8 / CutMix 1.0 and the authors' EMA self-distillation (weight 1.0 for MILA-T).
 model = dict(
     type='MESAClassifier',
     backbone=dict(type='MILA', arch='tiny', drop_path_rate=0.2, out_indices=(3,)),

@@ -1,6 +1,6 @@
 """MILA backbone (Mamba-Inspired Linear Attention, NeurIPS 2024), one class for all tasks.
 
-Registered as ``MILA`` in mmpretrain's, mmdet's and mmseg's ``MODELS`` (see ``mmmila/registry.py``).
+Registered as ``MILA`` in mmpretrain's, mmdet's and mmseg's ``MODELS`` by ``mmmila/registry.py``.
 Module names follow the authors' checkpoints, so their released files load after a prefix change.
 """
 from __future__ import annotations
@@ -12,6 +12,7 @@ import torch.nn as nn
 from mmengine.logging import MMLogger
 from mmengine.model import BaseModule
 
+from mmmila.checkpoint.loading import load_pretrained_backbone
 from mmmila.models.layers import MILAStage, Stem
 
 
@@ -134,7 +135,6 @@ class MILA(BaseModule):
     def init_weights(self) -> None:
         """Truncated-normal Linear init, or a strict load of a Pretrained checkpoint."""
         if isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained':
-            from mmmila.converters.loading import load_pretrained_backbone
             load_pretrained_backbone(self, self.init_cfg, MMLogger.get_current_instance())
             self._is_init = True
             return
