@@ -82,9 +82,10 @@ ARCHS = {'T': (64, (2, 4, 8, 16)), 'S': (64, (2, 4, 8, 16)), 'B': (96, (3, 6, 12
 PLAN = {
     'gpu': dict(image=(800, 1280), batch=2, arch='tiny', op_speed_maps=((200, 320), (512, 512)),
                 sweep=(512, 1024, 1536, 2048), op_extra=((3, (7, 11), 64, 2),), op_shapes=None),
-    # MILA-T's widths and heads with one block per stage; of the op shapes the first and the last.
+    # MILA-T's widths and heads with one block per stage; of the op shapes MILA-T's and MILA-B's
+    # first stage (C = 64 and 96).
     'dry': dict(image=(32, 48), batch=2, arch=dict(embed_dims=64, depths=(1, 1, 1, 1), num_heads=(2, 4, 8, 16)),
-                op_speed_maps=((6, 10), (8, 8)), sweep=(32,), op_extra=(), op_shapes=(0, -1)),
+                op_speed_maps=((6, 10), (8, 8)), sweep=(16,), op_extra=(), op_shapes=(0, 4)),
 }
 # Time each section needs at least on the H200 (a guess made before any GPU run, to skip a section
 # rather than be killed in it); the dry run ignores these.
@@ -332,9 +333,12 @@ def float64_truth(qk, v, hw, num_heads):
     return (torch.einsum('bnhd,bhde->bnhe', q_r, s) * z[..., None]).reshape(B, N, C)
 
 
-def outputs_and_grads(fn, qk, v, g):
+def outputs_and_grads(fn, qk, v, g, before=None):
+    """(out, dqk, dv) of ``fn`` on fresh leaves; ``before()`` runs once the leaves exist."""
     qk = qk.detach().clone().requires_grad_()
     v = v.detach().clone().requires_grad_()
+    if before is not None:
+        before()
     out = fn(qk, v)
     out.backward(g)
     return out.detach(), qk.grad, v.grad
@@ -433,8 +437,9 @@ def section_op_correctness(ctx) -> dict:
             qk, v, g = qk32.to(dtype), v32.to(dtype), g32.to(dtype)
             truth = outputs_and_grads(lambda a, b: float64_truth(a, b, hw, nh), qk.double(), v.double(),
                                       g.double())
-            poison(device, [(v.shape, dtype), (qk.shape, dtype), (v.shape, dtype)])
-            got = outputs_and_grads(lambda a, b: op(a, b, hw, nh), qk, v, g)
+            # out, dqk, dv, twice over: blocks for whatever the op allocates in those sizes
+            got = outputs_and_grads(lambda a, b: op(a, b, hw, nh), qk, v, g, before=lambda: poison(
+                device, [(v.shape, dtype), (qk.shape, dtype), (v.shape, dtype)] * 2))
             errs = {name: rel_err(a, t) for name, a, t in zip(('out', 'dqk', 'dv'), got, truth)}
             has_nan = any(bool(torch.isnan(a).any()) for a in got)
             ok = (not has_nan and all(math.isfinite(e) and e <= OP_TOL[dtype_name] for e in errs.values())
@@ -548,13 +553,24 @@ def section_backbone_correctness(ctx) -> dict:
 
 
 def authors_chain(hw, channels, device):
-    """The authors' attention chain at this map (``mmmila.bench.authors_attention``), or None."""
+    """The authors' attention chain at this map (``mmmila.bench.authors_attention``), or None.
+
+    Its RoPE works in float32 (complex numbers), so with 16-bit inputs it runs under autocast to the
+    inputs' dtype, as in the authors' mixed-precision training.
+    """
+    torch = torch_mod()
     try:
         from mmmila.bench.authors_attention import authors_attention, authors_table, complex_rope
     except ImportError:
         return None
     rope = complex_rope(authors_table(hw, channels, device))
-    return lambda qk, v, nh: authors_attention(qk, v, hw, nh, rope)
+
+    def chain(qk, v, nh):
+        if qk.dtype == torch.float32:
+            return authors_attention(qk, v, hw, nh, rope)
+        with torch.autocast(device.type, dtype=qk.dtype):
+            return authors_attention(qk, v, hw, nh, rope)
+    return chain
 
 
 def section_op_speed(ctx) -> dict:
@@ -658,7 +674,8 @@ def measure_models(ctx, sizes: list[tuple[int, int]], deadline: float) -> tuple[
                         opt.zero_grad(set_to_none=True)
                     for mode, fn in (('forward', forward), ('train step', train_step)):
                         model.train(mode == 'train step')
-                        fn()   # warm-up and optimizer state
+                        if not dry:
+                            fn()   # warm-up and optimizer state
                         peak, above = peak_memory_mb(fn, device)
                         ms = median_ms(fn, device, dry, rep_ms=1500, warmup_ms=300)
                         rows.append(dict(model=label, size=f'{size_hw[0]}x{size_hw[1]}', mode=mode, batch=batch,
@@ -801,7 +818,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--out', required=True, type=Path, help='folder for gpu_check.json, .md and .log')
     parser.add_argument('--dry-run', action='store_true',
                         help='CPU, Triton interpreter, tiny sizes: the same code paths, for the test suite')
-    parser.add_argument('--budget-s', type=float, default=380.0,
+    parser.add_argument('--budget-s', type=float, default=300.0,
                         help='stop starting sections after this many seconds (default: %(default)s)')
     parser.add_argument('--only', nargs='+', choices=SECTIONS, metavar='SECTION',
                         help=f'run only these sections ({", ".join(SECTIONS)}); env always runs')
@@ -829,7 +846,7 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     sys.stdout = Tee(sys.stdout, args.out / 'gpu_check.log')
     # A hung section must not eat the machine's window: dump the stacks and exit past the budget.
-    faulthandler.dump_traceback_later(args.budget_s + 120, exit=True, file=sys.stderr)
+    faulthandler.dump_traceback_later(args.budget_s + 90, exit=True, file=sys.stderr)
     stage_dir = Path(tempfile.mkdtemp(prefix='mmmila_gpu_check_'))
     staging = stage_imports(stage_dir, args.wheels)
     print(f'gpu_check: staged mmmila from {REPO} and {len(staging["staged"])} wheel(s) into {stage_dir} '
