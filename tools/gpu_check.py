@@ -82,9 +82,9 @@ ARCHS = {'T': (64, (2, 4, 8, 16)), 'S': (64, (2, 4, 8, 16)), 'B': (96, (3, 6, 12
 PLAN = {
     'gpu': dict(image=(800, 1280), batch=2, arch='tiny', op_speed_maps=((200, 320), (512, 512)),
                 sweep=(512, 1024, 1536, 2048), op_extra=((3, (7, 11), 64, 2),), op_shapes=None),
-    # MILA-T's widths and heads with one block per stage; of the op shapes MILA-T's and MILA-B's
-    # first stage (C = 64 and 96).
-    'dry': dict(image=(32, 48), batch=2, arch=dict(embed_dims=64, depths=(1, 1, 1, 1), num_heads=(2, 4, 8, 16)),
+    # Half MILA-T's widths and heads (head dim 32 as in MILA), one block per stage; of the op shapes
+    # MILA-T's and MILA-B's first stage (C = 64 and 96).
+    'dry': dict(image=(32, 48), batch=2, arch=dict(embed_dims=32, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8)),
                 op_speed_maps=((6, 10), (8, 8)), sweep=(16,), op_extra=(), op_shapes=(0, 4)),
 }
 # Time each section needs at least on the H200 (a guess made before any GPU run, to skip a section
@@ -454,7 +454,7 @@ def section_op_correctness(ctx) -> dict:
 
 
 def build_mila(ctx):
-    """MILA-T (the dry run: its widths, one block per stage), four outputs, no stochastic depth."""
+    """MILA-T (the dry run: a small MILA, one block per stage), four outputs, no stochastic depth."""
     from mmmila.models.backbones import MILA
     model = MILA(arch=ctx['plan']['arch'], out_indices=(0, 1, 2, 3), drop_path_rate=0.0, attn_backend='auto')
     return model.to(ctx['device'])
