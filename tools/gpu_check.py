@@ -84,7 +84,8 @@ PLAN = {
                 sweep=(512, 1024, 1536, 2048), op_extra=((3, (7, 11), 64, 2),), op_shapes=None),
     # Half MILA-T's widths and heads (head dim 32 as in MILA), one block per stage; of the op shapes
     # MILA-T's and MILA-B's first stage (C = 64 and 96).
-    'dry': dict(image=(32, 48), batch=2, arch=dict(embed_dims=32, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8)),
+    'dry': dict(image=(32, 48), batch=2,
+                arch=dict(embed_dims=32, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8)),
                 op_speed_maps=((6, 10), (8, 8)), sweep=(16,), op_extra=(), op_shapes=(0, 4)),
 }
 # Time each section needs at least on the H200 (a guess made before any GPU run, to skip a section
@@ -398,7 +399,7 @@ def section_env(ctx) -> dict:
     info['copy_bytes'] = nbytes
     info['copy_ms'] = ms
     info['copy_gb_s'] = 2 * nbytes / (ms * 1e-3) / 1e9   # read + write
-    del src, dst
+    src = dst = None   # free the buffers
     ctx['copy_gb_s'] = info['copy_gb_s']
     return dict(status='ok', **info)
 
@@ -510,7 +511,8 @@ def section_backbone_correctness(ctx) -> dict:
     ref_outs, ref_grads, _ = runs['float32', 'torch']
     rows = []
     for precision in ('float32', 'bf16-autocast'):
-        (outs_t, grads_t, counts_t), (outs_p, grads_p, counts_p) = runs[precision, 'triton'], runs[precision, 'torch']
+        outs_t, grads_t, counts_t = runs[precision, 'triton']
+        outs_p, grads_p, counts_p = runs[precision, 'torch']
         if precision == 'float32':
             out_err = [rel_rms(a, b) for a, b in zip(outs_t, outs_p)]
             param_errs = grad_errors(grads_t, grads_p)
@@ -543,10 +545,10 @@ def section_backbone_correctness(ctx) -> dict:
                          finite=finite, ok=ok))
     return dict(status='ok' if all(r['ok'] for r in rows) else 'fail', rows=rows,
                 image=list(plan['image']), batch=plan['batch'],
-                note='relative RMS error of the four outputs (worst against its limit shown) and of each parameter gradient '
-                     '(worst against its limit shown; a gradient whose RMS is below that of all gradients '
-                     'together, e.g. the round-off gradient of a conv bias before BatchNorm, is measured on '
-                     'the latter). float32: Triton path vs PyTorch path, limit '
+                note='relative RMS error of the four outputs (worst against its limit shown) and of each '
+                     'parameter gradient (worst against its limit shown; a gradient whose RMS is below that '
+                     'of all gradients together, e.g. the round-off gradient of a conv bias before '
+                     'BatchNorm, is measured on the latter). float32: Triton path vs PyTorch path, limit '
                      f"{BACKBONE_TOL['float32']}. bf16 autocast: each path vs the float32 PyTorch path; "
                      'the limit is 2 x the PyTorch path\'s error + 1e-3. The calls columns count the '
                      'attention calls each implementation ran.')
@@ -678,14 +680,14 @@ def measure_models(ctx, sizes: list[tuple[int, int]], deadline: float) -> tuple[
                             fn()   # warm-up and optimizer state
                         peak, above = peak_memory_mb(fn, device)
                         ms = median_ms(fn, device, dry, rep_ms=1000, warmup_ms=200)
-                        rows.append(dict(model=label, size=f'{size_hw[0]}x{size_hw[1]}', mode=mode, batch=batch,
-                                         ms=ms, images_s=batch / (ms * 1e-3), peak_mb=peak,
+                        rows.append(dict(model=label, size=f'{size_hw[0]}x{size_hw[1]}', mode=mode,
+                                         batch=batch, ms=ms, images_s=batch / (ms * 1e-3), peak_mb=peak,
                                          peak_above_start_mb=above))
             except Exception as err:  # noqa: BLE001  (one model failing must not stop the others)
                 rows.append(dict(model=label, size=f'{size_hw[0]}x{size_hw[1]}', mode='-',
                                  error=f'{type(err).__name__}: {err}'[:500]))
             finally:
-                del model, opt
+                model = opt = None   # free before the next model
                 if device.type == 'cuda':
                     torch.cuda.empty_cache()
     return rows, sorted(set(notes))
@@ -751,8 +753,8 @@ def section_compile(ctx) -> dict:
             sum(o.float().mean() for o in out).backward()
             sync(device)
             result[f'{name}_first_call_s'] = time.perf_counter() - start
-            runs[name] = ([o.detach().float() for o in out],
-                          {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None})
+            grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+            runs[name] = ([o.detach().float() for o in out], grads)
         breaks = counters['graph_break']
         result.update(graph_break_count=sum(breaks.values()),
                       break_reasons=[str(r)[:300] for r in list(breaks)[:10]],

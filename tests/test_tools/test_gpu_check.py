@@ -123,7 +123,8 @@ def test_dry_run_speed_rows_and_files(dry_run):
         rows = report['sections'][section]['rows']
         assert report['sections'][section]['status'] == 'ok'
         assert {(r['model'], r['mode']) for r in rows} == {
-            (m, mode) for m in ('MILA-T (Triton)', 'MILA-T (PyTorch path)') for mode in ('forward', 'train step')}
+            (m, mode) for m in ('MILA-T (Triton)', 'MILA-T (PyTorch path)')
+            for mode in ('forward', 'train step')}
         assert all(r['ms'] > 0 for r in rows)
         assert 'timm is not importable' in report['sections'][section]['note']
     md = (out / 'gpu_check.md').read_text()
@@ -131,12 +132,13 @@ def test_dry_run_speed_rows_and_files(dry_run):
     assert (out / 'gpu_check.log').read_text().count('gpu_check: [') >= 14
     summary = res.stdout.split('BLOCKED-LOADED')[0].strip().splitlines()
     assert summary[-len(report['summary']) - 2].startswith('| item | value | target | met |')
-    assert all(line.startswith('| section ') or line.startswith('| op ') for line in summary[-len(report['summary']):])
+    table = summary[-len(report['summary']):]
+    assert all(line.startswith('| section ') or line.startswith('| op ') for line in table)
 
 
 @pytest.mark.parametrize('fault', ['scale', 'nan'])
 def test_a_broken_op_fails_the_check(tmp_path, fault):
-    """A 1e-3 relative error fails float32 (limit 1e-4) but not 16-bit (2e-2); an unwritten token fails all."""
+    """A 1e-3 relative error fails float32 (limit 1e-4), not 16-bit (2e-2); an unwritten token fails all."""
     res = run_kit('--dry-run', '--out', tmp_path, '--only', 'op_correctness', '--inject-fault', fault,
                   '--wheels', tmp_path / 'none')
     assert res.returncode == 1, res.stdout[-2000:] + res.stderr[-2000:]
@@ -154,11 +156,13 @@ def test_a_broken_op_fails_the_check(tmp_path, fault):
 
 
 def test_bad_arguments(tmp_path):
-    res = subprocess.run(['bash', str(REPO / 'tools' / 'gpu_check.sh'), '--out', str(tmp_path), '--budget-s', '0'],
-                         capture_output=True, text=True, env=dict(os.environ, PYTHON=sys.executable))
+    res = subprocess.run(['bash', str(REPO / 'tools' / 'gpu_check.sh'), '--out', str(tmp_path),
+                          '--budget-s', '0'], capture_output=True, text=True,
+                         env=dict(os.environ, PYTHON=sys.executable))
     assert res.returncode == 2 and '--budget-s must be positive, got 0.0' in res.stderr
     res = subprocess.run([sys.executable, str(TOOL), '--dry-run'], capture_output=True, text=True)
     assert res.returncode == 2 and 'the following arguments are required: --out' in res.stderr
     (tmp_path / 'file').write_text('')
-    res = subprocess.run([sys.executable, str(TOOL), '--out', str(tmp_path / 'file')], capture_output=True, text=True)
+    res = subprocess.run([sys.executable, str(TOOL), '--out', str(tmp_path / 'file')], capture_output=True,
+                         text=True)
     assert res.returncode == 2 and 'exists and is not a folder' in res.stderr
