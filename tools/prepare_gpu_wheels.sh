@@ -7,12 +7,14 @@
 #   bash tools/prepare_gpu_wheels.sh DIR        # into DIR
 #   GPU_PYTHON=3.11 bash tools/prepare_gpu_wheels.sh DIR   # wheels for another Python (for a local check)
 #
-# The list is what `import mmmila` and the MILA backbone import through mmengine (checked by
-# tests/test_tools/test_gpu_check.py in a subprocess where only these and torch/triton/numpy
-# import): mmengine with addict, termcolor, yapf (+ platformdirs), rich (+ markdown-it-py, mdurl,
-# pygments) and PyYAML. mmengine also declares matplotlib and opencv-python (~70 MB), which only its
-# visualisation code imports: they are left out on purpose. Versions: those of this project's
-# environment (requirements/constraints.txt for mmengine); 3.12 wheels for manylinux x86_64.
+# The list: mmengine and what `import mmmila` and the MILA backbone import through it, beyond what
+# the image has: addict, termcolor, yapf (+ platformdirs), rich (+ markdown-it-py, mdurl, pygments),
+# PyYAML (the one compiled wheel) and packaging (pytest and timm bring it too; a wheel whose modules
+# already import is not used). tests/test_tools/test_gpu_check.py checks that a dry run imports no
+# other third-party module. mmengine also declares matplotlib (never imported on this path) and
+# opencv-python (a 50 MB wheel; `cv2` is imported once, by mmengine's visualisation hook, and the
+# kit replaces it with a placeholder): both are left out on purpose. Versions: those of this
+# project's environment (requirements/constraints.txt for mmengine).
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DEST="${1:-$REPO/.gpu_wheels}"
@@ -22,14 +24,15 @@ ABI="cp${TARGET/./}"
 WHEELS=(
   mmengine==0.10.7
   addict==2.4.0
-  termcolor==3.2.0
+  termcolor==3.3.0
   yapf==0.43.0
-  platformdirs==4.5.0
-  rich==14.2.0
-  markdown-it-py==4.0.0
+  platformdirs==4.14.9
+  rich==15.0.0
+  markdown-it-py==4.3.0
   mdurl==0.1.2
-  pygments==2.19.2
-  pyyaml==6.0.3
+  pygments==2.21.0
+  pyyaml==6.0.4
+  packaging==26.4
 )
 rm -rf "$DEST"
 mkdir -p "$DEST"

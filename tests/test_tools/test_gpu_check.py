@@ -44,8 +44,29 @@ except SystemExit as exc:
 loaded = sorted(m for m, mod in sys.modules.items()
                 if m.split('.')[0] in BLOCKED and type(mod).__name__ != 'Placeholder')
 print('BLOCKED-LOADED ' + json.dumps(loaded))
+tops = {m.split('.')[0] for m in sys.modules} - set(sys.stdlib_module_names) - set(sys.builtin_module_names)
+print('THIRD-PARTY ' + json.dumps(sorted(t for t in tops if not t.startswith('_'))))
 sys.exit(code)
 '''
+
+
+# What the GPU image has besides the wheels: torch with its runtime dependencies (tqdm: optional in
+# torch.hub), triton, numpy; cython_runtime is made by compiled modules (PyYAML); cv2 is the kit's
+# placeholder.
+IMAGE_MODULES = {'torch', 'torchgen', 'triton', 'numpy', 'sympy', 'mpmath', 'typing_extensions', 'networkx',
+                 'jinja2', 'markupsafe', 'filelock', 'fsspec', 'tqdm', 'cython_runtime', 'mmmila', 'cv2'}
+# Modules of each wheel that tools/prepare_gpu_wheels.sh downloads.
+WHEEL_MODULES = {'mmengine': {'mmengine'}, 'addict': {'addict'}, 'termcolor': {'termcolor'},
+                 'yapf': {'yapf', 'yapf_third_party'}, 'platformdirs': {'platformdirs'}, 'rich': {'rich'},
+                 'markdown-it-py': {'markdown_it'}, 'mdurl': {'mdurl'}, 'pygments': {'pygments'},
+                 'pyyaml': {'yaml', '_yaml'}, 'packaging': {'packaging'}}
+
+
+def prepared_wheels() -> list[str]:
+    """Distribution names of the WHEELS list in tools/prepare_gpu_wheels.sh."""
+    text = (REPO / 'tools' / 'prepare_gpu_wheels.sh').read_text()
+    block = text.split('WHEELS=(', 1)[1].split(')', 1)[0]
+    return [line.strip().split('==')[0] for line in block.splitlines() if line.strip()]
 
 
 def run_kit(*args, blocked=BLOCKED, timeout=900):
@@ -87,6 +108,17 @@ def test_dry_run_needs_no_openmmlab_library(dry_run):
     assert report['dry_run'] is True and report['seed'] == 7
     assert report['sections']['env']['triton_interpreter'] is True
     assert report['sections']['env']['copy_gb_s'] > 0
+
+
+def test_prepared_wheels_cover_the_imports(dry_run):
+    """Every third-party module the dry run imported is on the image or in a prepared wheel."""
+    res, _, _ = dry_run
+    loaded = set(json.loads(res.stdout.split('THIRD-PARTY ')[-1].splitlines()[0]))
+    wheels = prepared_wheels()
+    assert 'mmengine' in wheels and set(wheels) == set(WHEEL_MODULES)
+    from_wheels = set().union(*WHEEL_MODULES.values())
+    assert loaded - IMAGE_MODULES - from_wheels == set()
+    assert {'mmengine', 'yaml', 'rich', 'addict', 'yapf', 'termcolor', 'packaging'} <= loaded
 
 
 def test_dry_run_correctness_rows(dry_run):
