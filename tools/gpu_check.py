@@ -39,7 +39,7 @@ mmengine imports at import time but nothing here uses, becomes an empty placehol
 OpenCV is absent (its wheel alone would exceed what a device run can carry).
 
 Exit status: 0 when every check that ran passed, 1 when one failed or a section raised, 2 for bad
-arguments.
+arguments or (without --dry-run) no visible CUDA device.
 """
 from __future__ import annotations
 
@@ -76,8 +76,6 @@ COMPILE_TOL = 1e-3
 # Bytes moved per token by the fused kernels, in elements of C (docs/kernels.md, "Bytes moved"):
 # forward 4 C, backward 7 C.
 FUSED_ELEMS = {'fwd': 4, 'fwd+bwd': 11}
-# MILA widths and heads per stage (embed dims double per stage); strides 4, 8, 16, 32.
-ARCHS = {'T': (64, (2, 4, 8, 16)), 'S': (64, (2, 4, 8, 16)), 'B': (96, (3, 6, 12, 24))}
 # (sizes) of each mode: the real run and the dry run.
 PLAN = {
     'gpu': dict(image=(800, 1280), batch=2, arch='tiny', op_speed_maps=((200, 320), (512, 512)),
@@ -406,10 +404,13 @@ def section_env(ctx) -> dict:
 
 def op_shapes(ctx) -> list[tuple[int, tuple[int, int], int, int, str]]:
     """(B, (H, W), C, nh, label) of every distinct MILA-T/S/B stage at the plan's image size."""
+    from mmmila.models.backbones import MILA
     plan, batch = ctx['plan'], ctx['plan']['batch']
     shapes, seen = [], {}
-    for arch, (embed, heads) in ARCHS.items():
-        for i, nh in enumerate(heads):
+    for name in ('tiny', 'small', 'base'):
+        arch = name[0].upper()
+        embed, heads = MILA.arch_settings[name]['embed_dims'], MILA.arch_settings[name]['num_heads']
+        for i, nh in enumerate(heads):   # strides 4, 8, 16, 32; widths double per stage
             stride = 4 * 2**i
             hw = (-(-plan['image'][0] // stride), -(-plan['image'][1] // stride))
             key = (hw, embed * 2**i, nh)
