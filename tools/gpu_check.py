@@ -73,9 +73,6 @@ OP_TOL = {'float32': 1e-4, 'bfloat16': 2e-2, 'float16': 2e-2}
 # gradients (bf16 autocast: see section_backbone_correctness).
 BACKBONE_TOL = {'float32': 1e-3}
 COMPILE_TOL = 1e-3
-# Bytes moved per token by the fused kernels, in elements of C (docs/kernels.md, "Bytes moved"):
-# forward 4 C, backward 7 C.
-FUSED_ELEMS = {'fwd': 4, 'fwd+bwd': 11}
 # (sizes) of each mode: the real run and the dry run.
 PLAN = {
     'gpu': dict(image=(800, 1280), batch=2, arch='tiny', op_speed_maps=((200, 320), (512, 512)),
@@ -215,7 +212,7 @@ def markdown(data: dict) -> str:
     if env:
         lines += [f"Machine: {env.get('device_name')}; torch {env.get('torch')}, triton "
                   f"{env.get('triton')}, CUDA {env.get('cuda')}, Python {env.get('python')}; "
-                  f"copy bandwidth {_fmt(env.get('copy_gb_s'))} GB/s.", '']
+                  f"copy bandwidth {_fmt(env.get('copy_gb_s'))} GB/s. Host: {env.get('machine')}.", '']
     for name, section in data['sections'].items():
         lines += [f'## {name}: {section["status"]}', '']
         if section.get('note'):
@@ -374,8 +371,9 @@ def triton_op(fault: str | None):
 def section_env(ctx) -> dict:
     torch = torch_mod()
     device = ctx['device']
-    info = dict(python=platform.python_version(), platform=platform.platform(), torch=torch.__version__,
-                cuda=torch.version.cuda, cpu_count=os.cpu_count(), staging=ctx['staging'])
+    from mmmila.bench.machine import machine_line
+    info = dict(machine=machine_line(device), python=platform.python_version(), platform=platform.platform(),
+                torch=torch.__version__, cuda=torch.version.cuda, staging=ctx['staging'])
     try:
         import triton
         info['triton'] = triton.__version__
@@ -556,16 +554,13 @@ def section_backbone_correctness(ctx) -> dict:
 
 
 def authors_chain(hw, channels, device):
-    """The authors' attention chain at this map (``mmmila.bench.authors_attention``), or None.
+    """The authors' attention chain at this map (``mmmila.bench.authors_attention``).
 
     Its RoPE works in float32 (complex numbers), so with 16-bit inputs it runs under autocast to the
     inputs' dtype, as in the authors' mixed-precision training.
     """
     torch = torch_mod()
-    try:
-        from mmmila.bench.authors_attention import authors_attention, authors_table, complex_rope
-    except ImportError:
-        return None
+    from mmmila.bench.authors_attention import authors_attention, authors_table, complex_rope
     rope = complex_rope(authors_table(hw, channels, device))
 
     def chain(qk, v, nh):
@@ -578,22 +573,18 @@ def authors_chain(hw, channels, device):
 
 def section_op_speed(ctx) -> dict:
     torch = torch_mod()
+    from mmmila.bench.traffic import fused_bytes
     from mmmila.ops import mila_linear_attention
     device, gen, dry = ctx['device'], ctx['gen'], ctx['dry']
     channels, nh, batch = 64, 2, 1          # MILA-T stage 1
-    rows, notes = [], []
+    rows = []
     for hw in ctx['plan']['op_speed_maps']:
         n = hw[0] * hw[1]
         variants = {
             'triton': lambda qk, v, nh, hw=hw: mila_linear_attention(qk, v, hw, nh, backend='triton'),
             'torch': lambda qk, v, nh, hw=hw: mila_linear_attention(qk, v, hw, nh, backend='torch'),
+            'authors': authors_chain(hw, channels, device),
         }
-        chain = authors_chain(hw, channels, device)
-        if chain is None:
-            notes.append('the authors\' chain is not importable (mmmila.bench.authors_attention): '
-                         'its rows and the speed-ups are missing')
-        else:
-            variants['authors'] = chain
         for dtype_name in ('bfloat16', 'float32'):
             dtype = getattr(torch, dtype_name)
             qk = torch.randn(batch, n, 2 * channels, generator=gen).to(device, dtype)
@@ -612,20 +603,21 @@ def section_op_speed(ctx) -> dict:
                             fn(*leaves, nh).backward(g)
                     times[name] = median_ms(call, device, dry, grad_to_none=leaves)
                     peak, _ = peak_memory_mb(call, device)
-                    nbytes = FUSED_ELEMS[mode] * batch * n * channels * qk.element_size()
+                    fwd_bytes, bwd_bytes = fused_bytes(batch * n, channels, qk.element_size())
+                    nbytes = fwd_bytes + (bwd_bytes if mode == 'fwd+bwd' else 0)
                     gbs = nbytes / (times[name] * 1e-3) / 1e9
                     rows.append(dict(map=f'{hw[0]}x{hw[1]}', n=n, dtype=dtype_name, mode=mode, variant=name,
                                      ms=times[name], bytes=nbytes, gb_s=gbs,
                                      of_copy_bw=gbs / ctx['copy_gb_s'] if ctx.get('copy_gb_s') else None,
                                      peak_mb=peak))
                 for row in rows[-len(variants):]:
-                    if 'authors' in times:
-                        row['speedup_vs_authors'] = times['authors'] / row['ms']
+                    row['speedup_vs_authors'] = times['authors'] / row['ms']
     return dict(status='ok', rows=rows, batch=batch, channels=channels, heads=nh,
-                note='MILA-T stage 1 (C = 64, 2 heads, B = 1). gb_s = the fused kernels\' bytes '
-                     '(docs/kernels.md: 4 C elements per token forward, 7 C backward) / median time, for '
-                     'every variant; of_copy_bw = gb_s / measured copy bandwidth. '
-                     + ' '.join(sorted(set(notes))))
+                note='MILA-T stage 1 (C = 64, 2 heads, B = 1); authors = the authors\' chain '
+                     '(mmmila.bench.authors_attention; under autocast for 16-bit inputs). gb_s = the fused '
+                     'kernels\' bytes (mmmila.bench.traffic.fused_bytes, docs/kernels.md: 4 C elements per '
+                     'token forward, 7 C backward) / median time, for every variant; of_copy_bw = gb_s / '
+                     'measured copy bandwidth.')
 
 
 def model_factories(ctx, size_hw):

@@ -108,6 +108,7 @@ def test_dry_run_needs_no_openmmlab_library(dry_run):
     assert report['dry_run'] is True and report['seed'] == 7
     assert report['sections']['env']['triton_interpreter'] is True
     assert report['sections']['env']['copy_gb_s'] > 0
+    assert 'torch ' in report['sections']['env']['machine']
 
 
 def test_prepared_wheels_cover_the_imports(dry_run):
@@ -147,10 +148,16 @@ def test_dry_run_speed_rows_and_files(dry_run):
     res, report, out = dry_run
     speed = report['sections']['op_speed']['rows']
     combos = {(r['map'], r['dtype'], r['mode'], r['variant']) for r in speed}
-    for variant in ('triton', 'torch'):
+    assert len(combos) == len(speed) == 2 * 2 * 2 * 3
+    for variant in ('triton', 'torch', 'authors'):
         for mode in ('fwd', 'fwd+bwd'):
             assert ('8x8', 'bfloat16', mode, variant) in combos
-    assert all(r['ms'] > 0 and r['gb_s'] > 0 for r in speed)
+    assert all(r['ms'] > 0 and r['gb_s'] > 0 and r['speedup_vs_authors'] > 0 for r in speed)
+    authors = [r for r in speed if r['variant'] == 'authors']
+    assert all(r['speedup_vs_authors'] == pytest.approx(1.0) for r in authors)
+    # bytes of the fused kernels: 4 C elements per token forward, 11 C forward+backward
+    row = next(r for r in speed if r['map'] == '8x8' and r['dtype'] == 'bfloat16' and r['mode'] == 'fwd+bwd')
+    assert row['bytes'] == 11 * 64 * 64 * 2
     for section in ('backbone_speed', 'sweep'):
         rows = report['sections'][section]['rows']
         assert report['sections'][section]['status'] == 'ok'
