@@ -109,6 +109,7 @@ def test_dry_run_needs_no_openmmlab_library(dry_run):
     assert report['sections']['env']['triton_interpreter'] is True
     assert report['sections']['env']['copy_gb_s'] > 0
     assert 'torch ' in report['sections']['env']['machine']
+    assert f"device copy {report['sections']['env']['copy_gb_s']:.1f} GB/s" in res.stdout
 
 
 def test_prepared_wheels_cover_the_imports(dry_run):
