@@ -889,8 +889,8 @@ def main(argv=None) -> int:
         print(f'gpu_check: [{time.monotonic() - start:6.1f} s] {name}: {section["status"]}', flush=True)
         if name == 'env' and section['status'] == 'ok':
             print(f"gpu_check: {section['device_name']}; torch {section['torch']}, "
-                  f"triton {section['triton']}, CUDA {section['cuda']}, Python {section['python']}; device copy "
-                  f"{section['copy_gb_s']:.1f} GB/s; host {section['machine']}", flush=True)
+                  f"triton {section['triton']}, CUDA {section['cuda']}, Python {section['python']}; "
+                  f"device copy {section['copy_gb_s']:.1f} GB/s; host {section['machine']}", flush=True)
     report.data['summary'] = summary(report.data)
     report.data['total_s'] = round(time.monotonic() - start, 1)
     report.write()
