@@ -53,7 +53,7 @@ sys.exit(code)
 # What the GPU image has besides the wheels: torch with its runtime dependencies (tqdm: optional in
 # torch.hub), triton, numpy; cython_runtime is made by compiled modules (PyYAML); cv2 is the kit's
 # placeholder.
-IMAGE_MODULES = {'torch', 'torchgen', 'triton', 'numpy', 'sympy', 'mpmath', 'typing_extensions', 'networkx',
+IMAGE_MODULES = {'torch', 'torchgen', 'functorch', 'triton', 'numpy', 'sympy', 'mpmath', 'typing_extensions', 'networkx',
                  'jinja2', 'markupsafe', 'filelock', 'fsspec', 'tqdm', 'cython_runtime', 'mmmila', 'cv2'}
 # Modules of each wheel that tools/prepare_gpu_wheels.sh downloads.
 WHEEL_MODULES = {'mmengine': {'mmengine'}, 'addict': {'addict'}, 'termcolor': {'termcolor'},
