@@ -122,8 +122,8 @@ def norm_linears(x: torch.Tensor, norm: torch.nn.LayerNorm,
     output is recomputed in backward from ``x`` instead of being kept."""
     params = [p for lin in linears for p in (lin.weight, lin.bias)]
     if _plain(x) or not _needs_autograd(x, norm.weight, norm.bias, *params):
-        n = norm(x)
-        return tuple(lin(n) for lin in linears)
+        n = F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+        return tuple(F.linear(n, lin.weight, lin.bias) for lin in linears)
     if norm.normalized_shape != (x.shape[-1],):
         raise ValueError(f'norm_linears needs a LayerNorm over the last dim ({x.shape[-1]}), '
                          f'got normalized_shape {norm.normalized_shape}')
