@@ -1,6 +1,6 @@
 """Backward kernels of MILA's linear attention and their launcher :func:`mila_attn_bwd`.
 
-Per (batch, head), with g = dL/do (KERNEL_MATH.md, "Backward"):
+Per (batch, head), with g = dL/do (docs/kernel_math.md, "Backward"):
 
 A. ``_mila_attn_bwd_reduce_kernel``, grid (num_chunks, B * nh): recomputes q, q_r and z per tile,
    accumulates the partial dS = sum z q_r^T g (d x d) and dm = -sum dz z^2 q (d) in float32, and,

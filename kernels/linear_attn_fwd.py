@@ -1,6 +1,6 @@
 """Forward kernels of MILA's linear attention and their launcher :func:`mila_attn_fwd`.
 
-Two passes over the tokens (KERNEL_MATH.md), per (batch, head):
+Two passes over the tokens (docs/kernel_math.md), per (batch, head):
 
 1. ``_mila_attn_fwd_reduce_kernel``, grid (num_chunks, B * nh): each program walks one chunk of
    tokens in tiles of BLOCK_N, recomputes k = elu(c) + 1 and its rotation, and accumulates the
@@ -110,7 +110,7 @@ def mila_attn_fwd(qk, v, hw: tuple[int, int], num_heads: int, cfg: LaunchConfig)
         qk, v, theta, s_part, m_part, N, hw[1], C, num_heads, cfg.chunk_tokens,
         *qk.stride(), *v.stride(),
         D=d, BLOCK_N=cfg.reduce_block_n, DOT_PRECISION=cfg.dot_precision, num_warps=cfg.num_warps)
-    # Combine the chunks in float32; the mean is a float32 sum times 1/N (KERNEL_MATH.md).
+    # Combine the chunks in float32; the mean is a float32 sum times 1/N (docs/kernel_math.md).
     s = s_part.sum(dim=1).mul_(1.0 / N)
     m = m_part.sum(dim=1).mul_(1.0 / N)
     out = torch.empty((B, N, C), dtype=v.dtype, device=v.device)

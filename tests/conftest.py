@@ -1,4 +1,4 @@
-"""Shared test helpers: seeds, the shared fixtures' location, small model builders."""
+"""Test helpers used across the suite: seeds, the reference data in tests/data/, small model builders."""
 from __future__ import annotations
 
 import os
@@ -15,9 +15,11 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get('MMMILA_SHARED', REPO.parent / 'shared'))
-FIXTURE = SHARED / 'fixtures' / 'mila_official_tiny.pt'
-OFFICIAL_KEYS = SHARED / 'fixtures' / 'official_keys.json'
+# The project's own reference data (see tests/data/README.md): the authors' outputs on a tiny model
+# and the key list of their released checkpoints.
+DATA = REPO / 'tests' / 'data'
+FIXTURE = DATA / 'mila_official_tiny.pt'
+OFFICIAL_KEYS = DATA / 'official_keys.json'
 
 # The tiny architecture of the fixture (C = 32, depths 1, 1, 2, 1, heads 1, 2, 4, 8).
 TINY_ARCH = dict(embed_dims=32, depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8))
@@ -39,7 +41,6 @@ def _seed():
 @pytest.fixture(scope='session')
 def official_fixture() -> dict:
     if not FIXTURE.exists():
-        pytest.fail(f'fixture {FIXTURE} not found: ../shared must sit beside the repository '
-                    '(or set MMMILA_SHARED)')
-    # The fixture is a trusted file of the project's spec (plain tensors and dicts).
+        pytest.fail(f'reference data {FIXTURE} is missing from the checkout (tests/data/README.md)')
+    # A file of the repository holding plain tensors and dicts: the weights-only loader reads it.
     return torch.load(FIXTURE, map_location='cpu', weights_only=True)

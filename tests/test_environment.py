@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
+
+from .conftest import REPO
 
 
 def test_mmcv_compiled_nms_runs_on_cpu():
@@ -53,8 +56,28 @@ def test_mila_is_in_every_registry(scope):
     assert isinstance(model, MILA) and model.out_indices == (0, 3)
 
 
-def test_kernels_folder_is_installed_as_mmmila_kernels():
-    import importlib.util
-    spec = importlib.util.find_spec('mmmila.kernels')
-    assert spec is not None and spec.origin.replace(os.sep, '/').endswith('kernels/__init__.py')
-    assert importlib.util.find_spec('kernels') is None or 'mmmila' not in (importlib.util.find_spec('kernels').origin or '')
+def test_kernels_folder_is_installed_as_mmmila_kernels(tmp_path):
+    """``kernels/`` ships as ``mmmila.kernels`` and as nothing else, whatever the checkout is called."""
+    import importlib.metadata
+    import subprocess
+    import sys
+
+    import mmmila
+    import mmmila.kernels as ours
+    # mmmila.kernels is the repository's kernels/ folder, imported as a subpackage of the installed mmmila.
+    origin = Path(ours.__spec__.origin).resolve()
+    assert ours.__spec__.name == 'mmmila.kernels' and origin.name == '__init__.py'
+    assert origin.parent == (REPO / 'kernels').resolve() or origin.parent == Path(mmmila.__file__).resolve().parent / 'kernels'
+    assert (origin.parent / 'linear_attn_fwd.py').exists()
+    # The installed distribution declares no top-level `kernels` package ...
+    dist = importlib.metadata.distribution('mmmila')
+    top_level = (dist.read_text('top_level.txt') or '').split()
+    assert 'kernels' not in top_level, top_level
+    assert 'mmmila' not in importlib.metadata.packages_distributions().get('kernels', [])
+    assert not [f for f in (dist.files or []) if f.parts and f.parts[0] == 'kernels']
+    # ... and from outside the checkout, a top-level `import kernels` does not find our folder.
+    probe = ('import importlib.util, sys; s = importlib.util.find_spec("kernels"); '
+             'print(s.origin if s else "none")')
+    out = subprocess.run([sys.executable, '-c', probe], cwd=tmp_path, capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == 'none' or Path(out).resolve().parent != origin.parent, out

@@ -7,11 +7,11 @@
 
 Variants (all take qk (B, N, 2C) and v (B, N, C) and return (B, N, C) before LePE):
 
-- ``authors``: a plain transcription of the authors' formulation, written from MILA.md: elu+1, RoPE
+- ``authors``: a plain transcription of the authors' formulation, written from docs/model.md: elu+1, RoPE
   by complex multiplication in float32 with an (H, W, C/2) complex table, heads by reshape/permute,
   k.mean, z, kv = (k_r N^-1/2)^T (v N^-1/2), (q_r kv) z; plain autograd. The baseline (the
   table is made once per shape, outside the timed calls, like the classification model's buffer).
-- ``authors-dense``: the same chain with RoPE as MILA.md describes the authors' dense-prediction
+- ``authors-dense``: the same chain with RoPE as docs/model.md describes the authors' dense-prediction
   backbone: the angles of the current map computed on every call (once, shared by q and k),
   float32 cos/sin tables, real arithmetic on the channel pairs. Context for detection and
   segmentation users; the targets of issue #5 are judged against ``authors``.
@@ -75,7 +75,7 @@ def size_arg(text: str) -> str:
 def authors_angles(hw: tuple[int, int], channels: int, device) -> torch.Tensor:
     """The (H, W, C/2) float32 RoPE angles of the map: row * theta for the first C/4 pairs, col * theta after.
 
-    Written from MILA.md on purpose rather than through mmmila.ops.rope2d: the baseline uses none
+    Written from docs/model.md on purpose rather than through mmmila.ops.rope2d: the baseline uses none
     of mmmila's code, so that the equality check between them means something.
     """
     height, width = hw
@@ -127,7 +127,7 @@ def complex_rope(table: torch.Tensor):
 
 
 def dense_rope(hw: tuple[int, int], channels: int):
-    """RoPE as MILA.md describes the dense-prediction backbone's: the angles of the current map
+    """RoPE as docs/model.md describes the dense-prediction backbone's: the angles of the current map
     computed for every input (once per call, shared by q and k), float32 cos/sin tables, real
     arithmetic on the pairs."""
     def make_rope(device):
@@ -301,7 +301,7 @@ def count_traffic(fn, qk, v, g, nh):
 
 
 def fused_bytes(n: int, channels: int, elem: int) -> tuple[int, int]:
-    """Bytes moved by the fused Triton passes (KERNEL_MATH.md): forward 4C, backward 7C per token."""
+    """Bytes moved by the fused Triton passes (docs/kernel_math.md): forward 4C, backward 7C per token."""
     return 4 * n * channels * elem, 7 * n * channels * elem
 
 

@@ -25,7 +25,10 @@ PYTHON=${PYTHON:-python}
 if [[ "$GPUS" -eq 1 && "$NNODES" -eq 1 ]]; then
     exec "$PYTHON" "$SCRIPT" --launcher none "$@"
 fi
+# Check the config and its inputs once, in one process, before torchrun starts GPUS of them: a wrong
+# path stops here with one line instead of once per process inside torchrun's failure report.
+"$PYTHON" "$SCRIPT" --check-only "$@" || exit $?
 exec "$PYTHON" -m torch.distributed.run \
     --nnodes="$NNODES" --node_rank="$NODE_RANK" --master_addr="$MASTER_ADDR" \
     --nproc_per_node="$GPUS" --master_port="$PORT" \
-    "$SCRIPT" --launcher pytorch "$@"
+    "$SCRIPT" --launcher pytorch --no-input-check "$@"

@@ -21,6 +21,12 @@ classifiers their logits.
 """
 from __future__ import annotations
 
+import warnings
+
+# setuptools' "pkg_resources is deprecated" notice, raised when mmengine and mmcv are imported (once per
+# process): nothing the user can act on. Filtered here, in the tool, before those imports.
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)
+
 import argparse
 import functools
 import importlib

@@ -7,6 +7,12 @@ Metrics come from the config's ``test_evaluator`` (COCO bbox/segm AP, mIoU, top-
 """
 from __future__ import annotations
 
+import warnings
+
+# setuptools' "pkg_resources is deprecated" notice, raised when mmengine and mmcv are imported (once per
+# process): nothing the user can act on. Filtered here, in the tool, before those imports.
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)
+
 import argparse
 import os.path as osp
 
@@ -55,9 +61,12 @@ def main(argv: list[str] | None = None) -> None:
             check_run_inputs(cfg, 'test', checkpoint=args.checkpoint, deep=is_first_rank())
         if args.tta:
             wrap_tta(cfg, args.config)
-        setup_launcher(cfg, args.launcher)
+        # --check-only starts no process group: the launcher's own checks come with the real run
+        setup_launcher(cfg, 'none' if args.check_only else args.launcher)
 
     prepare_or_exit('test', prepare)
+    if args.check_only:
+        return
     build_runner(cfg).test()
     close_process_group()
 

@@ -7,6 +7,12 @@ started by ``tools/train.sh CONFIG GPUS [args]``; on its own it trains in one pr
 """
 from __future__ import annotations
 
+import warnings
+
+# setuptools' "pkg_resources is deprecated" notice, raised when mmengine and mmcv are imported (once per
+# process): nothing the user can act on. Filtered here, in the tool, before those imports.
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)
+
 import argparse
 
 from mmmila.utils.cli import (build_runner, is_first_rank, load_config, parse_tool_args, prepare_or_exit,
@@ -42,9 +48,12 @@ def main(argv: list[str] | None = None) -> None:
         set_resume(cfg, args.resume)
         if not args.no_input_check:
             check_run_inputs(cfg, 'train', deep=is_first_rank())
-        setup_launcher(cfg, args.launcher)
+        # --check-only starts no process group: the launcher's own checks come with the real run
+        setup_launcher(cfg, 'none' if args.check_only else args.launcher)
 
     prepare_or_exit('train', prepare)
+    if args.check_only:
+        return
     build_runner(cfg).train()
     close_process_group()
 

@@ -1,7 +1,7 @@
 """Memory-lean PyTorch implementation of MILA's linear attention (the default CPU path).
 
 Same maths as :func:`mmmila.ops.reference.mila_linear_attention_ref` and the same contract as the
-Triton kernels (KERNEL_MATH.md): an autograd Function that saves only its inputs ``qk``, ``v`` and
+Triton kernels (docs/kernel_math.md): an autograd Function that saves only its inputs ``qk``, ``v`` and
 the per-head S (d x d) and m (d); the feature map, RoPE and z are recomputed in backward. Tokens
 are processed in chunks, so temporaries stay chunk-sized (cache-resident, no page faults of
 N x C buffers) and peak memory is O(N C) for the outputs only.

@@ -29,6 +29,9 @@ def tool_parser(description: str, tool: str, work_dir_holds: str,
                         help=f'job launcher (tools/{tool}.sh sets it)')
     parser.add_argument('--no-input-check', action='store_true',
                         help='skip checking data folders, annotation files and checkpoint paths')
+    parser.add_argument('--check-only', action='store_true',
+                        help='check the config and its inputs, then exit without running (tools/'
+                        f'{tool}.sh does this once before it starts several processes)')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0, help=argparse.SUPPRESS)
     return parser
 

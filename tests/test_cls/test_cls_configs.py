@@ -8,7 +8,7 @@ import torch
 
 from ..conftest import REPO
 
-# Facts of the authors' ImageNet recipe (shared/spec/RECIPES.md).
+# Facts of the authors' ImageNet recipe (docs/recipes.md).
 RECIPE = {
     't': dict(arch='tiny', batch=128, drop_path=0.2, mesa=1.0, width=512, top1=83.5),
     's': dict(arch='small', batch=64, drop_path=0.3, mesa=1.5, width=512, top1=84.4),

@@ -12,7 +12,7 @@ from ..conftest import REPO, TINY_ARCH
 sys.path.insert(0, str(REPO / 'tools'))
 import get_flops  # noqa: E402
 
-# fvcore on the authors' model (MILA.md): classifier FLOPs at 224 and parameters.
+# fvcore on the authors' model (docs/model.md, variants table): classifier FLOPs at 224 and parameters.
 PAPER = {'t': (4.149e9, 24.392e6), 's': (7.278e9, 43.015e6), 'b': (16.157e9, 95.984e6)}
 HEAD = {'t': 512 * 1000, 's': 512 * 1000, 'b': 768 * 1000}  # the linear head's multiply-adds
 

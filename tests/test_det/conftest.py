@@ -79,7 +79,7 @@ def toy_step_config(path: Path, root: Path, work_dir: Path, narrow: bool = True)
     cfg.model.roi_head.bbox_head.num_classes = len(TOY_CLASSES)
     cfg.model.roi_head.mask_head.num_classes = len(TOY_CLASSES)
     cfg.model.backbone.init_cfg = None
-    # untrained weights score below mmdet's 0.05 threshold (INSTALL_NOTES trap 7): keep every box
+    # untrained weights score below mmdet's 0.05 score threshold: keep every box
     cfg.model.test_cfg.rcnn.score_thr = 0.0
     cfg.model.test_cfg.rcnn.max_per_img = 10
     if narrow:

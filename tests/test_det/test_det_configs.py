@@ -8,7 +8,7 @@ from mmengine.registry import DefaultScope
 
 from .conftest import DET_CONFIGS, toy_step_config
 
-# (arch, C, drop_path_rate, epochs, lr milestones, checkpoint file) per config, from RECIPES.md;
+# (arch, C, drop_path_rate, epochs, lr milestones, checkpoint file) per config, from docs/recipes.md;
 # B 3x is mmmila's derivation (B 1x + the 3x changes the authors made for T and S).
 RECIPE = {
     't_1x': ('tiny', 64, 0.1, 12, [8, 11], 'MLLA_T.pth'),

@@ -73,6 +73,22 @@ def test_test_sh_rejects_bad_usage(tmp_path):
     assert result.returncode == 2 and "GPUS must be a positive integer" in result.stderr
 
 
+def test_train_sh_missing_data_stops_once_before_spawning(tmp_path):
+    """The mission's command without data/coco/: one sentence, before torchrun starts 8 processes."""
+    env = tool_env()
+    result = subprocess.run(['bash', str(TRAIN_SH), str(DET_CONFIGS['t_3x']), '8'], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert output.count('data/coco/') >= 1 and output.count('does not exist') == 1, output[-3000:]
+    errors = [line for line in output.splitlines() if line.strip()]
+    assert len(errors) <= 2, errors   # the error line, at most one line of context
+    assert errors[-1].startswith('tools/train.py: error: ') and 'COCO' in errors[-1]
+    for noise in ('ChildFailedError', 'Traceback', 'pkg_resources', 'torch.distributed.run'):
+        assert noise not in output
+    assert not (tmp_path / 'work_dirs').exists()   # nothing was started
+
+
 @pytest.mark.slow
 def test_train_sh_two_processes_run_ddp_over_gloo(toy_root, tmp_path):
     """GPUS=2 on CPU: two ranks train on different images and end with identical weights."""

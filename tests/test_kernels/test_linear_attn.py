@@ -136,7 +136,8 @@ def test_launch_config(n, bh, chunks):
 @pytest.mark.parametrize('batch,hw,nh', [(1, (7, 7), 16), (2, (25, 38), 2), (1, (56, 56), 1),
                                          (1, (37, 111), 2)])
 def test_float32_larger(batch, hw, nh):
-    """STYLE.md's grid (N = 49, 950, 3136, 4107, up to 16 heads); slow under the interpreter."""
+    """Map sizes from 7x7 to 56x56 and a long thin one (N = 49, 950, 3136, 4107), up to 16 heads; slow under
+    the interpreter."""
     qk, v, g = make_inputs(batch, hw, nh, device=DEVICE)
     kern = _run(qk, v, g, hw, nh)
     ref = outputs_and_grads(mila_linear_attention_ref, qk, v, g, hw, nh)

@@ -1,4 +1,4 @@
-"""MILA reproduces the authors' implementation (shared/fixtures/mila_official_tiny.pt) to round-off."""
+"""MILA reproduces the authors' implementation (tests/data/mila_official_tiny.pt) to round-off."""
 from __future__ import annotations
 
 import torch

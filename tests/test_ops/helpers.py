@@ -17,7 +17,7 @@ def make_inputs(batch: int, hw: tuple[int, int], num_heads: int, head_dim: int =
 
 
 def attention_f64(qk: torch.Tensor, v: torch.Tensor, hw: tuple[int, int], num_heads: int) -> torch.Tensor:
-    """MILA's attention written independently from KERNEL_MATH.md, all in float64 autograd.
+    """MILA's attention written independently from docs/kernel_math.md, all in float64 autograd.
 
     The angles are formed in float32 from integer positions (the spec's rule, so that float32
     implementations can be compared at round-off level), everything after that in float64.

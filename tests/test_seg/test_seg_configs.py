@@ -1,4 +1,4 @@
-"""The shipped UperNet configs hold the paper's ADE20K recipe (RECIPES.md) and mmmila's T/S choices."""
+"""The shipped UperNet configs hold the paper's ADE20K recipe (docs/recipes.md) and mmmila's T/S choices."""
 from __future__ import annotations
 
 import pytest
