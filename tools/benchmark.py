@@ -464,6 +464,9 @@ def parse_args(argv=None):
     parser.add_argument('--time', choices=('wall', 'cpu'), default='wall',
                         help='time plotted and given per megapixel: wall clock, or the process CPU time '
                         '(with --threads 1 on a shared CPU: the work done, whatever else runs)')
+    parser.add_argument('--memory', choices=('fresh-process', 'none'), default='fresh-process',
+                        help='peak memory of each model, size and mode in a fresh process (default), '
+                        'or not measured (e.g. a second run at another thread count)')
     parser.add_argument('--peak-memory-of', default=None, help=argparse.SUPPRESS)  # the memory child
     args = parser.parse_args(argv)
     if args.peak_memory_of:
@@ -494,6 +497,8 @@ def main(argv=None) -> int:
     specs = {m: m for m in args.models} | {Path(c).stem: c for c in args.config}
 
     def memory(name, size, mode):
+        if args.memory == 'none':
+            return None
         return peak_memory_in_subprocess(specs[name], size, mode, args.batch, device, args.threads)
 
     results = benchmark_models(jobs, args.sizes, args.modes, args.batch, device, args.warmup, args.repeats,
