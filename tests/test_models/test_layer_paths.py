@@ -60,9 +60,9 @@ def ref_block(blk, x, hw):
     y = F.silu(to_tokens(blk.dwc(to_map(blk.in_proj(n), hw))))
     attn = blk.attn
     y = mila_linear_attention_ref(attn.qk(y), y, hw, attn.num_heads) + to_tokens(attn.lepe(to_map(y, hw)))
-    x = x + blk.out_proj(y * gate)
+    x = x + blk.drop_path(blk.out_proj(y * gate))
     x = x + to_tokens(blk.cpe2(to_map(x, hw)))
-    return x + blk.mlp.fc2(F.gelu(blk.mlp.fc1(blk.norm2(x))))
+    return x + blk.drop_path(blk.mlp.fc2(F.gelu(blk.mlp.fc1(blk.norm2(x)))))
 
 
 def ref_forward(model: MILA, img: torch.Tensor):
@@ -91,9 +91,9 @@ def ref_forward(model: MILA, img: torch.Tensor):
 
 
 # ---- comparisons --------------------------------------------------------------------------------
-def build_pair(seed=0):
+def build_pair(seed=0, drop_path_rate=0.0):
     torch.manual_seed(seed)
-    model = MILA(arch=TINY_ARCH, out_indices=(0, 1, 2, 3), drop_path_rate=0.0).double()
+    model = MILA(arch=TINY_ARCH, out_indices=(0, 1, 2, 3), drop_path_rate=drop_path_rate).double()
     model.apply(_init_linear_and_norm)
     for m in model.modules():   # non-trivial BatchNorm state, so that eval mode tests the folding
         if isinstance(m, nn.BatchNorm2d):
@@ -106,6 +106,7 @@ def build_pair(seed=0):
 
 def run(model, fn, img, weights):
     model.zero_grad(set_to_none=True)
+    torch.manual_seed(7)   # the same stochastic-depth draws, in the same order, for both
     outs = fn(model, img)
     sum((o * w).sum() for o, w in zip(outs, weights)).backward()
     return [o.detach() for o in outs]
@@ -115,10 +116,11 @@ def rel(a, b):
     return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
 
 
-@pytest.mark.parametrize('train', [True, False], ids=['train', 'eval'])
-@pytest.mark.parametrize('batch,size', [(1, (70, 98)), (2, (64, 64))])
-def test_fast_paths_equal_plain_implementation(train, batch, size):
-    fast, ref = build_pair()
+@pytest.mark.parametrize('train,batch,size,drop_path', [
+    (True, 1, (70, 98), 0.0), (False, 1, (70, 98), 0.0), (True, 2, (64, 64), 0.0),
+    (False, 2, (64, 64), 0.0), (True, 2, (64, 64), 0.5)])
+def test_fast_paths_equal_plain_implementation(train, batch, size, drop_path):
+    fast, ref = build_pair(drop_path_rate=drop_path)
     fast.train(train)
     ref.train(train)
     img = torch.rand(batch, 3, *size, dtype=torch.float64)
