@@ -34,8 +34,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
-import platform
 import random
 import statistics
 import subprocess
@@ -49,20 +47,10 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
+from mmmila.bench.machine import machine_info
+from mmmila.bench.models import BACKBONES, LABELS, build_backbone, build_from_config
+
 MODES = ('forward', 'forward+backward')
-# Name -> (registry, backbone config); dense-prediction backbones returning all four stages.
-BACKBONES = {
-    'mila-t': ('mmpretrain', dict(type='MILA', arch='tiny')),
-    'mila-s': ('mmpretrain', dict(type='MILA', arch='small')),
-    'mila-b': ('mmpretrain', dict(type='MILA', arch='base')),
-    'swin-t': ('mmpretrain', dict(type='SwinTransformer', arch='tiny', pad_small_map=True)),
-    'swin-s': ('mmpretrain', dict(type='SwinTransformer', arch='small', pad_small_map=True)),
-    'convnext-t': ('mmpretrain', dict(type='ConvNeXt', arch='tiny', gap_before_final_norm=False)),
-    'convnext-s': ('mmpretrain', dict(type='ConvNeXt', arch='small', gap_before_final_norm=False)),
-}
-LABELS = {'mila-t': 'MILA-T', 'mila-s': 'MILA-S', 'mila-b': 'MILA-B', 'swin-t': 'Swin-T (mmpretrain)',
-          'swin-s': 'Swin-S (mmpretrain)', 'convnext-t': 'ConvNeXt-T (mmpretrain)',
-          'convnext-s': 'ConvNeXt-S (mmpretrain)'}
 
 
 @dataclass
@@ -87,29 +75,6 @@ class Result:
 
 
 # ---- models --------------------------------------------------------------------------------
-def build_backbone(name: str) -> nn.Module:
-    """A dense-prediction backbone by name (all four stages out, no stochastic depth)."""
-    if name not in BACKBONES:
-        raise ValueError(f'unknown model {name!r}; choose from {sorted(BACKBONES)} or pass --config')
-    import mmmila  # noqa: F401  (registers MILA)
-    from mmengine.registry import DefaultScope
-    from mmpretrain.registry import MODELS
-
-    cfg = dict(BACKBONES[name][1], out_indices=(0, 1, 2, 3), drop_path_rate=0.0)
-    # mmpretrain's classes, also when an mmdet / mmseg run has set another default scope
-    with DefaultScope.overwrite_default_scope('mmpretrain'):
-        return MODELS.build(cfg)
-
-
-def build_from_config(path: str, batch: int = 1) -> Callable[[int], nn.Module]:
-    """A factory ``size -> model`` for a config's model in tensor mode (see tools/get_flops.py)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import get_flops
-
-    cfg = get_flops.load_config(path)
-    return lambda size: get_flops.tensor_mode(get_flops.build_model(cfg), size, size, batch)
-
-
 def _tensors(out) -> list[torch.Tensor]:
     if isinstance(out, torch.Tensor):
         return [out]
@@ -316,23 +281,6 @@ def _print_peak_memory(spec: str, size: int, mode: str, batch: int, device: torc
 
 
 # ---- reporting -------------------------------------------------------------------------------
-def machine_info(device: torch.device) -> dict:
-    """CPU/GPU model, cores, threads, versions, load average."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        out = subprocess.run(['lscpu'], capture_output=True, text=True, check=False).stdout
-        names = [ln.split(':', 1)[1].strip() for ln in out.splitlines() if ln.startswith('Model name')]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
-    info = dict(cpu=cpu, cores=os.cpu_count(), torch=torch.__version__, threads=torch.get_num_threads(),
-                python=platform.python_version(), device=str(device),
-                load_average=' / '.join(f'{x:.2f}' for x in os.getloadavg()))
-    if device.type == 'cuda':
-        info['gpu'] = torch.cuda.get_device_name(device)
-    return info
-
-
 def write_csv(results: list[Result], path: Path) -> None:
     names = [f.name for f in fields(Result)]
     lines = [','.join(names + ['megapixels'])]

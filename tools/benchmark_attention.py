@@ -7,7 +7,8 @@
 
 Variants (all take qk (B, N, 2C) and v (B, N, C) and return (B, N, C) before LePE):
 
-- ``authors``: a plain transcription of the authors' formulation, written from docs/model.md: elu+1, RoPE
+- ``authors``: a plain transcription of the authors' formulation (``mmmila.bench.authors_attention``,
+  written from docs/model.md, using none of mmmila's code): elu+1, RoPE
   by complex multiplication in float32 with an (H, W, C/2) complex table, heads by reshape/permute,
   k.mean, z, kv = (k_r N^-1/2)^T (v N^-1/2), (q_r kv) z; plain autograd. The baseline (the
   table is made once per shape, outside the timed calls, like the classification model's buffer).
@@ -47,8 +48,10 @@ import sys
 import time
 
 import torch
-import torch.nn.functional as F
 
+from mmmila.bench.authors_attention import authors_attention, authors_table, complex_rope, dense_rope
+from mmmila.bench.machine import machine_line
+from mmmila.bench.traffic import count_traffic, fused_bytes
 from mmmila.ops import mila_linear_attention_cpu, mila_linear_attention_ref, rope2d_cos_sin
 
 # (image H, image W) -> stage maps at strides 4, 8, 16, 32; MILA-T widths and heads.
@@ -70,76 +73,6 @@ def image_size(text: str) -> tuple[int, int]:
 def size_arg(text: str) -> str:
     image_size(text)   # argparse reports the error
     return text
-
-
-def authors_angles(hw: tuple[int, int], channels: int, device) -> torch.Tensor:
-    """The (H, W, C/2) float32 RoPE angles of the map: row * theta for the first C/4 pairs, col * theta after.
-
-    Written from docs/model.md on purpose rather than through mmmila.ops.rope2d: the baseline uses none
-    of mmmila's code, so that the equality check between them means something.
-    """
-    height, width = hw
-    quarter = channels // 4
-    theta = 10000.0 ** (-torch.arange(quarter, dtype=torch.float32, device=device) / quarter)
-    rows = torch.arange(height, dtype=torch.float32, device=device)[:, None, None] * theta
-    cols = torch.arange(width, dtype=torch.float32, device=device)[None, :, None] * theta
-    return torch.cat([rows.expand(height, width, quarter), cols.expand(height, width, quarter)], -1)
-
-
-def authors_table(hw: tuple[int, int], channels: int, device) -> torch.Tensor:
-    """The (H, W, C/2) complex64 rotation table of the authors' classification model."""
-    angles = authors_angles(hw, channels, device)
-    return torch.polar(torch.ones_like(angles), angles)
-
-
-def authors_attention(qk, v, hw, num_heads, make_rope):
-    """Baseline (a): the authors' formulation as separate ops, plain autograd.
-
-    ``make_rope(device)`` is called once per call and returns the rotation, (B, N, C) -> (B, N, C)
-    in float32, that q and k share: :func:`complex_rope` (the baseline) or :func:`dense_rope` (the
-    dense-prediction variant, which builds its tables there).
-    """
-    B, N, C = v.shape
-    d = C // num_heads
-    q = F.elu(qk[..., :C]) + 1.0
-    k = F.elu(qk[..., C:]) + 1.0
-    rope = make_rope(qk.device)
-
-    def heads(x):
-        return x.reshape(B, N, num_heads, d).permute(0, 2, 1, 3)
-
-    q_r, k_r = heads(rope(q)), heads(rope(k))
-    q, k, vh = heads(q), heads(k), heads(v)
-    z = 1 / (q @ k.mean(dim=-2, keepdim=True).transpose(-2, -1) + 1e-6)
-    kv = (k_r.transpose(-2, -1) * (N ** -0.5)) @ (vh * (N ** -0.5))
-    out = q_r @ kv * z
-    return out.transpose(1, 2).reshape(B, N, C)
-
-
-def complex_rope(table: torch.Tensor):
-    """RoPE of the classification model: complex multiplication by a table made once per shape."""
-    height, width, pairs = table.shape
-
-    def rope(x):
-        xc = torch.view_as_complex(x.float().reshape(x.shape[0], height, width, pairs, 2))
-        return torch.view_as_real(xc * table).reshape(x.shape)
-    return lambda device: rope
-
-
-def dense_rope(hw: tuple[int, int], channels: int):
-    """RoPE as docs/model.md describes the dense-prediction backbone's: the angles of the current map
-    computed for every input (once per call, shared by q and k), float32 cos/sin tables, real
-    arithmetic on the pairs."""
-    def make_rope(device):
-        angles = authors_angles(hw, channels, device)   # per input: the map size varies
-        cos, sin = angles.cos(), angles.sin()
-
-        def rope(x):
-            pairs = x.float().reshape(x.shape[0], hw[0], hw[1], channels // 2, 2)
-            re, im = pairs[..., 0], pairs[..., 1]
-            return torch.stack([re * cos - im * sin, re * sin + im * cos], dim=-1).reshape(x.shape)
-        return rope
-    return make_rope
 
 
 def make_variants(hw, channels, device, with_compile: bool) -> dict:
@@ -258,53 +191,6 @@ def peak_memory_child(args):
     print(json.dumps({'peak_bytes': peak}))
 
 
-# Ops that only re-describe memory (no data moved); everything else is counted as reading its
-# tensor inputs and writing its outputs once, the minimum any implementation of that op needs.
-_VIEW_OPS = {'view', '_unsafe_view', '_reshape_alias', 'reshape', 'transpose', 'permute', 'expand',
-             'slice', 'select', 'unsqueeze', 'squeeze', 'as_strided', 'alias', 'detach', 't',
-             'split', 'unbind', 'view_as_real', 'view_as_complex', 'unflatten', 'flatten',
-             'split_with_sizes', 'lift_fresh', '_conj', 'conj'}
-
-
-def _touched_bytes(t) -> int:
-    if not isinstance(t, torch.Tensor):
-        return 0
-    return min(t.numel(), t.untyped_storage().nbytes() // t.element_size()) * t.element_size()
-
-
-def count_traffic(fn, qk, v, g, nh):
-    """Bytes read + written by the ATen ops of one forward and one backward, and op counts."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-    from torch.utils._pytree import tree_flatten
-
-    class Counter(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.bytes, self.ops = 0, 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            if func.overloadpacket.__name__.rstrip('_') not in _VIEW_OPS:
-                tensors = tree_flatten((args, kwargs or {}))[0] + tree_flatten(out)[0]
-                self.bytes += sum(_touched_bytes(t) for t in tensors)
-                self.ops += 1
-            return out
-
-    qk = qk.detach().requires_grad_()
-    v = v.detach().requires_grad_()
-    fwd, bwd = Counter(), Counter()
-    with fwd:
-        out = fn(qk, v, nh)
-    with bwd:
-        out.backward(g)
-    return fwd.bytes, fwd.ops, bwd.bytes, bwd.ops
-
-
-def fused_bytes(n: int, channels: int, elem: int) -> tuple[int, int]:
-    """Bytes moved by the fused Triton passes (docs/kernel_math.md): forward 4C, backward 7C per token."""
-    return 4 * n * channels * elem, 7 * n * channels * elem
-
-
 def traffic_table(args):
     """Markdown table of bytes moved per attention call, each MILA-T stage at 1280 x 800, B = 1."""
     bandwidth = 3.35e12   # H100 SXM HBM3, bytes/s
@@ -341,23 +227,6 @@ def peak_memory(args, variant, hw, channels, nh, mode):
         cmd.append('--warm-heap')
     res = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])['peak_bytes']
-
-
-def machine_info(device) -> str:
-    """One line: tools/benchmark.py's machine facts, plus the OpenMP settings that change timings."""
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from benchmark import machine_info as machine_facts
-
-    facts = machine_facts(device)
-    info = (f"{facts['cpu']}, {facts['cores']} cores, {facts['threads']} threads, "
-            f"torch {facts['torch']}, python {facts['python']}")
-    for var in ('OMP_NUM_THREADS', 'OMP_WAIT_POLICY'):
-        if os.environ.get(var):
-            info += f', {var}={os.environ[var]}'
-    info += f", load average {facts['load_average']}"  # other work on the machine skews timings
-    if 'gpu' in facts:
-        info += f", {facts['gpu']}"
-    return info
 
 
 def keep_heap_warm() -> None:
@@ -414,7 +283,7 @@ def main(argv=None):
         return traffic_table(args)
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype)
-    print(f'# machine: {machine_info(device)}')
+    print(f'# machine: {machine_line(device)}')
     print(f'# command: python {" ".join(sys.argv)}' + ('  (glibc heap kept warm)' if args.warm_heap else ''))
     results = []
     for size in args.sizes:
@@ -462,7 +331,7 @@ def main(argv=None):
     print('\n# load average at the end: %.2f / %.2f / %.2f' % os.getloadavg())
     if args.json:
         with open(args.json, 'w') as f:
-            json.dump(dict(machine=machine_info(device), command=sys.argv, results=results), f, indent=1)
+            json.dump(dict(machine=machine_line(device), command=sys.argv, results=results), f, indent=1)
 
 
 if __name__ == '__main__':

@@ -1,18 +1,27 @@
 """tools/benchmark.py: statistics, call counting, peak memory, the comparison models and the report.
 
-No timing is asserted: only what the tool computes from the times it measured.
+No timing is asserted: only what the tool computes from the times it measured. The tool's own
+functions are read from its file as ``python tools/benchmark.py`` reads them (``runpy``, nothing
+added to ``sys.path``); the command line runs as a subprocess; the models it builds come from
+``mmmila.bench``.
 """
 from __future__ import annotations
 
+import runpy
+import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
 
+from mmmila.bench import models as bench_models
+from mmmila.bench.machine import machine_info
+
 from ..conftest import REPO, TINY_ARCH
 
-sys.path.insert(0, str(REPO / 'tools'))
-import benchmark  # noqa: E402
+TOOL = REPO / 'tools' / 'benchmark.py'
+benchmark = SimpleNamespace(**runpy.run_path(str(TOOL), run_name='benchmark_tool'))
 
 
 def test_summarise_reports_median_quartiles_throughput_and_per_pixel_cost():
@@ -64,7 +73,7 @@ def test_peak_memory_is_the_peak_of_live_tensors():
 
 @pytest.mark.parametrize('name', ['swin-t', 'convnext-t'])
 def test_comparison_backbones_return_four_maps_at_any_size(name):
-    model = benchmark.build_backbone(name)
+    model = bench_models.build_backbone(name)
     model.eval()  # (mmpretrain's SwinTransformer.train() returns None)
     with torch.inference_mode():
         outs = model(torch.rand(1, 3, 160, 96))  # 5 x 3 at stride 32: below Swin's 7 x 7 window
@@ -90,7 +99,7 @@ def test_benchmark_and_report(tmp_path):
     fwd = {r.size: r.peak_mem_mb for r in results if r.mode == 'forward'}
     assert fwd[64] < fwd[96] < fwd[128]  # more pixels, more activation memory
 
-    before = benchmark.machine_info(torch.device('cpu'))
+    before = machine_info(torch.device('cpu'))
     from datetime import datetime, timezone
     md = tmp_path / 'report.md'
     benchmark.write_report(results, tmp_path / 'bench', md, before, before, datetime.now(timezone.utc),
@@ -107,19 +116,31 @@ def test_benchmark_and_report(tmp_path):
 
 def test_a_config_model_is_measured_in_tensor_mode(tmp_path):
     from .conftest import tiny_config
-    factory = benchmark.build_from_config(str(tiny_config(tmp_path)), batch=2)
+    factory = bench_models.build_from_config(str(tiny_config(tmp_path)), batch=2)
     assert factory(64)(torch.rand(2, 3, 64, 64)).shape == (2, 10)  # the classifier's logits
     results = benchmark.benchmark('cfg', factory, [64], ['forward'], 2, torch.device('cpu'), warmup=1,
                                   repeats=1, min_time=0.0, max_repeats=1, log=lambda _: None)
     assert len(results) == 1 and results[0].images_per_s > 0 and results[0].batch == 2
 
 
-def test_cli_rejects_unknown_models(capsys):
-    with pytest.raises(SystemExit):
-        benchmark.parse_args(['mila-t', 'resnet-50'])
-    assert "unknown model(s) ['resnet-50']" in capsys.readouterr().err
+def test_cli_rejects_unknown_models():
+    res = subprocess.run([sys.executable, str(TOOL), 'mila-t', 'resnet-50'], capture_output=True, text=True,
+                         cwd=REPO, timeout=600)
+    assert res.returncode == 2 and "unknown model(s) ['resnet-50']" in res.stderr
     with pytest.raises(ValueError, match='unknown model'):
-        benchmark.build_backbone('vit-b')
+        bench_models.build_backbone('vit-b')
+
+
+def test_cli_measures_a_config_and_writes_the_report(tmp_path):
+    from .conftest import tiny_config
+    prefix = tmp_path / 'run'
+    subprocess.run([sys.executable, str(TOOL), '--config', str(tiny_config(tmp_path)), '--sizes', '64',
+                    '--modes', 'forward', '--repeats', '1', '--min-time', '0', '--max-repeats', '1',
+                    '--threads', '1', '--out', str(prefix)], check=True, capture_output=True, text=True,
+                   cwd=REPO, timeout=600)
+    csv = (tmp_path / 'run.csv').read_text().splitlines()
+    assert len(csv) == 2 and csv[1].split(',')[1:4] == ['64', 'forward', '1']
+    assert 'python tools/benchmark.py --config' in (tmp_path / 'run.md').read_text()
 
 
 def test_time_interleaved_runs_every_model_once_per_round_in_shuffled_orders():

@@ -1,16 +1,24 @@
-"""tools/get_flops.py: the paper's FLOPs at 224, and the attention counted through any autograd Function."""
+"""tools/get_flops.py (run as a subprocess) and its counting (``mmmila.bench.flops``): the paper's
+FLOPs at 224, and the attention counted through any autograd Function."""
 from __future__ import annotations
 
+import subprocess
 import sys
 
 import pytest
 import torch
 import torch.nn as nn
 
+from mmmila.bench import flops as get_flops
+
 from ..conftest import REPO, TINY_ARCH
 
-sys.path.insert(0, str(REPO / 'tools'))
-import get_flops  # noqa: E402
+TOOL = REPO / 'tools' / 'get_flops.py'
+
+
+def run_tool(*args):
+    return subprocess.run([sys.executable, str(TOOL), *args], capture_output=True, text=True, cwd=REPO,
+                          timeout=600)
 
 # fvcore on the authors' model (docs/model.md, variants table): classifier FLOPs at 224 and parameters.
 PAPER = {'t': (4.149e9, 24.392e6), 's': (7.278e9, 43.015e6), 'b': (16.157e9, 95.984e6)}
@@ -19,9 +27,10 @@ HEAD = {'t': 512 * 1000, 's': 512 * 1000, 'b': 768 * 1000}  # the linear head's 
 
 @pytest.mark.parametrize('variant', ['t', pytest.param('s', marks=pytest.mark.slow),
                                      pytest.param('b', marks=pytest.mark.slow)])
-def test_classifier_flops_at_224_are_the_papers(variant, capsys):
-    assert get_flops.main([str(REPO / 'configs' / f'mila_{variant}_in1k.py'), '--shape', '224']) == 0
-    out = capsys.readouterr().out
+def test_classifier_flops_at_224_are_the_papers(variant):
+    res = run_tool(str(REPO / 'configs' / f'mila_{variant}_in1k.py'), '--shape', '224')
+    assert res.returncode == 0, res.stderr
+    out = res.stdout
     rows = {ln.split()[0]: ln.split() for ln in out.splitlines() if ln.startswith(('whole', 'backbone'))}
     params, flops = float(rows['whole'][2]) * 1e6, float(rows['whole'][4]) * 1e9
     backbone_flops = float(rows['backbone'][4]) * 1e9
@@ -151,7 +160,6 @@ def test_handle_needs_the_number_of_heads():
     assert analyzer.total() == 16 * 64 * 65  # heads from the model's layer widths: d = 32
 
 
-def test_cli_rejects_a_bad_shape(capsys):
-    with pytest.raises(SystemExit):
-        get_flops.parse_args(['configs/mila_t_in1k.py', '--shape', '1', '2', '3'])
-    assert '--shape takes H W' in capsys.readouterr().err
+def test_cli_rejects_a_bad_shape():
+    res = run_tool('configs/mila_t_in1k.py', '--shape', '1', '2', '3')
+    assert res.returncode == 2 and '--shape takes H W' in res.stderr

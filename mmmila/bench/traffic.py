@@ -1,0 +1,51 @@
+"""Bytes moved by a call: counted over its ATen ops, and the fused kernels' figure by formula."""
+from __future__ import annotations
+
+import torch
+
+# Ops that only re-describe memory (no data moved); everything else is counted as reading its
+# tensor inputs and writing its outputs once, the minimum any implementation of that op needs.
+VIEW_OPS = {'view', '_unsafe_view', '_reshape_alias', 'reshape', 'transpose', 'permute', 'expand',
+            'slice', 'select', 'unsqueeze', 'squeeze', 'as_strided', 'alias', 'detach', 't',
+            'split', 'unbind', 'view_as_real', 'view_as_complex', 'unflatten', 'flatten',
+            'split_with_sizes', 'lift_fresh', '_conj', 'conj'}
+
+
+def _touched_bytes(t) -> int:
+    if not isinstance(t, torch.Tensor):
+        return 0
+    return min(t.numel(), t.untyped_storage().nbytes() // t.element_size()) * t.element_size()
+
+
+def count_traffic(fn, qk, v, g, nh):
+    """Bytes read + written by the ATen ops of one forward ``fn(qk, v, nh)`` and one backward
+    (``out.backward(g)``), and op counts: (forward bytes, forward ops, backward bytes, backward ops)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_flatten
+
+    class Counter(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.bytes, self.ops = 0, 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func.overloadpacket.__name__.rstrip('_') not in VIEW_OPS:
+                tensors = tree_flatten((args, kwargs or {}))[0] + tree_flatten(out)[0]
+                self.bytes += sum(_touched_bytes(t) for t in tensors)
+                self.ops += 1
+            return out
+
+    qk = qk.detach().requires_grad_()
+    v = v.detach().requires_grad_()
+    fwd, bwd = Counter(), Counter()
+    with fwd:
+        out = fn(qk, v, nh)
+    with bwd:
+        out.backward(g)
+    return fwd.bytes, fwd.ops, bwd.bytes, bwd.ops
+
+
+def fused_bytes(n: int, channels: int, elem: int) -> tuple[int, int]:
+    """Bytes moved by the fused Triton passes (docs/kernel_math.md): forward 4C, backward 7C per token."""
+    return 4 * n * channels * elem, 7 * n * channels * elem
