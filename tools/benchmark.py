@@ -1,11 +1,11 @@
 #!/usr/bin/env python
 """Speed and memory of whole backbones (or models from configs) over input sizes, side by side.
 
-    # MILA-T beside mmpretrain's Swin-T and ConvNeXt-T, dense-prediction backbones, 224^2 ... 2048^2
+    # MILA-T beside mmpretrain's Swin-T and ConvNeXt-T, dense-prediction backbones, 224^2 ... 1024^2
     # (the command of docs/benchmark_models.md):
-    python tools/benchmark.py mila-t swin-t convnext-t --sizes 224 512 1024 2048 \\
-        --backward-sizes 224 512 1024 --threads 1 --time cpu --out docs/benchmark_scaling \\
-        --markdown docs/benchmark_models.md
+    python tools/benchmark.py mila-t swin-t convnext-t --sizes 224 512 1024 \\
+        --backward-sizes 224 512 1024 --threads 1 --time cpu --repeats 3 --min-time 0 \\
+        --max-repeats 3 --out docs/benchmark_scaling --markdown docs/benchmark_models.md
     # a model from a config (classifier logits, detector / segmentor tensor mode):
     python tools/benchmark.py --config configs/mila_t_in1k.py --sizes 224 --modes forward
 
