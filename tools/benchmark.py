@@ -1,25 +1,29 @@
 #!/usr/bin/env python
 """Speed and memory of whole backbones (or models from configs) over input sizes, side by side.
 
-    # MILA-T beside mmpretrain's Swin-T and ConvNeXt-T, dense-prediction backbones, 224^2 ... 2048^2
+    # MILA-T beside mmpretrain's Swin-T and ConvNeXt-T, dense-prediction backbones, 224^2 ... 1024^2
     # (the command of docs/benchmark_models.md):
-    python tools/benchmark.py mila-t swin-t convnext-t --sizes 224 512 1024 2048 \\
-        --backward-sizes 224 512 1024 --threads 1 --time cpu --out docs/benchmark_scaling \\
-        --markdown docs/benchmark_models.md
+    python tools/benchmark.py mila-t swin-t convnext-t --sizes 224 512 1024 \\
+        --backward-sizes 224 512 1024 --threads 1 --time cpu --repeats 3 --min-time 0 \\
+        --max-repeats 3 --out docs/benchmark_scaling --markdown docs/benchmark_models.md
     # a model from a config (classifier logits, detector / segmentor tensor mode):
     python tools/benchmark.py --config configs/mila_t_in1k.py --sizes 224 --modes forward
 
-For each model, input size and mode (``forward``: eval mode under ``torch.inference_mode``;
-``forward+backward``: train mode, forward, mean of every output, backward) it runs untimed warm-up
-calls, then timed calls (at least ``--repeats`` and at least ``--min-time`` seconds, at most
-``--max-repeats``) and reports the median latency, its interquartile range, throughput
-(batch / median) and time per megapixel, the median process CPU time of the same calls, and the
-peak tensor memory of the first warm-up call above what was allocated before it: on CUDA
+For each input size and mode (``forward``: eval mode under ``torch.inference_mode``;
+``forward+backward``: train mode, forward, mean of every output, backward) all models are built
+side by side in one process; each runs untimed warm-up calls, then the timed calls run in
+interleaved rounds -- every round calls each model once, in a shuffled order, so that one model
+does not get a quiet minute and another a busy one -- at least ``--repeats`` rounds and at least
+``--min-time`` seconds per model, at most ``--max-repeats``. It reports the median latency, its
+interquartile range, throughput (batch / median) and time per megapixel, the median process CPU
+time of the same calls, the first model's speed and memory relative to each other model, and the
+peak tensor memory of one call above what was allocated before it, measured for each model, size
+and mode in a fresh process (after one warm-up call there): on CUDA
 ``torch.cuda.max_memory_allocated``, on CPU the running sum of the tensor allocations and frees
 that ``torch.profiler`` records (so it does not depend on how malloc keeps or returns pages).
 On a CPU shared with other jobs, wall time depends on the load; with ``--threads 1`` the process
-CPU time measures the work itself, and ``--time cpu`` plots it. Everything runs in one process,
-one model at a time, on the device given (default: CUDA if available, else CPU).
+CPU time measures the work itself, and ``--time cpu`` plots it. Device: the one given (default:
+CUDA if available, else CPU).
 
 ``--out PREFIX`` writes ``PREFIX.csv`` (every measurement), ``PREFIX.png`` (time, memory and time
 per pixel against pixels, log-log) and a Markdown report (tables, machine, command and date) to
@@ -29,7 +33,10 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
+import random
 import statistics
+import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, fields
@@ -167,34 +174,110 @@ def summarise(model: str, size: int, mode: str, batch: int, times: list[float], 
                   peak_mem_mb=None if peak_bytes is None else peak_bytes / 2**20)
 
 
-def benchmark(name: str, factory: Callable[[int], nn.Module], sizes: list[int], modes: list[str],
-              batch: int, device: torch.device, warmup: int, repeats: int, min_time: float,
-              max_repeats: int, log: Callable[[str], None] = print,
-              backward_sizes: list[int] | None = None) -> list[Result]:
-    """Measure one model over ``sizes`` and ``modes`` (the first warm-up call measures memory);
-    ``forward+backward`` only at ``backward_sizes`` when given."""
+def time_interleaved(steps: dict, device: torch.device, repeats: int, min_time: float,
+                     max_repeats: int, rng: random.Random | None = None) -> dict:
+    """Wall and process-CPU times (s) of ``steps`` (key -> call) measured in interleaved rounds.
+
+    Every round calls each step once, in a shuffled order, so that all of them share the machine's
+    load of the moment and none always follows the same one. Rounds go on until each step has at
+    least ``repeats`` calls and ``min_time`` wall seconds, at most ``max_repeats`` rounds.
+    Returns key -> (wall times, CPU times).
+    """
+    if repeats < 1 or max_repeats < repeats:
+        raise ValueError(f'need 1 <= repeats <= max_repeats, got {repeats} and {max_repeats}')
+    rng = rng or random.Random(0)
+    times = {k: ([], []) for k in steps}
+    rounds = 0
+    while rounds < repeats or (rounds < max_repeats and min(sum(w) for w, _ in times.values()) < min_time):
+        order = list(steps)
+        rng.shuffle(order)
+        for key in order:
+            wall, cpu = times[key]
+            if device.type == 'cuda':
+                torch.cuda.synchronize(device)
+            start, start_cpu = time.perf_counter(), time.process_time()
+            steps[key]()
+            if device.type == 'cuda':
+                torch.cuda.synchronize(device)
+            wall.append(time.perf_counter() - start)
+            cpu.append(time.process_time() - start_cpu)
+        rounds += 1
+    return times
+
+
+def benchmark_models(jobs: list, sizes: list[int], modes: list[str], batch: int, device: torch.device,
+                     warmup: int, repeats: int, min_time: float, max_repeats: int,
+                     log: Callable[[str], None] = print, backward_sizes: list[int] | None = None,
+                     memory: Callable[[str, int, str], int | None] | None = None) -> list[Result]:
+    """Measure models side by side: for each size and mode, ``warmup`` untimed calls each, then
+    :func:`time_interleaved` rounds over all of them (``forward+backward`` only at
+    ``backward_sizes`` when given).
+
+    Args:
+        jobs (list): (name, factory) pairs; ``factory(size)`` builds the model.
+        memory (callable): ``memory(name, size, mode)`` -> peak bytes of one call, e.g. measured in
+            a fresh process (:func:`peak_memory_in_subprocess`); default: :func:`peak_memory` of
+            the first warm-up call in this process.
+    """
     if warmup < 1:
-        raise ValueError('at least one warm-up call is needed (it also measures memory)')
+        raise ValueError('at least one warm-up call is needed')
     results = []
     for size in sizes:
-        model = factory(size).to(device)
+        models = {name: factory(size).to(device) for name, factory in jobs}
         x = torch.rand(batch, 3, size, size, device=device)
         for mode in modes:
             if mode == 'forward+backward' and backward_sizes is not None and size not in backward_sizes:
                 continue
-            step = make_step(model, x, mode)
-            peak = peak_memory(step, device)
-            for _ in range(warmup - 1):
-                step()
-            wall, cpu = time_calls(step, device, repeats, min_time, max_repeats)
-            res = summarise(name, size, mode, batch, wall, peak, cpu)
-            log(f'{name:12s} {size:5d}^2 {mode:17s} {res.median_ms:10.1f} ms (IQR {res.q1_ms:.1f}-'
-                f'{res.q3_ms:.1f}, n={res.repeats}), CPU {res.cpu_ms:10.1f} ms  '
-                f'peak {res.peak_mem_mb if res.peak_mem_mb is None else round(res.peak_mem_mb)} MB')
-            results.append(res)
-        del model, x, step
+            steps, peaks = {}, {}
+            for name, model in models.items():
+                steps[name] = step = make_step(model, x, mode)
+                peaks[name] = memory(name, size, mode) if memory else peak_memory(step, device)
+                for _ in range(warmup - (memory is None)):
+                    step()
+            times = time_interleaved(steps, device, repeats, min_time, max_repeats)
+            for name in steps:
+                res = summarise(name, size, mode, batch, *times[name][:1], peaks[name], times[name][1])
+                log(f'{name:12s} {size:5d}^2 {mode:17s} {res.median_ms:10.1f} ms (IQR {res.q1_ms:.1f}-'
+                    f'{res.q3_ms:.1f}, n={res.repeats}), CPU {res.cpu_ms:10.1f} ms  '
+                    f'peak {res.peak_mem_mb if res.peak_mem_mb is None else round(res.peak_mem_mb)} MB')
+                results.append(res)
+            del steps
+        del models, x
         gc.collect()
     return results
+
+
+def benchmark(name: str, factory: Callable[[int], nn.Module], sizes: list[int], modes: list[str],
+              batch: int, device: torch.device, warmup: int, repeats: int, min_time: float,
+              max_repeats: int, log: Callable[[str], None] = print,
+              backward_sizes: list[int] | None = None) -> list[Result]:
+    """One model alone (see :func:`benchmark_models`); its memory measured in this process."""
+    return benchmark_models([(name, factory)], sizes, modes, batch, device, warmup, repeats, min_time,
+                            max_repeats, log, backward_sizes)
+
+
+def peak_memory_in_subprocess(spec: str, size: int, mode: str, batch: int, device: torch.device,
+                              threads: int | None) -> int | None:
+    """Peak memory of one call of a model (a backbone name or a config path) in a fresh process,
+    so that what earlier models left in the allocator or the heap does not blur the figure."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), '--peak-memory-of', spec, '--sizes', str(size),
+           '--modes', mode, '--batch', str(batch), '--device', str(device)]
+    if threads:
+        cmd += ['--threads', str(threads)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f'the memory measurement of {spec} at {size} ({mode}) failed:\n{out.stderr[-2000:]}')
+    value = json.loads(out.stdout.strip().splitlines()[-1])['peak_bytes']
+    return None if value is None else int(value)
+
+
+def _print_peak_memory(spec: str, size: int, mode: str, batch: int, device: torch.device) -> None:
+    """The child of :func:`peak_memory_in_subprocess`: one warm-up call, then the measured one."""
+    torch.manual_seed(0)
+    factory = build_from_config(spec, batch) if spec.endswith('.py') else lambda _: build_backbone(spec)
+    step = make_step(factory(size).to(device), torch.rand(batch, 3, size, size, device=device), mode)
+    step()   # the first call's one-off allocations (caches, tables) are not the model's working set
+    print(json.dumps(dict(peak_bytes=peak_memory(step, device))))
 
 
 # ---- reporting -------------------------------------------------------------------------------
@@ -237,7 +320,37 @@ def markdown_tables(results: list[Result], metric: str = 'wall') -> str:
         out += ['', f'**{mode}**: {metric} ms per megapixel', '', header]
         out += [f'| {s}² | ' + ' | '.join(cell(m, s, True) for m in models) + ' |' for s in sizes]
         out.append('')
+        if len(models) > 1:
+            out += ratio_table(rows, models, sizes, mode, metric)
     return '\n'.join(out)
+
+
+def ratio_table(rows: dict, models: list[str], sizes: list[int], mode: str, metric: str) -> list[str]:
+    """The first model's speed relative to each other model (their median time / its median time:
+    above 1 means the first model is faster; both medians come from the same interleaved rounds) and
+    its peak memory relative to theirs, a row per size."""
+    first, others = models[0], models[1:]
+    label = LABELS.get(first, first)
+    header = ('| size | ' + ' | '.join(f'speed vs {LABELS.get(m, m)}' for m in others) + ' | '
+              + ' | '.join(f'memory vs {LABELS.get(m, m)}' for m in others) + ' |\n|---|'
+              + '---|' * (2 * len(others)))
+
+    def time_of(r):
+        return r.cpu_ms if metric == 'cpu' else r.median_ms
+
+    def cell(m, s, what):
+        if (first, s) not in rows or (m, s) not in rows:
+            return '–'
+        a, b = rows[first, s], rows[m, s]
+        if what == 'speed':
+            return f'{time_of(b) / time_of(a):.2f}x'
+        return '–' if a.peak_mem_mb is None or b.peak_mem_mb is None else f'{a.peak_mem_mb / b.peak_mem_mb:.2f}x'
+
+    out = [f'**{mode}**: {label} relative to the others ({metric} time; memory: peak MB ratio)', '', header]
+    out += [f'| {s}² | ' + ' | '.join(cell(m, s, 'speed') for m in others) + ' | '
+            + ' | '.join(cell(m, s, 'memory') for m in others) + ' |' for s in sizes]
+    out.append('')
+    return out
 
 
 def plot(results: list[Result], path: Path, title: str, metric: str = 'wall') -> None:
@@ -299,7 +412,13 @@ def parse_args(argv=None):
     parser.add_argument('--time', choices=('wall', 'cpu'), default='wall',
                         help='time plotted and given per megapixel: wall clock, or the process CPU time '
                         '(with --threads 1 on a shared CPU: the work done, whatever else runs)')
+    parser.add_argument('--memory', choices=('fresh-process', 'none'), default='fresh-process',
+                        help='peak memory of each model, size and mode in a fresh process (default), '
+                        'or not measured (e.g. a second run at another thread count)')
+    parser.add_argument('--peak-memory-of', default=None, help=argparse.SUPPRESS)  # the memory child
     args = parser.parse_args(argv)
+    if args.peak_memory_of:
+        return args
     if not args.models and not args.config:
         parser.error('name at least one model or pass --config')
     unknown = [m for m in args.models if m not in BACKBONES]
@@ -315,22 +434,33 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    if args.peak_memory_of:
+        _print_peak_memory(args.peak_memory_of, args.sizes[0], args.modes[0], args.batch, device)
+        return 0
     torch.manual_seed(0)
     started = datetime.now(timezone.utc)
     info_before = machine_info(device)
     jobs = [(m, lambda size, m=m: build_backbone(m)) for m in args.models]
     jobs += [(Path(c).stem, build_from_config(c, args.batch)) for c in args.config]
-    results = []
-    for name, factory in jobs:
-        results += benchmark(name, factory, args.sizes, args.modes, args.batch, device, args.warmup,
-                             args.repeats, args.min_time, args.max_repeats,
-                             backward_sizes=args.backward_sizes)
+    specs = {m: m for m in args.models} | {Path(c).stem: c for c in args.config}
+
+    def memory(name, size, mode):
+        if args.memory == 'none':
+            return None
+        return peak_memory_in_subprocess(specs[name], size, mode, args.batch, device, args.threads)
+
+    results = benchmark_models(jobs, args.sizes, args.modes, args.batch, device, args.warmup, args.repeats,
+                               args.min_time, args.max_repeats, backward_sizes=args.backward_sizes,
+                               memory=memory)
     if args.out:
         markdown = Path(args.markdown or args.out + '.md')
-        method = (f'Batch {args.batch}; per measurement {args.warmup} untimed warm-up call(s) (the first '
-                  f'one measures the peak tensor memory), then at least {args.repeats} timed calls and '
-                  f'{args.min_time:g} s (at most {args.max_repeats}); medians are reported. Backbones '
-                  'return all four stages, stochastic depth off.')
+        method = (f'Batch {args.batch}. Time: for each size and mode the models run side by side in one '
+                  f'process, {args.warmup} untimed warm-up call(s) each, then interleaved rounds (each '
+                  'round calls every model once, in a shuffled order, so that all share the load of '
+                  f'the moment): at least {args.repeats} rounds and {args.min_time:g} s per model, at '
+                  f'most {args.max_repeats}; medians are reported. Peak memory: each model, size and '
+                  'mode in a fresh process (one warm-up call, then the measured one). Backbones return '
+                  'all four stages, stochastic depth off.')
         write_report(results, Path(args.out), markdown, info_before, machine_info(device), started, argv,
                      method, args.time)
     return 0

@@ -141,3 +141,59 @@ def test_cli_measures_a_config_and_writes_the_report(tmp_path):
     csv = (tmp_path / 'run.csv').read_text().splitlines()
     assert len(csv) == 2 and csv[1].split(',')[1:4] == ['64', 'forward', '1']
     assert 'python tools/benchmark.py --config' in (tmp_path / 'run.md').read_text()
+
+
+def test_time_interleaved_runs_every_model_once_per_round_in_shuffled_orders():
+    calls = []
+    steps = {k: (lambda k=k: calls.append(k)) for k in 'abc'}
+    times = benchmark.time_interleaved(steps, torch.device('cpu'), repeats=6, min_time=0.0, max_repeats=6)
+    assert all(len(w) == len(c) == 6 for w, c in times.values())
+    rounds = [calls[i:i + 3] for i in range(0, len(calls), 3)]
+    assert len(rounds) == 6 and all(sorted(r) == ['a', 'b', 'c'] for r in rounds)
+    assert len({tuple(r) for r in rounds}) > 1   # shuffled (seeded): not one fixed order
+    times = benchmark.time_interleaved(steps, torch.device('cpu'), repeats=1, min_time=1e6, max_repeats=4)
+    assert all(len(w) == 4 for w, _ in times.values())   # min_time unreachable: the cap stops it
+    with pytest.raises(ValueError, match='repeats'):
+        benchmark.time_interleaved(steps, torch.device('cpu'), repeats=4, min_time=0, max_repeats=3)
+
+
+def test_benchmark_models_side_by_side_with_memory_from_a_callable(tmp_path):
+    from mmmila.models import MILA
+
+    built = []
+
+    def factory(size):
+        built.append(size)
+        return MILA(arch=TINY_ARCH, out_indices=(0, 1, 2, 3), drop_path_rate=0.0)
+
+    asked = []
+
+    def memory(name, size, mode):
+        asked.append((name, size, mode))
+        return {'a': 2, 'b': 4}[name] * 2**20
+
+    results = benchmark.benchmark_models([('a', factory), ('b', factory)], [64, 96], list(benchmark.MODES), 1,
+                                         torch.device('cpu'), warmup=1, repeats=2, min_time=0.0,
+                                         max_repeats=2, log=lambda _: None, backward_sizes=[64],
+                                         memory=memory)
+    assert built == [64, 64, 96, 96]   # both models of a size exist together
+    assert [(r.model, r.size, r.mode) for r in results] == [
+        ('a', 64, 'forward'), ('b', 64, 'forward'), ('a', 64, 'forward+backward'),
+        ('b', 64, 'forward+backward'), ('a', 96, 'forward'), ('b', 96, 'forward')]
+    assert asked == [(r.model, r.size, r.mode) for r in results]
+    assert [r.peak_mem_mb for r in results[:2]] == [2.0, 4.0]
+    text = benchmark.markdown_tables(results, 'wall')
+    assert '**forward**: a relative to the others' in text and '| 64² |' in text
+    a, b = (r for r in results[:2])
+    assert f'| 64² | {b.median_ms / a.median_ms:.2f}x | 0.50x |' in text
+
+
+def test_peak_memory_in_a_fresh_process():
+    peak = benchmark.peak_memory_in_subprocess('mila-t', 64, 'forward', 1, torch.device('cpu'), 1)
+    assert peak is not None and 64 * 16 * 16 * 4 < peak < 64 * 2**20   # a stage-0 map .. 64 MB
+
+
+@pytest.mark.slow
+def test_peak_memory_in_a_fresh_process_reports_a_failed_child():
+    with pytest.raises(RuntimeError, match='failed'):
+        benchmark.peak_memory_in_subprocess('resnet-50', 64, 'forward', 1, torch.device('cpu'), 1)

@@ -6,12 +6,7 @@ import torch.nn as nn
 
 from mmmila.ops import mila_linear_attention
 
-
-def dwconv_tokens(conv: nn.Conv2d, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-    """Apply a 2-D conv to tokens (B, N, C) laid out as an (H, W) map; returns (B, N, C')."""
-    B, N, C = x.shape
-    y = conv(x.transpose(1, 2).reshape(B, C, hw[0], hw[1]))
-    return y.flatten(2).transpose(1, 2)
+from .conv import dwconv_tokens
 
 
 class MILAAttention(nn.Module):
@@ -41,7 +36,8 @@ class MILAAttention(nn.Module):
     def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         """x (Tensor): (B, N, C) with N = H * W; returns (B, N, C)."""
         out = mila_linear_attention(self.qk(x), x, hw, self.num_heads, backend=self.backend)
-        return out + dwconv_tokens(self.lepe, x, hw)
+        # added in place into the fresh conv output (a conv does not keep its output for backward)
+        return dwconv_tokens(self.lepe, x, hw, residual=out)
 
     def extra_repr(self) -> str:
         return f'channels={self.channels}, num_heads={self.num_heads}, backend={self.backend!r}'

@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
-from .attention import MILAAttention, dwconv_tokens
+from .attention import MILAAttention
+from .conv import dwconv_tokens
+from .functional import gated_linear, norm_linears
 from .mlp import DropPath, Mlp
 
 
@@ -44,11 +47,22 @@ class MILABlock(nn.Module):
         self.mlp = Mlp(channels, int(channels * mlp_ratio))
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-        x = x + dwconv_tokens(self.cpe1, x, hw)
-        y = self.norm1(x)
-        gate = self.act(self.act_proj(y))
-        y = self.act(dwconv_tokens(self.dwc, self.in_proj(y), hw))
+        # Residual adds go in place into fresh outputs of convolutions and linear layers (which
+        # do not keep their outputs for backward), never into a tensor autograd has saved.
+        x = dwconv_tokens(self.cpe1, x, hw, residual=x)
+        gate_in, y = norm_linears(x, self.norm1, [self.act_proj, self.in_proj])
+        y = dwconv_tokens(self.dwc, y, hw)
+        y = F.silu(y, inplace=not (torch.is_grad_enabled() and y.requires_grad))   # self.act
         y = self.attn(y, hw)
-        x = x + self.drop_path(self.out_proj(y * gate))
-        x = x + dwconv_tokens(self.cpe2, x, hw)
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        # x + out_proj(y * silu(gate_in)), keeping only y and gate_in for backward
+        x = self._residual(x, lambda res: gated_linear(y, gate_in, self.out_proj.weight,
+                                                       self.out_proj.bias, residual=res, inplace=True))
+        x = dwconv_tokens(self.cpe2, x, hw, residual=x)
+        hidden, = norm_linears(x, self.norm2, [self.mlp.fc1])
+        return self._residual(x, lambda res: self.mlp.forward_hidden(hidden, residual=res))
+
+    def _residual(self, x: torch.Tensor, branch) -> torch.Tensor:
+        """``x + drop_path(branch())``; ``branch(residual)`` adds ``x`` itself when no path is dropped."""
+        if self.drop_path.drop_prob > 0 and self.drop_path.training:
+            return x + self.drop_path(branch(None))
+        return branch(x)

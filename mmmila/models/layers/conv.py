@@ -7,10 +7,39 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+
+def foldable(norm: nn.Module | None) -> bool:
+    """True when ``norm`` is a BatchNorm that normalises with its running statistics (eval mode),
+    i.e. a fixed per-channel affine map that can be folded into the preceding conv or linear."""
+    return (isinstance(norm, nn.modules.batchnorm._BatchNorm) and not norm.training
+            and norm.running_mean is not None and norm.running_var is not None)
+
+
+def folded_weight_bias(weight: torch.Tensor, bias: torch.Tensor | None,
+                       norm: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight, bias) of a conv/linear followed by an eval-mode BatchNorm, as one layer.
+
+    Computed on every call from the current parameters and buffers (tiny tensors), so nothing is
+    cached, state dicts are unchanged and gradients still reach the conv and the norm.
+    """
+    scale = torch.rsqrt(norm.running_var + norm.eps)
+    if norm.weight is not None:
+        scale = scale * norm.weight
+    shift = -norm.running_mean * scale
+    if norm.bias is not None:
+        shift = shift + norm.bias
+    w = weight * scale.view((-1,) + (1,) * (weight.dim() - 1))
+    return w, shift if bias is None else torch.addcmul(shift, bias, scale)
 
 
 class ConvLayer(nn.Module):
-    """Conv2d, then an optional BatchNorm2d, then an optional activation.
+    """Conv2d, then an optional BatchNorm2d, then an optional ReLU (applied in place).
+
+    In eval mode the BatchNorm is folded into the conv (see :func:`folded_weight_bias`): one
+    pass over the map instead of two. :meth:`forward_tokens` applies a 1x1 ConvLayer to tokens
+    (B, N, C) as a linear layer.
 
     Args:
         in_channels (int): input channels.
@@ -31,15 +60,84 @@ class ConvLayer(nn.Module):
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding,
                               groups=groups, bias=bias)
         self.norm = nn.BatchNorm2d(out_channels) if norm else None
-        self.act = nn.ReLU() if act else None
+        self.act = nn.ReLU(inplace=True) if act else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv(x)
-        if self.norm is not None:
-            x = self.norm(x)
+        conv = self.conv
+        if foldable(self.norm):
+            w, b = folded_weight_bias(conv.weight, conv.bias, self.norm)
+            x = F.conv2d(x, w, b, conv.stride, conv.padding, conv.dilation, conv.groups)
+        else:
+            x = conv(x)
+            if self.norm is not None:
+                x = self.norm(x)
+        # in place: neither the conv nor the BatchNorm needs its output for backward
+        return x if self.act is None else self.act(x)
+
+    def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """A 1x1, stride-1 ConvLayer on tokens (B, N, C_in) -> (B, N, C_out): a linear layer.
+
+        The BatchNorm runs over the tokens as over the map's pixels (the same statistics).
+        """
+        conv = self.conv
+        if conv.kernel_size != (1, 1) or conv.stride != (1, 1) or conv.groups != 1 or conv.padding != (0, 0):
+            raise ValueError(f'forward_tokens needs a 1x1, stride-1, ungrouped conv, got {conv}')
+        shape = x.shape[:-1]
+        x = x.reshape(-1, x.shape[-1])   # 2-D, so that the in-place ReLU acts on a base tensor
+        if foldable(self.norm):
+            w, b = folded_weight_bias(conv.weight.flatten(1), conv.bias, self.norm)
+            x = F.linear(x, w, b)
+        else:
+            x = F.linear(x, conv.weight.flatten(1), conv.bias)
+            if self.norm is not None:
+                x = self.norm(x.view(*x.shape, 1, 1))
         if self.act is not None:
             x = self.act(x)
-        return x
+        return x.view(*shape, -1)
+
+
+def dwconv_tokens(conv: nn.Conv2d, x: torch.Tensor, hw: tuple[int, int],
+                  residual: torch.Tensor | None = None) -> torch.Tensor:
+    """Apply a depthwise ``conv`` to tokens (B, N, C) laid out as an (H, W) map; returns (B, N, C').
+
+    ``residual`` (B, N, C'), if given, is added to the result, in place into the conv's fresh
+    output map (not into a view of it: autograd would then replay the view in backward at the
+    cost of a zero-filled copy of the map).
+
+    The conv runs on a channels-last view of the tokens (no transposed copy in or out; oneDNN's
+    NHWC depthwise kernel is an order of magnitude faster than the NCHW path on CPU) and returns
+    contiguous tokens. The weight, (C', 1, k, k), is passed as a view with channels-last strides
+    (the same addresses, as its in-channel axis has size 1): the convolution then sees one layout
+    throughout, and the gradient reaching the parameter through the view's backward has the
+    parameter's own strides -- without it, a channels-last weight gradient with other strides
+    than the parameter makes DDP warn "Grad strides do not match bucket view strides" and copy it
+    every step.
+    """
+    y = dwconv_map(conv, x, hw)
+    if residual is not None:
+        y.add_(as_map(residual, (y.shape[2], y.shape[3])))
+    return as_tokens(y)
+
+
+def as_map(x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """Tokens (B, N, C) -> a (B, C, H, W) view, channels-last when the tokens are contiguous."""
+    return x.reshape(x.shape[0], hw[0], hw[1], x.shape[2]).permute(0, 3, 1, 2)
+
+
+def as_tokens(x: torch.Tensor) -> torch.Tensor:
+    """A (B, C, H, W) map -> tokens (B, H W, C): a view of a channels-last map, else a copy."""
+    return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, x.shape[1])
+
+
+def dwconv_map(conv: nn.Conv2d, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """:func:`dwconv_tokens` before the final view: the output map (B, C', H', W'), channels-last."""
+    w = conv.weight
+    if w.shape[1] != 1:
+        raise ValueError(f'dwconv_tokens needs a depthwise conv (weight (C, 1, k, k)), got weight '
+                         f'{tuple(w.shape)}')
+    kh, kw = w.shape[2], w.shape[3]
+    w = w.contiguous().as_strided(w.shape, (kh * kw, 1, kw, 1))
+    return F.conv2d(as_map(x, hw), w, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
@@ -72,12 +170,14 @@ class Stem(nn.Module):
                                    ConvLayer(embed_dims * 4, embed_dims, 1, bias=False, act=False))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        x = pad_to_multiple(x, 4)
+        # channels-last maps throughout: oneDNN's fast layout on CPU, and the last 1x1 layer then
+        # reads the map as tokens without a transposed copy
+        x = pad_to_multiple(x, 4).contiguous(memory_format=torch.channels_last)
         x = self.conv1(x)
-        x = self.conv2(x) + x
-        x = self.conv3(x)
+        x = self.conv2(x).add_(x)   # in place on a fresh output, not needed for backward
+        x = self.conv3[0](x)
         hw = (x.shape[2], x.shape[3])
-        return x.flatten(2).transpose(1, 2), hw
+        return self.conv3[1].forward_tokens(as_tokens(x)), hw
 
 
 class Downsample(nn.Module):
@@ -100,7 +200,24 @@ class Downsample(nn.Module):
             ConvLayer(hidden, out_channels, 1, act=False))
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> tuple[torch.Tensor, tuple[int, int]]:
+        # on tokens: the 1x1 convs are linear layers, the depthwise conv reads a channels-last view
         B, N, C = x.shape
-        x = x.transpose(1, 2).reshape(B, C, hw[0], hw[1])
-        x = self.conv(pad_to_multiple(x, 2))
-        return x.flatten(2).transpose(1, 2), (x.shape[2], x.shape[3])
+        H, W = hw
+        if H % 2 or W % 2:   # pad the input, as the 1x1 conv with its bias sees the padded map
+            x = F.pad(x.reshape(B, H, W, C), (0, 0, 0, W % 2, 0, H % 2))
+            H, W = H + H % 2, W + W % 2
+            x = x.view(B, H * W, C)
+        expand, dw, project = self.conv
+        if torch.is_grad_enabled() and x.requires_grad:
+            # The expanded map (8C channels at full resolution) is the largest activation of the
+            # backbone: recompute it in backward from the C-channel input rather than keep it.
+            x = checkpoint(self._expand_dw, x, (H, W), use_reentrant=False)
+        else:
+            x = self._expand_dw(x, (H, W))
+        hw = (x.shape[2], x.shape[3])
+        return project.forward_tokens(as_tokens(x)), hw
+
+    def _expand_dw(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        """Tokens (B, N, C) -> the depthwise conv's ReLU output map (B, 8C, H/2, W/2), channels-last."""
+        expand, dw, _ = self.conv
+        return dw.act(dwconv_map(dw.conv, expand.forward_tokens(x), hw))
