@@ -138,7 +138,7 @@ LAYERS = [
     ('mmmila.distill',),
     ('mmmila.integration',),
     ('mmmila',),
-    ('mmmila.utils', 'mmmila.bench'),
+    ('mmmila.utils', 'mmmila.bench', 'mmmila.deploy'),
     # the old homes of moved names, kept until 0.2.0: they may point at the new ones wherever they are
     ('mmmila.converters', 'mmmila.datasets.seg_registration'),
 ]

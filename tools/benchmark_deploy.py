@@ -9,7 +9,7 @@ runs once, in a shuffled order per round, so that a change of machine load hits 
 The table gives the median and min per engine and the ratio of medians to eager. torch.compile
 uses inductor with H and W marked dynamic (one compilation serves every size; the first-call
 column shows it); the ONNX file is
-exported once with dynamic H and W by ``tools/deploy/export_onnx.py``'s code. Weights are random
+exported once with dynamic H and W by ``tools/deploy/export_onnx.py``'s code (``mmmila.deploy.onnx_export``). Weights are random
 (latency does not depend on them). Prints a Markdown table and the machine line.
 """
 from __future__ import annotations
@@ -23,12 +23,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / 'deploy'))
-import export_onnx  # noqa: E402
+from mmmila.deploy import onnx_export as export_onnx
 
 ENGINES = ('eager', 'compile', 'onnxruntime')
 

@@ -6,6 +6,7 @@ suite exports one MILA block (the attention op with dynamic H and W) and checks 
 """
 from __future__ import annotations
 
+import subprocess
 import sys
 
 import onnx
@@ -14,8 +15,7 @@ import torch
 
 from ..conftest import REPO, TINY_ARCH
 
-sys.path.insert(0, str(REPO / 'tools' / 'deploy'))
-import export_onnx  # noqa: E402
+from mmmila.deploy import onnx_export as export_onnx
 
 SEG_TOY = REPO / 'configs' / 'demo' / 'upernet_mila_t_toy.py'
 DET_TOY = REPO / 'configs' / 'demo' / 'mask_rcnn_mila_t_toy.py'
@@ -155,3 +155,14 @@ def test_errors_are_one_sentence(tmp_path, args, message):
         export_onnx.main(args + ['--out', str(tmp_path / 'x.onnx')])
     text = str(info.value)
     assert message in text and '\n' not in text
+
+
+def test_the_tool_as_a_user_runs_it(tmp_path):
+    """``python tools/deploy/export_onnx.py`` with a missing config: one sentence, exit status 1."""
+    result = subprocess.run([sys.executable, str(REPO / 'tools' / 'deploy' / 'export_onnx.py'), 'missing.py',
+                             '--out', str(tmp_path / 'x.onnx')], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 1
+    assert result.stderr.strip() == ("tools/deploy/export_onnx.py: error: config file 'missing.py' does not "
+                                     "exist") or "config file 'missing.py' does not exist" in result.stderr
+    assert 'Traceback' not in result.stderr and 'pkg_resources' not in result.stderr

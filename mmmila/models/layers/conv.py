@@ -93,7 +93,7 @@ class ConvLayer(nn.Module):
                 x = self.norm(x.view(*x.shape, 1, 1))
         if self.act is not None:
             x = self.act(x)
-        return x.view(*shape, -1)
+        return x.view(*shape, conv.out_channels)   # sizes spelled out: an empty batch has no -1 to infer
 
 
 def dwconv_tokens(conv: nn.Conv2d, x: torch.Tensor, hw: tuple[int, int],
@@ -126,7 +126,7 @@ def as_map(x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
 
 def as_tokens(x: torch.Tensor) -> torch.Tensor:
     """A (B, C, H, W) map -> tokens (B, H W, C): a view of a channels-last map, else a copy."""
-    return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, x.shape[1])
+    return x.permute(0, 2, 3, 1).reshape(x.shape[0], x.shape[2] * x.shape[3], x.shape[1])
 
 
 def dwconv_map(conv: nn.Conv2d, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:

@@ -1,0 +1,1 @@
+"""Deployment: ONNX export of configs' models (``tools/deploy/export_onnx.py``)."""
