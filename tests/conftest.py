@@ -11,6 +11,9 @@ if 'TRITON_INTERPRET' not in os.environ:
     if not _torch.cuda.is_available():
         os.environ['TRITON_INTERPRET'] = '1'
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -44,3 +47,19 @@ def official_fixture() -> dict:
         pytest.fail(f'reference data {FIXTURE} is missing from the checkout (tests/data/README.md)')
     # A file of the repository holding plain tensors and dicts: the weights-only loader reads it.
     return torch.load(FIXTURE, map_location='cpu', weights_only=True)
+
+
+def run_tool(script: str, *args, cwd=None, timeout: int = 1200) -> subprocess.CompletedProcess:
+    """Run ``tools/<script>`` as a user does, in its own Python process (this interpreter, one thread
+    unless OMP_NUM_THREADS says otherwise); a non-zero exit fails the test with the tool's last output.
+    Expected failures: :func:`run_tool_unchecked`."""
+    result = run_tool_unchecked(script, *args, cwd=cwd, timeout=timeout)
+    assert result.returncode == 0, f'tools/{script} exited {result.returncode}:\n{result.stderr[-4000:]}'
+    return result
+
+
+def run_tool_unchecked(script: str, *args, cwd=None, timeout: int = 1200) -> subprocess.CompletedProcess:
+    """:func:`run_tool` without the exit-status check."""
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get('OMP_NUM_THREADS', '1'))
+    return subprocess.run([sys.executable, str(REPO / 'tools' / script), *map(str, args)], cwd=cwd or REPO,
+                          env=env, capture_output=True, text=True, timeout=timeout)

@@ -1,7 +1,6 @@
 """Helpers of the detection tests: the toy COCO set, shipped configs shrunk for a CPU step, tools."""
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -19,13 +18,6 @@ TOY_CLASSES = ('square', 'circle', 'triangle', 'star')
 NARROW_ARCH = dict(embed_dims=32, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8))
 
 
-def load_tool(relpath: str):
-    """Import a script of ``tools/`` (not a package) as a module."""
-    path = REPO / 'tools' / relpath
-    spec = importlib.util.spec_from_file_location(f'mmmila_det_tool_{path.stem}', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def tool_env() -> dict:

@@ -1,7 +1,6 @@
 """Helpers of the segmentation tests: the toy ADE20K set, config loading, fake released checkpoints."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -17,13 +16,6 @@ TOY_CONFIG = CONFIGS / 'demo' / 'upernet_mila_t_toy.py'
 VARIANT_NAMES = {'t': 'MILA-T', 's': 'MILA-S', 'b': 'MILA-B'}
 
 
-def load_tool(relpath: str):
-    """Import a script of ``tools/`` (not a package) as a module."""
-    path = REPO / 'tools' / relpath
-    spec = importlib.util.spec_from_file_location(f'mmmila_tool_{path.stem}', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope='session', autouse=True)

@@ -7,6 +7,8 @@ mmseg's init_model / inference_model and MMSegInferencer use the checkpoint on a
 from __future__ import annotations
 
 import re
+import runpy
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,8 @@ import pytest
 import torch
 from PIL import Image
 
-from .conftest import TOY_CONFIG, load_tool
+from ..conftest import REPO, run_tool
+from .conftest import TOY_CONFIG
 
 METRICS = re.compile(r'aAcc: ([\d.]+)\s+mIoU: ([\d.]+)\s+mAcc: ([\d.]+)')
 
@@ -38,17 +41,17 @@ def logged_metrics(work_dir: Path) -> dict:
 def trained(tmp_path_factory, toy_root):
     """(work dir, checkpoint) of a 4-iteration toy run through tools/train.py."""
     work = tmp_path_factory.mktemp('toy_train')
-    load_tool('train.py').main([str(TOY_CONFIG), '--work-dir', str(work), '--cfg-options',
-                                *data_options(toy_root), 'train_cfg.max_iters=4', 'train_cfg.val_interval=4',
-                                'default_hooks.checkpoint.interval=4', 'randomness.seed=0'])
+    run_tool('train.py', TOY_CONFIG, '--work-dir', work, '--cfg-options', *data_options(toy_root),
+             'train_cfg.max_iters=4', 'train_cfg.val_interval=4', 'default_hooks.checkpoint.interval=4',
+             'randomness.seed=0')
     checkpoint = work / 'iter_4.pth'
     assert checkpoint.is_file()
     return work, checkpoint
 
 
 def run_test_tool(checkpoint, work, root, *extra, options=(), num_eval=2):
-    load_tool('test.py').main([str(TOY_CONFIG), str(checkpoint), '--work-dir', str(work), *extra,
-                               '--cfg-options', *data_options(root, num_eval), *options])
+    return run_tool('test.py', TOY_CONFIG, checkpoint, '--work-dir', work, *extra, '--cfg-options',
+                    *data_options(root, num_eval), *options)
 
 
 def test_training_validates(trained):
@@ -101,7 +104,11 @@ def test_tta_merges_twelve_views(trained, toy_root, tmp_path, monkeypatch):
 
     monkeypatch.setattr(SegTTAModel, 'merge_preds', counting_merge)
     _, checkpoint = trained
-    run_test_tool(checkpoint, tmp_path / 'work', toy_root, '--tta', num_eval=1)
+    # in this process, so that the patched merge sees the views: the file runs as `python tools/test.py` runs it
+    script = REPO / 'tools' / 'test.py'
+    monkeypatch.setattr(sys, 'argv', [str(script), str(TOY_CONFIG), str(checkpoint), '--work-dir',
+                                      str(tmp_path / 'work'), '--tta', '--cfg-options', *data_options(toy_root, 1)])
+    runpy.run_path(str(script), run_name='__main__')
     assert views == [12]  # 6 scales x 2 flips of the one test image
     assert set(logged_metrics(tmp_path / 'work')) == {'aAcc', 'mIoU', 'mAcc'}
 
