@@ -15,6 +15,9 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
 PYTHON=${PYTHON:-python}
 export PYTHON
+# setuptools' "pkg_resources is deprecated" notice, printed when mmengine/mmcv are imported: nothing the
+# user can act on, so the demo's own Python steps do not show it (train.py and test.py filter it too).
+export PYTHONWARNINGS="ignore:pkg_resources is deprecated:UserWarning${PYTHONWARNINGS:+,$PYTHONWARNINGS}"
 # One single-threaded process per core: on 2 cores, two 1-thread processes train and test several
 # times faster than one 2-thread process (torch's thread pool stalls whenever the machine is busy).
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}

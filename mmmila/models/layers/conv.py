@@ -135,6 +135,11 @@ def dwconv_map(conv: nn.Conv2d, x: torch.Tensor, hw: tuple[int, int]) -> torch.T
     if w.shape[1] != 1:
         raise ValueError(f'dwconv_tokens needs a depthwise conv (weight (C, 1, k, k)), got weight '
                          f'{tuple(w.shape)}')
+    if torch.compiler.is_compiling():
+        # A compiler picks its own layouts; inductor (torch 2.13) fails to lower the convolution of a
+        # strided view of the tokens when H and W are dynamic, so it gets a plain NCHW map.
+        x_map = as_map(x, hw).contiguous()
+        return F.conv2d(x_map, w, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
     kh, kw = w.shape[2], w.shape[3]
     w = w.contiguous().as_strided(w.shape, (kh * kw, 1, kw, 1))
     return F.conv2d(as_map(x, hw), w, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
