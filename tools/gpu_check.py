@@ -323,36 +323,6 @@ def attention_calls():
         yield counts
 
 
-def float64_truth(qk, v, hw, num_heads):
-    """MILA's attention (docs/kernel_math.md) in float64 autograd from float64 copies of qk and v.
-
-    Only the RoPE frequencies come from mmmila (float32 angles from integer positions, the rule every
-    implementation follows); all arithmetic after the angles is float64.
-    """
-    torch = torch_mod()
-    import torch.nn.functional as F
-    from mmmila.ops.rope2d import rope2d_theta
-
-    B, N, C = v.shape
-    d = C // num_heads
-    theta = rope2d_theta(C, qk.device)
-    pos = torch.arange(N, device=qk.device)
-    rows, cols = (pos // hw[1]).float(), (pos % hw[1]).float()
-    angle = torch.cat([rows[:, None] * theta, cols[:, None] * theta], dim=1).double()
-    cos, sin = angle.cos(), angle.sin()
-
-    def rotate(x):
-        re, im = x[..., 0::2], x[..., 1::2]
-        return torch.stack([re * cos - im * sin, re * sin + im * cos], dim=-1).flatten(-2)
-
-    q, k = F.elu(qk[..., :C]) + 1, F.elu(qk[..., C:]) + 1
-    q_r, k_r = rotate(q).view(B, N, num_heads, d), rotate(k).view(B, N, num_heads, d)
-    q, k, vh = q.view(B, N, num_heads, d), k.view(B, N, num_heads, d), v.view(B, N, num_heads, d)
-    z = 1.0 / ((q * k.mean(dim=1)[:, None]).sum(-1) + 1e-6)
-    s = torch.einsum('bnhd,bnhe->bhde', k_r, vh) / N
-    return (torch.einsum('bnhd,bhde->bnhe', q_r, s) * z[..., None]).reshape(B, N, C)
-
-
 def outputs_and_grads(fn, qk, v, g, before=None):
     """(out, dqk, dv) of ``fn`` on fresh leaves; ``before()`` runs once the leaves exist."""
     qk = qk.detach().clone().requires_grad_()
@@ -448,6 +418,7 @@ def op_shapes(ctx) -> list[tuple[int, tuple[int, int], int, int, str]]:
 
 def section_op_correctness(ctx) -> dict:
     torch = torch_mod()
+    from mmmila.bench.float64_attention import attention_f64
     device, gen = ctx['device'], ctx['gen']
     op = triton_op(ctx['fault'])
     rows = []
@@ -459,7 +430,7 @@ def section_op_correctness(ctx) -> dict:
         for dtype_name in ('float32', 'bfloat16', 'float16'):
             dtype = getattr(torch, dtype_name)
             qk, v, g = qk32.to(dtype), v32.to(dtype), g32.to(dtype)
-            truth = outputs_and_grads(lambda a, b: float64_truth(a, b, hw, nh), qk.double(), v.double(),
+            truth = outputs_and_grads(lambda a, b: attention_f64(a, b, hw, nh), qk.double(), v.double(),
                                       g.double())
             # out, dqk, dv, twice over: blocks for whatever the op allocates in those sizes
             got = outputs_and_grads(lambda a, b: op(a, b, hw, nh), qk, v, g, before=lambda: poison(

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+
+from mmmila.bench.float64_attention import attention_f64
 
 
 def make_inputs(batch: int, hw: tuple[int, int], num_heads: int, head_dim: int = 32,
@@ -14,35 +15,6 @@ def make_inputs(batch: int, hw: tuple[int, int], num_heads: int, head_dim: int =
     v = torch.randn(batch, n, c, generator=gen).to(device, dtype)
     g = torch.randn(batch, n, c, generator=gen).to(device, dtype)
     return qk, v, g
-
-
-def attention_f64(qk: torch.Tensor, v: torch.Tensor, hw: tuple[int, int], num_heads: int) -> torch.Tensor:
-    """MILA's attention written independently from docs/kernel_math.md, all in float64 autograd.
-
-    The angles are formed in float32 from integer positions (the spec's rule, so that float32
-    implementations can be compared at round-off level), everything after that in float64.
-    """
-    qk, v = qk.double(), v.double()
-    B, N, C = v.shape
-    d = C // num_heads
-    quarter = C // 4
-    theta = 10000.0 ** (-torch.arange(quarter, dtype=torch.float32) / quarter)
-    pos = torch.arange(N)
-    rows, cols = (pos // hw[1]).float(), (pos % hw[1]).float()
-    angle = torch.cat([rows[:, None] * theta, cols[:, None] * theta], dim=1).double()
-    cos, sin = angle.cos().to(qk.device), angle.sin().to(qk.device)
-
-    def rotate(x):
-        re, im = x[..., 0::2], x[..., 1::2]
-        return torch.stack([re * cos - im * sin, re * sin + im * cos], dim=-1).flatten(-2)
-
-    q, k = F.elu(qk[..., :C]) + 1, F.elu(qk[..., C:]) + 1
-    q_r, k_r = rotate(q).view(B, N, num_heads, d), rotate(k).view(B, N, num_heads, d)
-    q, k, vh = q.view(B, N, num_heads, d), k.view(B, N, num_heads, d), v.view(B, N, num_heads, d)
-    m = k.sum(dim=1) / N
-    z = 1.0 / ((q * m[:, None]).sum(-1) + 1e-6)
-    s = torch.einsum('bnhd,bnhe->bhde', k_r, vh) / N
-    return (torch.einsum('bnhd,bhde->bnhe', q_r, s) * z[..., None]).reshape(B, N, C)
 
 
 def float64_truth(qk, v, g, hw, num_heads):
