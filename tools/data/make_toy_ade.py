@@ -1,17 +1,8 @@
 """Write a small synthetic dataset in ADE20K's layout, for tests and the short demo training run.
 
-Each image is a scene of colour-coded regions: sky above a random horizon, floor, road or grass
-below it, then buildings, trees, cars and people drawn on top, plus a few "other" (id 0, ignored)
-blobs. Each class keeps its colour (with per-image jitter, pixel noise and JPEG compression), so a
-small network learns it in a few hundred iterations. Ids are ADE20K's (1..150, 0 = other):
-
-    <out>/images/training/ADE_train_00000001.jpg      <out>/annotations/training/ADE_train_00000001.png
-    <out>/images/validation/ADE_val_00000001.jpg      <out>/annotations/validation/ADE_val_00000001.png
-    <out>/images/testing/ADE_test_00000001.jpg        (no labels, like the benchmark's test images)
-
 Usage: python tools/data/make_toy_ade.py data/ade_toy/ADEChallengeData2016 --train 40 --val 8
 
-The drawing is ``mmmila.datasets.toy_ade`` (the tests import it from there).
+What is drawn and the folder layout: ``mmmila.datasets.toy_ade`` (the tests import it from there).
 """
 from __future__ import annotations
 

@@ -1,15 +1,8 @@
 """Write a small COCO-format instance segmentation set of drawn shapes (the demo's data).
 
-Each image shows 1-4 non-overlapping filled shapes — squares, circles, triangles and stars, each
-class in its own colour family, at random sizes, positions and rotations — on a noisy background.
-Masks are the shapes' polygons. The layout follows mmdet's COCO convention::
+Usage: ``python tools/data/make_toy_coco.py OUT [--num-train 200] [--num-val 40] [--size 128]``
 
-    OUT/annotations/instances_train.json   OUT/train/000000.png ...
-    OUT/annotations/instances_val.json     OUT/val/000000.png ...
-
-Usage: ``python tools/data/make_toy_coco.py OUT [--num-train 200] [--num-val 40] [--size 128]``.
-
-The drawing is ``mmmila.datasets.toy_coco`` (the tests import it from there).
+What is drawn and the folder layout: ``mmmila.datasets.toy_coco`` (the tests import it from there).
 """
 from __future__ import annotations
 
