@@ -299,30 +299,6 @@ def attn_backend(name: str):
             os.environ[ENV_VAR] = old
 
 
-# The registered attention ops and the implementation each one is (mmmila/ops/library.py).
-ATTENTION_OPS = {'mmmila::linear_attention': 'torch', 'mmmila::linear_attention_triton': 'triton'}
-
-
-@contextmanager
-def attention_calls():
-    """Count the attention ops that run inside: a dispatch mode sees every op call, so the counts
-    say which implementation really ran (the op itself keeps no per-call state)."""
-    from collections import Counter
-
-    from torch.utils._python_dispatch import TorchDispatchMode
-    counts = Counter()
-
-    class _Counter(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            name = ATTENTION_OPS.get(func._schema.name)
-            if name:
-                counts[name] += 1
-            return func(*args, **(kwargs or {}))
-
-    with _Counter():
-        yield counts
-
-
 def outputs_and_grads(fn, qk, v, g, before=None):
     """(out, dqk, dv) of ``fn`` on fresh leaves; ``before()`` runs once the leaves exist."""
     qk = qk.detach().clone().requires_grad_()
@@ -485,6 +461,9 @@ def section_backbone_correctness(ctx) -> dict:
     outputs moves the result by a few percent whatever the implementation.
     """
     torch = torch_mod()
+    from collections import Counter
+
+    from mmmila.bench.attention_calls import AttentionOpsSeen
     device, gen, plan = ctx['device'], ctx['gen'], ctx['plan']
     model = build_mila(ctx).train()
     x = torch.randn(plan['batch'], 3, *plan['image'], generator=gen).to(device)
@@ -494,12 +473,12 @@ def section_backbone_correctness(ctx) -> dict:
     for precision in ('float32', 'bf16-autocast'):
         for backend in ('triton', 'torch'):
             model.zero_grad(set_to_none=True)
-            with attn_backend(backend), autocast(device, precision), attention_calls() as calls:
+            with attn_backend(backend), autocast(device, precision), AttentionOpsSeen() as calls:
                 outs = model(x)
             loss = sum((o.float() * w).sum() for o, w in zip(outs, weights))
             loss.backward()
             grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
-            runs[precision, backend] = ([o.detach().float() for o in outs], grads, dict(calls))
+            runs[precision, backend] = ([o.detach().float() for o in outs], grads, Counter(calls.seen))
     ref_outs, ref_grads, _ = runs['float32', 'torch']
     rows = []
     for precision in ('float32', 'bf16-autocast'):

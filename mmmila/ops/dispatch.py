@@ -19,7 +19,7 @@ that its matrix products are visible: counted by FLOP counters, written as plain
 
 The choice is a pure function of the call (:func:`choose_backend`); nothing is counted or logged
 per call, so ``torch.compile`` traces the choice away. Tests observe the op that ran with a
-dispatch mode (``tests/test_ops/helpers.py``).
+dispatch mode (``mmmila/bench/attention_calls.py``).
 """
 from __future__ import annotations
 
