@@ -68,6 +68,7 @@ class Result:
     ms_per_megapixel: float
     cpu_ms_per_megapixel: float
     peak_mem_mb: float | None
+    first_call_s: float | None = None    # the first warm-up call (under torch.compile: the compilation)
 
     @property
     def megapixels(self) -> float:
@@ -228,18 +229,30 @@ def benchmark_models(jobs: list, sizes: list[int], modes: list[str], batch: int,
         for mode in modes:
             if mode == 'forward+backward' and backward_sizes is not None and size not in backward_sizes:
                 continue
-            steps, peaks = {}, {}
+            steps, peaks, first = {}, {}, {}
             for name, model in models.items():
                 steps[name] = step = make_step(model, x, mode)
-                peaks[name] = memory(name, size, mode) if memory else peak_memory(step, device)
-                for _ in range(warmup - (memory is None)):
+                peaks[name] = memory(name, size, mode) if memory else None
+                if device.type == 'cuda':
+                    torch.cuda.synchronize(device)
+                start = time.perf_counter()
+                if memory:
+                    step()
+                else:
+                    peaks[name] = peak_memory(step, device)
+                if device.type == 'cuda':
+                    torch.cuda.synchronize(device)
+                first[name] = time.perf_counter() - start
+                for _ in range(warmup - 1):
                     step()
             times = time_interleaved(steps, device, repeats, min_time, max_repeats)
             for name in steps:
                 res = summarise(name, size, mode, batch, *times[name][:1], peaks[name], times[name][1])
+                res.first_call_s = first[name]
                 log(f'{name:12s} {size:5d}^2 {mode:17s} {res.median_ms:10.1f} ms (IQR {res.q1_ms:.1f}-'
                     f'{res.q3_ms:.1f}, n={res.repeats}), CPU {res.cpu_ms:10.1f} ms  '
-                    f'peak {res.peak_mem_mb if res.peak_mem_mb is None else round(res.peak_mem_mb)} MB')
+                    f'peak {res.peak_mem_mb if res.peak_mem_mb is None else round(res.peak_mem_mb)} MB  '
+                    f'first call {first[name]:.1f} s')
                 results.append(res)
             del steps
         del models, x
@@ -281,6 +294,15 @@ def _print_peak_memory(spec: str, size: int, mode: str, batch: int, device: torc
 
 
 # ---- reporting -------------------------------------------------------------------------------
+COMPILED = ' (compiled)'   # suffix of a model measured under torch.compile (--engine)
+
+
+def label(model: str) -> str:
+    """The display name of a model key: 'mila-t (compiled)' -> 'MILA-T (compiled)'."""
+    base = model[:-len(COMPILED)] if model.endswith(COMPILED) else model
+    return LABELS.get(base, base) + model[len(base):]
+
+
 def write_csv(results: list[Result], path: Path) -> None:
     names = [f.name for f in fields(Result)]
     lines = [','.join(names + ['megapixels'])]
@@ -300,7 +322,7 @@ def markdown_tables(results: list[Result], metric: str = 'wall') -> str:
     """Per mode: a table of median wall ms, median CPU ms and peak MB, and one of ms per megapixel
     (``metric``: 'wall' or 'cpu' time), a row per size and a column per model."""
     models = list(dict.fromkeys(r.model for r in results))
-    header = '| size | ' + ' | '.join(LABELS.get(m, m) for m in models) + ' |\n|---|' + '---|' * len(models)
+    header = '| size | ' + ' | '.join(label(m) for m in models) + ' |\n|---|' + '---|' * len(models)
     out = []
     for mode in dict.fromkeys(r.mode for r in results):
         rows = {(r.model, r.size): r for r in results if r.mode == mode}
@@ -320,8 +342,16 @@ def markdown_tables(results: list[Result], metric: str = 'wall') -> str:
         out += ['', f'**{mode}**: {metric} ms per megapixel', '', header]
         out += [f'| {s}² | ' + ' | '.join(cell(m, s, True) for m in models) + ' |' for s in sizes]
         out.append('')
-        if len(models) > 1:
-            out += ratio_table(rows, models, sizes, mode, metric)
+        if any(r.first_call_s is not None for r in rows.values()):
+            out += [f'**{mode}**: first call, s (for a compiled model: its compilation)', '', header]
+            out += [f'| {s}² | ' + ' | '.join('–' if (m, s) not in rows or rows[m, s].first_call_s is None
+                                                else f'{rows[m, s].first_call_s:,.1f}' for m in models)
+                    + ' |' for s in sizes]
+            out.append('')
+        # one ratio table per engine: eager models against each other, compiled ones likewise
+        for group in ([m for m in models if not m.endswith(COMPILED)], [m for m in models if m.endswith(COMPILED)]):
+            if len(group) > 1:
+                out += ratio_table(rows, group, sizes, mode, metric)
     return '\n'.join(out)
 
 
@@ -330,9 +360,8 @@ def ratio_table(rows: dict, models: list[str], sizes: list[int], mode: str, metr
     above 1 means the first model is faster; both medians come from the same interleaved rounds) and
     its peak memory relative to theirs, a row per size."""
     first, others = models[0], models[1:]
-    label = LABELS.get(first, first)
-    header = ('| size | ' + ' | '.join(f'speed vs {LABELS.get(m, m)}' for m in others) + ' | '
-              + ' | '.join(f'memory vs {LABELS.get(m, m)}' for m in others) + ' |\n|---|'
+    header = ('| size | ' + ' | '.join(f'speed vs {label(m)}' for m in others) + ' | '
+              + ' | '.join(f'memory vs {label(m)}' for m in others) + ' |\n|---|'
               + '---|' * (2 * len(others)))
 
     def time_of(r):
@@ -346,7 +375,7 @@ def ratio_table(rows: dict, models: list[str], sizes: list[int], mode: str, metr
             return f'{time_of(b) / time_of(a):.2f}x'
         return '–' if a.peak_mem_mb is None or b.peak_mem_mb is None else f'{a.peak_mem_mb / b.peak_mem_mb:.2f}x'
 
-    out = [f'**{mode}**: {label} relative to the others ({metric} time; memory: peak MB ratio)', '', header]
+    out = [f'**{mode}**: {label(first)} relative to the others ({metric} time; memory: peak MB ratio)', '', header]
     out += [f'| {s}² | ' + ' | '.join(cell(m, s, 'speed') for m in others) + ' | '
             + ' | '.join(cell(m, s, 'memory') for m in others) + ' |' for s in sizes]
     out.append('')
@@ -412,6 +441,12 @@ def parse_args(argv=None):
     parser.add_argument('--time', choices=('wall', 'cpu'), default='wall',
                         help='time plotted and given per megapixel: wall clock, or the process CPU time '
                         '(with --threads 1 on a shared CPU: the work done, whatever else runs)')
+    parser.add_argument('--engine', choices=('eager', 'compiled', 'both'), default='eager',
+                        help="eager PyTorch, torch.compile (inductor, static shapes: one compilation per "
+                             "size and mode, its time in the first-call table; no memory figure), or both "
+                             "(each backbone twice; ratio tables per engine)")
+    parser.add_argument('--compile-backend', default='inductor',
+                        help='torch.compile backend of --engine compiled/both (default: %(default)s)')
     parser.add_argument('--memory', choices=('fresh-process', 'none'), default='fresh-process',
                         help='peak memory of each model, size and mode in a fresh process (default), '
                         'or not measured (e.g. a second run at another thread count)')
@@ -443,9 +478,16 @@ def main(argv=None) -> int:
     jobs = [(m, lambda size, m=m: build_backbone(m)) for m in args.models]
     jobs += [(Path(c).stem, build_from_config(c, args.batch)) for c in args.config]
     specs = {m: m for m in args.models} | {Path(c).stem: c for c in args.config}
+    if args.engine != 'eager':
+        compiled = [(name + COMPILED, lambda size, f=factory: torch.compile(f(size), dynamic=False,
+                                                                            backend=args.compile_backend))
+                    for name, factory in jobs]
+        jobs = compiled if args.engine == 'compiled' else [j for pair in zip(jobs, compiled) for j in pair]
+        # several sizes and modes per model, each a static compilation
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
 
     def memory(name, size, mode):
-        if args.memory == 'none':
+        if args.memory == 'none' or name.endswith(COMPILED):   # a fresh process would compile anew
             return None
         return peak_memory_in_subprocess(specs[name], size, mode, args.batch, device, args.threads)
 

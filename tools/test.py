@@ -19,8 +19,9 @@ import os.path as osp
 from mmmila.utils.cli import (build_runner, is_first_rank, load_config, parse_tool_args, prepare_or_exit,
                               tool_parser)
 from mmmila.utils.input_checks import check_run_inputs
-from mmmila.utils.run_setup import (LaunchError, close_process_group, detect_task, set_dataloader_defaults,
-                                    set_format_only, set_show_dir, set_work_dir, setup_launcher, wrap_tta)
+from mmmila.utils.run_setup import (LaunchError, close_process_group, compile_options, compile_test_step,
+                                    detect_task, set_dataloader_defaults, set_format_only, set_show_dir,
+                                    set_work_dir, setup_launcher, wrap_tta)
 
 
 def _test_options(parser: argparse.ArgumentParser) -> None:
@@ -52,6 +53,7 @@ def main(argv: list[str] | None = None) -> None:
         set_work_dir(cfg, args.work_dir, args.config)
         set_dataloader_defaults(cfg, task)
         cfg.load_from = args.checkpoint
+        compile_options(cfg)   # a bad value stops here, with the value named
         if args.format_only:
             prefix = osp.splitext(osp.basename(args.config))[0]
             set_format_only(cfg, task, args.out_dir, prefix)
@@ -67,7 +69,9 @@ def main(argv: list[str] | None = None) -> None:
     prepare_or_exit('test', prepare)
     if args.check_only:
         return
-    build_runner(cfg).test()
+    runner = build_runner(cfg)
+    compile_test_step(runner)
+    runner.test()
     close_process_group()
 
 

@@ -94,6 +94,38 @@ def enable_amp(cfg) -> None:
                           f'optim_wrapper.type is {wrapper.type!r}')
 
 
+def compile_options(cfg) -> dict | None:
+    """The config's ``compile`` setting as ``torch.compile`` keyword arguments, or None when off.
+
+    mmengine's convention: ``compile=True`` (defaults) or ``compile=dict(backend=..., mode=...,
+    dynamic=...)``; anything else is refused with the value named.
+    """
+    value = cfg.get('compile', None)
+    if value is None or value is False:
+        return None
+    if value is True:
+        return {}
+    if isinstance(value, dict):
+        return dict(value)
+    raise LaunchError(f'compile must be True, False or a dict of torch.compile options, got {value!r}')
+
+
+def compile_test_step(runner) -> bool:
+    """Compile the model's ``test_step`` as mmengine's Runner compiles ``train_step`` for training.
+
+    mmengine honours ``cfg.compile`` in ``Runner.train`` only; ``tools/test.py`` calls this after
+    building the Runner so that ``--cfg-options compile=True`` means the same for testing. Returns
+    whether it compiled.
+    """
+    options = compile_options(runner.cfg)
+    if options is None:
+        return False
+    runner.model.test_step = torch.compile(runner.model.test_step, **options)
+    runner.logger.info(f'test_step compiled with torch.compile({options or ""}); the first iterations '
+                       'include the compilation')
+    return True
+
+
 def set_resume(cfg, resume: str | None) -> None:
     """``--resume``: 'auto' takes the work_dir's latest checkpoint, a path resumes from that file."""
     if resume is None:

@@ -188,6 +188,28 @@ def test_benchmark_models_side_by_side_with_memory_from_a_callable(tmp_path):
     assert f'| 64² | {b.median_ms / a.median_ms:.2f}x | 0.50x |' in text
 
 
+def test_cli_compiled_engine_beside_eager(tmp_path):
+    """--engine both: each backbone eager and under torch.compile in the same rounds, a first-call
+    table (the compilation) and one ratio table per engine; compiled models get no memory figure."""
+    prefix = tmp_path / 'run'
+    res = subprocess.run([sys.executable, str(TOOL), 'mila-t', 'swin-t', '--sizes', '64', '--modes', 'forward',
+                          '--repeats', '2', '--min-time', '0', '--max-repeats', '2', '--threads', '1',
+                          '--engine', 'both', '--compile-backend', 'eager', '--memory', 'none',
+                          '--out', str(prefix)], capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = [line.split(',') for line in (tmp_path / 'run.csv').read_text().splitlines()]
+    col = {name: i for i, name in enumerate(rows[0])}
+    models = [r[col['model']] for r in rows[1:]]
+    assert models == ['mila-t', 'mila-t (compiled)', 'swin-t', 'swin-t (compiled)']
+    assert all(float(r[col['first_call_s']]) > 0 and float(r[col['median_ms']]) > 0 for r in rows[1:])
+    text = (tmp_path / 'run.md').read_text()
+    assert '**forward**: first call, s (for a compiled model: its compilation)' in text
+    assert '**forward**: MILA-T relative to the others' in text
+    assert '**forward**: MILA-T (compiled) relative to the others' in text
+    assert '| speed vs Swin-T (mmpretrain) (compiled) |' in text
+    assert '--engine both' in text
+
+
 def test_peak_memory_in_a_fresh_process():
     peak = benchmark.peak_memory_in_subprocess('mila-t', 64, 'forward', 1, torch.device('cpu'), 1)
     assert peak is not None and 64 * 16 * 16 * 4 < peak < 64 * 2**20   # a stage-0 map .. 64 MB

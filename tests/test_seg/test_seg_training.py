@@ -23,8 +23,8 @@ from .conftest import TOY_CONFIG
 METRICS = re.compile(r'Iter\(test\).*?aAcc: ([\d.]+)\s+mIoU: ([\d.]+)\s+mAcc: ([\d.]+)')
 
 
-def launch(*args: str, cwd) -> str:
-    env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS='1')
+def launch(*args: str, cwd, env: dict | None = None) -> str:
+    env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS='1', **(env or {}))
     proc = subprocess.run(['bash', *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=1500)
     assert proc.returncode == 0, f'{args[0]} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}'

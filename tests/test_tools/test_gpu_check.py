@@ -142,6 +142,9 @@ def test_dry_run_correctness_rows(dry_run):
         assert row['triton_calls'] == row['torch_calls'] == 4        # one block per stage
         assert 0 < row['outputs'] <= row['output_limit'] and row['worst_param_grad'] <= row['limit']
         assert row['params'] > 100 and row['missing_grads'] == []
+        # both paths are measured against the float64 run, so the PyTorch path has an error too
+        assert 0 < row['torch_path_outputs'] < row['output_limit']
+    assert bb['rows'][0]['outputs'] < 1e-5 < bb['rows'][1]['outputs']   # float32 vs bf16
     assert report['sections']['compile']['status'] in ('ok', 'skipped')
 
 
@@ -167,9 +170,23 @@ def test_dry_run_speed_rows_and_files(dry_run):
             for mode in ('forward', 'train step')}
         assert all(r['ms'] > 0 for r in rows)
         assert 'timm is not importable' in report['sections'][section]['note']
+    compiled = report['sections']['compiled_speed']
+    assert compiled['status'] == 'ok', compiled
+    assert {(r['model'], r['mode']) for r in compiled['rows']} == {
+        ('MILA-T (Triton)', 'forward'), ('MILA-T (Triton)', 'train step')}
+    for row in compiled['rows']:
+        assert row['backend'] == 'eager' and row['eager_ms'] > 0 and row['compiled_ms'] > 0
+        assert row['compiled_speedup'] == pytest.approx(row['eager_ms'] / row['compiled_ms'])
+        assert row['compiled_first_call_s'] > 0
+    profile = report['sections']['profile']
+    assert profile['status'] == 'ok' and 0 < len(profile['rows']) <= 25
+    assert profile['timed_ms_per_step'] > 0 and profile['wall_ms_per_step'] > 0
+    ops = [r['op'] for r in profile['rows']]
+    assert any('linear_attention_triton' in op for op in ops), ops   # the training step ran the Triton op
+    assert all(r['calls_per_step'] > 0 for r in profile['rows'])
     md = (out / 'gpu_check.md').read_text()
     assert '## op_correctness: ok' in md and '| MILA-T (Triton) |' in md
-    assert (out / 'gpu_check.log').read_text().count('gpu_check: [') >= 14
+    assert (out / 'gpu_check.log').read_text().count('gpu_check: [') >= 18
     summary = res.stdout.split('BLOCKED-LOADED')[0].strip().splitlines()
     assert summary[-len(report['summary']) - 2].startswith('| item | value | target | met |')
     table = summary[-len(report['summary']):]

@@ -1,0 +1,85 @@
+"""``--cfg-options compile=...`` through tools/train.sh and tools/test.sh on the toy UperNet.
+
+mmengine's Runner compiles ``train_step`` when the config has ``compile``; tools/test.py compiles
+``test_step`` the same way (mmengine itself does not). The slow test trains a few iterations with the
+model compiled (dynamo + AOTAutograd, ``backend='aot_eager'``: the same graph capture as inductor,
+without the C++ builds that take minutes on this 2-core machine), checks that dynamo broke no graph
+inside mmmila's code, then scores the checkpoint with tools/test.sh compiled and eager: the metrics
+must be the same.
+"""
+from __future__ import annotations
+
+import re
+
+import pytest
+from mmengine.config import Config
+
+from ..conftest import REPO
+from .conftest import TOY_CONFIG
+from .test_seg_training import launch, parse_metrics
+
+# dynamo's graph-break log lines name the user frame: "Graph break ... in user code at FILE:LINE"
+BREAK_AT = re.compile(r'[Gg]raph break.*?(?:File "|at )([^":\s]+\.py)', re.S)
+
+
+def test_compile_options_are_checked_before_anything_runs():
+    from mmmila.utils.run_setup import LaunchError, compile_options
+    assert compile_options(Config(dict())) is None
+    assert compile_options(Config(dict(compile=False))) is None
+    assert compile_options(Config(dict(compile=True))) == {}
+    assert compile_options(Config(dict(compile=dict(backend='aot_eager', dynamic=True)))) == {
+        'backend': 'aot_eager', 'dynamic': True}
+    with pytest.raises(LaunchError, match="compile must be True, False or a dict.*'yes'"):
+        compile_options(Config(dict(compile='yes')))
+
+
+def test_compile_test_step_wraps_the_models_test_step():
+    from types import SimpleNamespace
+
+    import torch
+
+    from mmmila.utils.run_setup import compile_test_step
+
+    class Model(torch.nn.Module):
+        def test_step(self, data):
+            return data * 2
+
+    logged = []
+    runner = SimpleNamespace(cfg=Config(dict(compile=dict(backend='eager'))), model=Model(),
+                             logger=SimpleNamespace(info=logged.append))
+    original = runner.model.test_step
+    assert compile_test_step(runner)
+    assert runner.model.test_step is not original and 'test_step compiled' in logged[0]
+    assert torch.equal(runner.model.test_step(torch.ones(3)), torch.full((3,), 2.0))
+    off = SimpleNamespace(cfg=Config(dict()), model=Model(), logger=None)
+    assert not compile_test_step(off)
+
+
+@pytest.mark.slow
+def test_compiled_training_and_testing_through_the_launchers(tmp_path, make_toy):
+    root = make_toy(tmp_path / 'ADEChallengeData2016', seed=0)
+    data = ['--cfg-options'] + [f'{name}.dataset.data_root={root}' for name in
+                                ('train_dataloader', 'val_dataloader', 'test_dataloader')]
+    train_sh, test_sh = str(REPO / 'tools' / 'train.sh'), str(REPO / 'tools' / 'test.sh')
+    compiled = ['compile.backend=aot_eager']
+    short = ['train_cfg.max_iters=6', 'train_cfg.val_interval=6', 'default_hooks.checkpoint.interval=6',
+             'default_hooks.logger.interval=2', 'randomness.seed=0']
+
+    work = tmp_path / 'train'
+    log = launch(train_sh, str(TOY_CONFIG), '1', '--work-dir', str(work), *data, *compiled, *short,
+                 cwd=tmp_path, env={'TORCH_LOGS': 'graph_breaks'})
+    assert 'Model has been "compiled"' in log, log[-3000:]
+    losses = [float(v) for v in re.findall(r'Iter\(train\).*?\sloss: ([\d.]+)', log)]
+    assert len(losses) == 3 and all(0 < v < 20 for v in losses), losses
+    broken_in = sorted({path for path in BREAK_AT.findall(log) if '/mmmila/' in path})
+    assert broken_in == [], f'graph breaks inside mmmila: {broken_in}'
+    checkpoint = work / 'iter_6.pth'
+    assert checkpoint.is_file()
+
+    scores = {}
+    for name, extra in (('eager', []), ('compiled', compiled)):
+        out = launch(test_sh, str(TOY_CONFIG), str(checkpoint), '1', '--work-dir', str(tmp_path / name),
+                     *data, *extra, cwd=tmp_path)
+        assert ('test_step compiled' in out) == (name == 'compiled')
+        scores[name] = parse_metrics(out)
+    assert scores['compiled'] == scores['eager'], scores
