@@ -500,9 +500,13 @@ def main(argv=None) -> int:
                   f'process, {args.warmup} untimed warm-up call(s) each, then interleaved rounds (each '
                   'round calls every model once, in a shuffled order, so that all share the load of '
                   f'the moment): at least {args.repeats} rounds and {args.min_time:g} s per model, at '
-                  f'most {args.max_repeats}; medians are reported. Peak memory: each model, size and '
-                  'mode in a fresh process (one warm-up call, then the measured one). Backbones return '
-                  'all four stages, stochastic depth off.')
+                  f'most {args.max_repeats}; medians are reported. '
+                  + ('Peak memory: not measured (`--memory none`). ' if args.memory == 'none' else
+                     'Peak memory: each model, size and mode in a fresh process (one warm-up call, then '
+                     'the measured one)' + ('; not for compiled models. ' if args.engine != 'eager' else '. '))
+                  + (f'Compiled: `torch.compile(model, dynamic=False, backend={args.compile_backend!r})`, '
+                     'one compilation per size and mode (the first call). ' if args.engine != 'eager' else '')
+                  + 'Backbones return all four stages, stochastic depth off.')
         write_report(results, Path(args.out), markdown, info_before, machine_info(device), started, argv,
                      method, args.time)
     return 0

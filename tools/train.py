@@ -18,8 +18,9 @@ import argparse
 from mmmila.utils.cli import (build_runner, is_first_rank, load_config, parse_tool_args, prepare_or_exit,
                               tool_parser)
 from mmmila.utils.input_checks import check_run_inputs
-from mmmila.utils.run_setup import (close_process_group, compile_options, detect_task, enable_amp,
-                                    set_dataloader_defaults, set_resume, set_work_dir, setup_launcher)
+from mmmila.utils.run_setup import (close_process_group, compile_model, compile_options, detect_task,
+                                    enable_amp, set_dataloader_defaults, set_resume, set_work_dir,
+                                    setup_launcher)
 
 
 def _train_options(parser: argparse.ArgumentParser) -> None:
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.amp:
             enable_amp(cfg)
         set_resume(cfg, args.resume)
-        compile_options(cfg)   # a bad value stops here, with the value named (mmengine compiles train_step)
+        compile_options(cfg)   # a bad value stops here, with the value named
         if not args.no_input_check:
             check_run_inputs(cfg, 'train', deep=is_first_rank())
         # --check-only starts no process group: the launcher's own checks come with the real run
@@ -55,7 +56,9 @@ def main(argv: list[str] | None = None) -> None:
     prepare_or_exit('train', prepare)
     if args.check_only:
         return
-    build_runner(cfg).train()
+    runner = build_runner(cfg)
+    compile_model(runner)
+    runner.train()
     close_process_group()
 
 

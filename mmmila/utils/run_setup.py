@@ -110,19 +110,28 @@ def compile_options(cfg) -> dict | None:
     raise LaunchError(f'compile must be True, False or a dict of torch.compile options, got {value!r}')
 
 
-def compile_test_step(runner) -> bool:
-    """Compile the model's ``test_step`` as mmengine's Runner compiles ``train_step`` for training.
+def compile_model(runner) -> bool:
+    """``compile=True`` / ``compile=dict(...)``: compile the Runner's model with ``torch.compile``.
 
-    mmengine honours ``cfg.compile`` in ``Runner.train`` only; ``tools/test.py`` calls this after
-    building the Runner so that ``--cfg-options compile=True`` means the same for testing. Returns
-    whether it compiled.
+    The model's calls (``model(inputs, data_samples, mode)``: backbone, neck, heads and losses) are
+    compiled in place with ``nn.Module.compile`` -- for training, validation and testing alike --
+    while data preprocessing, loss parsing and the optimizer step stay eager. mmengine's Runner
+    would instead compile ``train_step`` (training only), which puts the optimizer step inside the
+    compiled region: with torch 2.13 dynamo then fails on mmengine's parameter groups, which are
+    ``ConfigDict`` objects ("'UserDefinedDictVariable' object has no attribute 'items'"), so the
+    Runner's own compilation is switched off for this Runner. ``nn.Module.compile`` keeps the
+    state dict's keys (checkpoints load either way) and survives ``copy.deepcopy`` (an EMA copy
+    runs its own weights). Returns whether it compiled.
     """
     options = compile_options(runner.cfg)
     if options is None:
         return False
-    runner.model.test_step = torch.compile(runner.model.test_step, **options)
-    runner.logger.info(f'test_step compiled with torch.compile({options or ""}); the first iterations '
-                       'include the compilation')
+    from mmengine.model import is_model_wrapper
+    model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+    model.compile(**options)
+    runner._maybe_compile = lambda target: None   # see above: not also mmengine's train_step compilation
+    runner.logger.info(f'model compiled with torch.compile({options or ""}) (nn.Module.compile); the first '
+                       'iterations include the compilation')
     return True
 
 
