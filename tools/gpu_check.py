@@ -631,6 +631,26 @@ def section_op_speed(ctx) -> dict:
                      'measured copy bandwidth.')
 
 
+def model_steps(model, x, opt, device, no_grad=None) -> dict:
+    """The two measured calls of a model on ``x``, both under bf16 autocast: 'forward' (under
+    ``no_grad``, default ``torch.inference_mode``) and 'train step' (forward, mean of each output,
+    backward, ``opt`` step). The caller sets the model's train/eval mode."""
+    torch = torch_mod()
+    no_grad = no_grad or torch.inference_mode
+
+    def forward():
+        with no_grad(), autocast(device, 'bf16'):
+            model(x)
+
+    def train_step():
+        with autocast(device, 'bf16'):
+            outs = model(x)
+        sum(o.float().mean() for o in outs).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return {'forward': forward, 'train step': train_step}
+
+
 def model_factories(ctx, size_hw):
     """{label: (factory, backend or None)}; timm models only when timm imports."""
     device = ctx['device']
@@ -668,17 +688,7 @@ def measure_models(ctx, sizes: list[tuple[int, int]], deadline: float) -> tuple[
                 model = factory()
                 opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
                 with attn_backend(backend) if backend else nullcontext():
-                    def forward():
-                        with torch.inference_mode(), autocast(device, 'bf16'):
-                            model(x)
-
-                    def train_step():
-                        with autocast(device, 'bf16'):
-                            outs = model(x)
-                        sum(o.float().mean() for o in outs).backward()
-                        opt.step()
-                        opt.zero_grad(set_to_none=True)
-                    for mode, fn in (('forward', forward), ('train step', train_step)):
+                    for mode, fn in model_steps(model, x, opt, device).items():
                         model.train(mode == 'train step')
                         if not dry:
                             fn()   # warm-up and optimizer state
@@ -814,16 +824,7 @@ def section_compiled_speed(ctx) -> dict:
                            backend=backend)
                 with attn_backend(attn) if attn else nullcontext():
                     for kind, net in (('eager', model), ('compiled', compiled)):
-                        def step(net=net):
-                            if mode == 'forward':
-                                with torch.no_grad(), autocast(device, 'bf16'):
-                                    net(x)
-                                return
-                            with autocast(device, 'bf16'):
-                                outs = net(x)
-                            sum(o.float().mean() for o in outs).backward()
-                            opt.step()
-                            opt.zero_grad(set_to_none=True)
+                        step = model_steps(net, x, opt, device, no_grad=torch.no_grad)[mode]
                         sync(device)
                         start = time.perf_counter()
                         step()
@@ -861,13 +862,7 @@ def section_profile(ctx) -> dict:
     model = build_mila(ctx).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     x = torch.randn(plan['batch'], 3, *plan['image'], generator=gen).to(device)
-
-    def step():
-        with autocast(device, 'bf16'):
-            outs = model(x)
-        sum(o.float().mean() for o in outs).backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+    step = model_steps(model, x, opt, device)['train step']
     steps = 1 if dry else 3
     with attn_backend('triton'):
         step()

@@ -19,7 +19,7 @@ import os.path as osp
 from mmmila.utils.cli import (build_runner, is_first_rank, load_config, parse_tool_args, prepare_or_exit,
                               tool_parser)
 from mmmila.utils.input_checks import check_run_inputs
-from mmmila.utils.run_setup import (LaunchError, close_process_group, compile_model, compile_options,
+from mmmila.utils.run_setup import (LaunchError, close_process_group, compile_options,
                                     detect_task, set_dataloader_defaults, set_format_only, set_show_dir,
                                     set_work_dir, setup_launcher, wrap_tta)
 
@@ -69,9 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     prepare_or_exit('test', prepare)
     if args.check_only:
         return
-    runner = build_runner(cfg)
-    compile_model(runner)
-    runner.test()
+    build_runner(cfg).test()
     close_process_group()
 
 

@@ -18,7 +18,7 @@ import argparse
 from mmmila.utils.cli import (build_runner, is_first_rank, load_config, parse_tool_args, prepare_or_exit,
                               tool_parser)
 from mmmila.utils.input_checks import check_run_inputs
-from mmmila.utils.run_setup import (close_process_group, compile_model, compile_options, detect_task,
+from mmmila.utils.run_setup import (close_process_group, compile_options, detect_task,
                                     enable_amp, set_dataloader_defaults, set_resume, set_work_dir,
                                     setup_launcher)
 
@@ -56,9 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     prepare_or_exit('train', prepare)
     if args.check_only:
         return
-    runner = build_runner(cfg)
-    compile_model(runner)
-    runner.train()
+    build_runner(cfg).train()
     close_process_group()
 
 

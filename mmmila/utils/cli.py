@@ -12,7 +12,7 @@ from mmengine.runner import Runner
 
 from .coco_format import CocoFormatError
 from .input_checks import InputError
-from .run_setup import LaunchError
+from .run_setup import LaunchError, compile_model
 
 
 def tool_parser(description: str, tool: str, work_dir_holds: str,
@@ -65,5 +65,8 @@ def prepare_or_exit(tool: str, prepare: Callable[[], None]) -> None:
 
 
 def build_runner(cfg: Config) -> Runner:
-    """mmengine's Runner, or the config's own ``runner_type``."""
-    return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    """mmengine's Runner, or the config's own ``runner_type``, with its model compiled when the config
+    asks for it (``compile``: :func:`mmmila.utils.run_setup.compile_model`)."""
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    compile_model(runner)
+    return runner

@@ -1,5 +1,8 @@
-"""Small MILA models and comparisons shared by the compile, export and ONNX tests."""
+"""Small MILA models and comparisons shared by the compile, export and ONNX tests, and the reading of
+dynamo's graph-break log that the compiled-Runner tests share."""
 from __future__ import annotations
+
+import re
 
 import torch
 
@@ -29,3 +32,12 @@ def max_rel_err(actual, expected) -> float:
         scale = e.detach().abs().max().clamp_min(1e-30)
         worst = max(worst, ((a.detach().double() - e.detach().double()).abs().max() / scale).item())
     return worst
+
+
+# dynamo's graph-break log lines (TORCH_LOGS=graph_breaks) name the user frame: "... at FILE:LINE"
+_GRAPH_BREAK_AT = re.compile(r'[Gg]raph break.*?(?:File "|at )([^":\s]+\.py)', re.S)
+
+
+def graph_break_files(log: str) -> set[str]:
+    """The source files that dynamo's graph-break log lines in ``log`` name."""
+    return set(_GRAPH_BREAK_AT.findall(log))

@@ -11,10 +11,10 @@ import re
 
 import pytest
 
+from ..test_deploy.helpers import graph_break_files
 from .conftest import DET_CONFIGS, toy_step_config
 from .test_launchers import TEST_SH, TRAIN_SH, run
 
-BREAK_AT = re.compile(r'[Gg]raph break.*?(?:File "|at )([^":\s]+\.py)', re.S)
 METRIC = re.compile(r'coco/(bbox|segm)_mAP: ([\d.]+)')
 
 
@@ -32,7 +32,7 @@ def test_compiled_detector_trains_and_tests_through_the_launchers(toy_root, tmp_
     log = train.stdout + train.stderr
     assert train.returncode == 0, log[-3000:]
     assert 'model compiled with torch.compile' in log
-    files = set(BREAK_AT.findall(log))
+    files = graph_break_files(log)
     assert any('/mmdet/' in f for f in files), 'no graph break logged at all: has the log format changed?'
     assert sorted(f for f in files if '/mmmila/' in f) == []
     losses = [float(v) for v in re.findall(r'Epoch\(train\).*?\sloss: ([\d.]+)', log)]

@@ -16,11 +16,10 @@ import pytest
 from mmengine.config import Config
 
 from ..conftest import REPO
+from ..test_deploy.helpers import graph_break_files
 from .conftest import TOY_CONFIG
 from .test_seg_training import launch, parse_metrics
 
-# dynamo's graph-break log lines name the user frame: "Graph break ... in user code at FILE:LINE"
-BREAK_AT = re.compile(r'[Gg]raph break.*?(?:File "|at )([^":\s]+\.py)', re.S)
 
 
 def test_compile_options_are_checked_before_anything_runs():
@@ -87,7 +86,7 @@ def test_compiled_training_and_testing_through_the_launchers(tmp_path, make_toy)
     assert 'Model has been "compiled"' not in log            # not also mmengine's train_step compilation
     losses = [float(v) for v in re.findall(r'Iter\(train\).*?\sloss: ([\d.]+)', log)]
     assert len(losses) == 3 and all(0 < v < 20 for v in losses), losses
-    broken_in = sorted({path for path in BREAK_AT.findall(log) if '/mmmila/' in path})
+    broken_in = sorted(path for path in graph_break_files(log) if '/mmmila/' in path)
     assert broken_in == [], f'graph breaks inside mmmila: {broken_in}'
     checkpoint = work / 'iter_6.pth'
     assert checkpoint.is_file()
