@@ -546,7 +546,7 @@ def section_backbone_correctness(ctx) -> dict:
             rows.append(dict(precision=precision, outputs=out_err[worst_out], output_limit=limit[worst_out],
                              worst_param_grad=param_errs[worst], worst_param=worst, limit=param_limit[worst],
                              all_grads=all_err, all_grads_limit=2 * torch_all + floor, torch_path_all_grads=torch_all,
-                             torch_path_outputs=max(torch_out),
+                             torch_path_outputs=torch_out[worst_out],
                              torch_path_worst_param_grad=max(torch_param.values()),
                              params=len(param_errs), missing_grads=missing,
                              triton_calls=counts_t.get('triton', 0), torch_calls=counts_p.get('torch', 0),
@@ -1018,6 +1018,9 @@ def main(argv=None) -> int:
                                   f'needs about {MIN_SECONDS[name]} s'))
             continue
         t0 = time.monotonic()
+        # Every section draws its weights and inputs from the seed alone, whichever sections ran before.
+        torch.manual_seed(args.seed)
+        ctx['gen'] = torch.Generator().manual_seed(args.seed)
         print(f'gpu_check: [{time.monotonic() - start:6.1f} s] {name} ...', flush=True)
         try:
             section = SECTION_FUNCS[name](ctx)
