@@ -2,10 +2,15 @@
 #   make demo       set up, then train / evaluate / run inference on the embedded toy COCO set
 #   make test       set up, then run the default test suite (fast; every part of the project)
 #   make test-slow  the slow end-to-end tests (training runs, DDP, demo pipeline)
-# MMMILA_INSTALL_ENV=current uses the active Python environment instead of ./.venv.
+# STACK=onedl builds and uses OneDL Lab's maintained forks (onedl-mmcv, ...) in ./.venv-onedl instead
+# of OpenMMLab's releases in ./.venv (STACK=openmmlab, the default); both can live in one checkout.
+# MMMILA_INSTALL_ENV=current uses the active Python environment instead (its own stack, unless STACK says).
 SHELL := /bin/bash
+STACK ?=
 ifeq ($(MMMILA_INSTALL_ENV),current)
 PY ?= python3
+else ifeq ($(STACK),onedl)
+PY ?= $(CURDIR)/.venv-onedl/bin/python
 else
 PY ?= $(CURDIR)/.venv/bin/python
 endif
@@ -13,7 +18,7 @@ PYTEST_ARGS ?=
 
 .PHONY: install demo test test-slow test-all
 install:
-	bash tools/install.sh
+	bash tools/install.sh $(if $(STACK),--stack $(STACK))
 
 demo: install
 	PATH="$(dir $(PY)):$$PATH" bash tools/demo.sh

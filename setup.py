@@ -19,14 +19,18 @@ setup(
     # The top-level kernels/ folder ships as mmmila.kernels (no top-level `kernels` package).
     packages=find_packages(include=['mmmila', 'mmmila.*']) + ['mmmila.kernels'],
     package_dir={'mmmila.kernels': 'kernels'},
-    # Pins live in requirements/constraints.txt and are applied by tools/install.sh; here only
+    # Pins live in requirements/constraints*.txt and are applied by tools/install.sh; here only
     # what the package needs, loosely, so that pip never swaps the user's torch.
-    # `import mmmila` and the MILA backbone need only torch and mmengine (docs/architecture.md).
-    install_requires=['torch>=2.1', 'mmengine>=0.10,<0.11', 'numpy'],
+    # `import mmmila` and the MILA backbone need only torch and mmengine (docs/architecture.md). mmengine
+    # is not required here: OpenMMLab's `mmengine` and OneDL's `onedl-mmengine` both provide it, and pip
+    # knows no "either"; `import mmmila` says which to install when neither is there. The extras pick
+    # a stack: `pip install -e .[openmmlab]` or `.[onedl]`, never both in one environment.
+    install_requires=['torch>=2.1', 'numpy'],
     extras_require={
-        'det': ['mmcv>=2.0.0,<2.2.0', 'mmdet>=3.3,<3.4', 'pycocotools'],
-        'seg': ['mmcv>=2.0.0,<2.2.0', 'mmsegmentation>=1.2,<1.3'],
-        'cls': ['mmpretrain>=1.2,<1.3'],
+        'openmmlab': ['mmengine>=0.10,<0.11', 'mmcv>=2.0.0,<2.2.0', 'mmdet>=3.3,<3.4',
+                      'mmsegmentation>=1.2,<1.3', 'mmpretrain>=1.2,<1.3', 'pycocotools'],
+        'onedl': ['onedl-mmengine>=0.10.12,<0.11', 'onedl-mmcv>=2.3', 'onedl-mmdetection>=3.5',
+                  'onedl-mmsegmentation>=1.4', 'onedl-mmpretrain>=1.3', 'pycocotools'],
         'kernels': ['triton'],
         'deploy': ['onnx', 'onnxruntime', 'onnxscript'],
         'tests': ['pytest', 'scikit-image'],

@@ -7,7 +7,16 @@ checkpoint policy into mmengine, so a config needs only
 mmengine. What it imports and what stays opt-in: docs/architecture.md.
 """
 from mmmila.version import __version__
-from mmmila import integration, registry
+
+try:
+    import mmengine  # noqa: F401  (setup.py cannot require it: two distributions provide it)
+except ModuleNotFoundError as err:
+    raise ModuleNotFoundError(
+        "mmmila needs mmengine, and it is not installed: install OpenMMLab's (pip install mmengine) or "
+        "OneDL's (pip install onedl-mmengine), or let tools/install.sh build either stack (docs/install.md)."
+    ) from err
+
+from mmmila import integration, registry  # noqa: E402
 
 registry.register_defaults()
 integration.install()

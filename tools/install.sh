@@ -1,26 +1,38 @@
 #!/usr/bin/env bash
-# Build mmmila's environment from nothing: torch (CPU wheel), mmcv 2.1 with its compiled ops,
-# mmengine, mmdet, mmsegmentation, mmpretrain, triton, test tools, then mmmila itself (editable).
+# Build mmmila's environment from nothing: torch (CPU wheel), mmcv with its compiled ops, mmengine,
+# mmdet, mmsegmentation, mmpretrain, triton, test tools, then mmmila itself (editable).
 #
-#   tools/install.sh                 # into ./.venv (default; git-ignored)
+#   tools/install.sh                 # OpenMMLab's releases (mmcv 2.1, mmdet 3.3, ...) into ./.venv
+#   tools/install.sh --stack onedl   # OneDL Lab's maintained forks (onedl-mmcv 2.3, ...) into ./.venv-onedl
 #   tools/install.sh --current-env   # into the active Python environment (or MMMILA_INSTALL_ENV=current);
-#                                    # an installed torch (e.g. a CUDA build) is kept as it is
+#                                    # an installed torch (e.g. a CUDA build) is kept as it is, and
+#                                    # without --stack the stack the environment already holds is used
 #
+# --stack openmmlab|onedl (or MMMILA_STACK): which OpenMMLab stack; the two install under the same
+# import names, so one environment holds one of them, and the script never installs one over the other.
 # Idempotent: a second run checks a stamp and the imports, and returns in seconds.
-# Every pin lives in requirements/constraints.txt. See docs/install.md.
+# Every pin lives in requirements/constraints.txt (openmmlab) or constraints-onedl.txt. See docs/install.md.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-CONSTRAINTS="$REPO/requirements/constraints.txt"
 MODE="${MMMILA_INSTALL_ENV:-venv}"
-for arg in "$@"; do
-  case "$arg" in
+STACK="${MMMILA_STACK:-}"
+while [ $# -gt 0 ]; do
+  case "$1" in
     --current-env) MODE=current ;;
     --venv) MODE=venv ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
-    *) echo "install.sh: unknown argument '$arg' (expected --current-env or --venv)" >&2; exit 2 ;;
+    --stack) [ $# -ge 2 ] || { echo "install.sh: --stack needs a value (openmmlab or onedl)" >&2; exit 2; }
+             STACK="$2"; shift ;;
+    --stack=*) STACK="${1#--stack=}" ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    *) echo "install.sh: unknown argument '$1' (expected --current-env, --venv or --stack openmmlab|onedl)" >&2; exit 2 ;;
   esac
+  shift
 done
+case "$STACK" in
+  ''|openmmlab|onedl) ;;
+  *) echo "install.sh: unknown stack '$STACK' (expected openmmlab or onedl)" >&2; exit 2 ;;
+esac
 
 die() { echo "install.sh: ERROR: $*" >&2; exit 1; }
 step() { echo "==> [$(date +%H:%M:%S)] $*"; }
@@ -40,7 +52,8 @@ sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Pyt
 EOF
 
 if [ "$MODE" = venv ]; then
-  VENV="$REPO/.venv"
+  [ -n "$STACK" ] || STACK=openmmlab
+  if [ "$STACK" = onedl ]; then VENV="$REPO/.venv-onedl"; else VENV="$REPO/.venv"; fi
   if [ ! -x "$VENV/bin/python" ]; then
     step "creating $VENV"
     "$BASE_PY" -m venv "$VENV" || die "could not create a virtual environment at $VENV; install the venv module ('apt-get install -y python3-venv')."
@@ -51,16 +64,54 @@ else
 fi
 PIP=("$PY" -m pip --disable-pip-version-check)
 
+# ---- which stack the environment holds: never one over the other --------------------------------
+# Prints "openmmlab NAMES", "onedl NAMES", "mixed NAMES" or "none".
+env_stack() {
+  "$PY" - <<'EOF'
+from importlib import metadata
+original = ['mmengine', 'mmcv', 'mmcv-full', 'mmcv-lite', 'mmdet', 'mmsegmentation', 'mmpretrain']
+onedl = ['onedl-mmengine', 'onedl-mmcv', 'onedl-mmdetection', 'onedl-mmsegmentation', 'onedl-mmpretrain']
+def found(names):
+    out = []
+    for name in names:
+        try:
+            out.append(f'{name}=={metadata.version(name)}')
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+a, b = found(original), found(onedl)
+print(('mixed' if a and b else 'openmmlab' if a else 'onedl' if b else 'none'), ', '.join(a + b))
+EOF
+}
+HELD="$(env_stack)"
+HELD_STACK="${HELD%% *}"
+HELD_NAMES="${HELD#* }"
+[ "$HELD_STACK" != mixed ] || die "the environment at $("$PY" -c 'import sys; print(sys.prefix)') holds both OpenMMLab's and OneDL's packages ($HELD_NAMES), which install under the same import names; uninstall one set (pip uninstall) or use a fresh environment."
+if [ -z "$STACK" ]; then  # --current-env without --stack: the stack it holds, else OpenMMLab's
+  if [ "$HELD_STACK" = onedl ]; then STACK=onedl; else STACK=openmmlab; fi
+fi
+if [ "$HELD_STACK" != none ] && [ "$HELD_STACK" != "$STACK" ]; then
+  other="$([ "$STACK" = onedl ] && echo "--stack openmmlab" || echo "--stack onedl")"
+  die "the environment at $("$PY" -c 'import sys; print(sys.prefix)') holds the $HELD_STACK stack ($HELD_NAMES), and installing $STACK's packages over it would mix two stacks under the same import names; run with $other, use another environment (the default venv of --stack onedl is ./.venv-onedl), or uninstall those packages first."
+fi
+if [ "$STACK" = onedl ]; then
+  CONSTRAINTS="$REPO/requirements/constraints-onedl.txt"
+else
+  CONSTRAINTS="$REPO/requirements/constraints.txt"
+fi
+
 # ---- fast path: nothing changed since the last successful run --------------------------------
 STAMP_DIR="$("$PY" -c 'import sys; print(sys.prefix)')"
 STAMP="$STAMP_DIR/.mmmila-install-stamp"
-HASH="$(cat "$CONSTRAINTS" "$0" "$REPO/setup.py" | sha256sum | cut -c1-16)"
+HASH="$( (echo "$STACK"; cat "$CONSTRAINTS" "$0" "$REPO/setup.py") | sha256sum | cut -c1-16)"
 verify() {
-  "$PY" - <<'EOF'
+  "$PY" - <<'EOF' || return 1
 import torch, torchvision, mmcv, mmengine, mmdet, mmseg, mmpretrain, triton, pycocotools, mmmila
 import onnx, onnxruntime, onnxscript
 from mmcv.ops import nms, roi_align  # compiled ops present
 EOF
+  [ "$(env_stack | cut -d' ' -f1)" = "$STACK" ] || return 1
+  "${PIP[@]}" check
 }
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$HASH" ] && verify >/dev/null 2>&1; then
   echo "install.sh: environment at $STAMP_DIR is up to date (stamp $HASH)."
@@ -107,7 +158,7 @@ step "build tools (setuptools 80.9, wheel, ninja)"
 "${PIPC[@]}" setuptools wheel ninja
 
 step "numpy, triton, opencv, ONNX export tools and pure-Python dependencies"
-"${PIPC[@]}" "numpy<2.4" triton pycocotools fvcore pytest scikit-image opencv-python onnx onnxruntime onnxscript
+"${PIPC[@]}" numpy triton pycocotools fvcore pytest scikit-image opencv-python onnx onnxruntime onnxscript
 
 # torchvision: the PyPI wheel for torch 2.13 is a CUDA build whose ops cannot load beside the CPU
 # torch; --no-deps so it never pulls another torch. A torchvision that imports is never touched.
@@ -123,21 +174,31 @@ if ! "$PY" -c 'import torchvision' >/dev/null 2>&1; then
 fi
 
 # mmcv: built once from the sdist with its ops; pip's wheel cache keeps the wheel for next time.
+if [ "$STACK" = onedl ]; then
+  MMCV=onedl-mmcv
+  MM_PACKAGES=(onedl-mmengine onedl-mmdetection onedl-mmsegmentation onedl-mmpretrain)
+  step "OneDL's build requirements (packaging, click: their sdists build against this environment)"
+  "${PIPC[@]}" packaging click
+else
+  MMCV=mmcv
+  MM_PACKAGES=(mmengine mmdet mmsegmentation mmpretrain)
+fi
 if ! "$PY" -c 'from mmcv.ops import nms, roi_align' >/dev/null 2>&1; then
-  step "mmcv 2.1.0 with ops (first build on a machine: ~10 min; later: seconds from pip's wheel cache)"
+  step "$MMCV $(sed -n "s/^$MMCV==\([^ ]*\).*/\1/p" "$CONSTRAINTS") with ops (first build on a machine: 10-16 min; later: seconds from pip's wheel cache)"
   MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-2}" CFLAGS="${CFLAGS:--g0}" CXXFLAGS="${CXXFLAGS:--g0}" \
-    "${PIPC[@]}" --no-build-isolation mmcv \
-    || die "mmcv 2.1.0 failed to build; the lines above show the compiler error (check that g++ and the Python headers are installed)."
+    "${PIPC[@]}" --no-build-isolation "$MMCV" \
+    || die "$MMCV failed to build; the lines above show the compiler error (check that g++ and the Python headers are installed)."
 fi
 
-step "mmengine, mmdet, mmsegmentation, mmpretrain"
-# ftfy and regex: mmseg.utils imports its text tokenizer unconditionally, mmseg's wheel does not require them.
-"${PIPC[@]}" mmengine mmdet mmsegmentation mmpretrain ftfy regex
+step "${MM_PACKAGES[*]}"
+# ftfy and regex: mmseg.utils imports its text tokenizer unconditionally, mmseg 1.2's wheel does not require them.
+# --no-build-isolation: OneDL's packages are source distributions; they build against this environment.
+"${PIPC[@]}" --no-build-isolation "${MM_PACKAGES[@]}" ftfy regex
 
 step "mmmila (editable)"
 "${PIPC[@]}" --no-build-isolation --no-deps -e "$REPO"
 
 step "verifying"
-verify || die "the environment was installed but an import failed (see the traceback above)."
+verify || die "the environment was installed but an import failed, it holds another stack, or 'pip check' found a conflict (see above; '$PY -m pip check' repeats it)."
 echo "$HASH" > "$STAMP"
-echo "install.sh: done. Python: $PY"
+echo "install.sh: done ($STACK stack). Python: $PY"

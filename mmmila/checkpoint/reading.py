@@ -107,27 +107,44 @@ def read_checkpoint(filename: str, map_location=None, source: str | None = None)
         reason = _unpickling_reason(err)
     why = trust_reason(filename)
     if why is None:
-        raise UntrustedCheckpointError(
-            f'Refusing to fully unpickle the untrusted checkpoint {source}: it holds more than tensors '
-            f'and plain data ({reason}), and unpickling that can run code; if you trust this file, name '
-            f'its path in the environment variable {TRUST_ENV} (see docs/checkpoints.md), for example to '
-            'convert it once with tools/convert_checkpoint.py.') from None
+        raise _refusal(source, reason, f'if you trust this file, name its path in the environment variable '
+                                       f'{TRUST_ENV} (see docs/checkpoints.md), for example to convert it once '
+                                       'with tools/convert_checkpoint.py') from None
     print_log(f'mmmila: {source} holds pickled objects ({reason}); unpickling it fully, as it is '
               f'trusted: {why}', logger='current')
     return torch.load(filename, map_location=map_location, weights_only=False)
 
 
-def read_url(url: str, map_location=None, model_dir: str | None = None):
+def read_weights_only(file, map_location=None, source: str | None = None):
+    """``torch.load`` a file or an open stream (e.g. bytes read from a storage backend), weights only.
+
+    With the data-only types, as :func:`read_checkpoint`; there is no path to trust, so a checkpoint
+    that needs the full unpickler is refused.
+
+    Raises:
+        UntrustedCheckpointError: the checkpoint needs the full unpickler.
+    """
+    _allow_data_only_types()
+    try:
+        return torch.load(file, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        reason = _unpickling_reason(err)
+    raise _refusal(source or (file if isinstance(file, str) else 'read from a stream'), reason,
+                   f'if you trust it, save it to a local file and name that path in the environment '
+                   f'variable {TRUST_ENV} (see docs/checkpoints.md)') from None
+
+
+def read_url(url: str, map_location=None, model_dir: str | None = None, file_name: str | None = None):
     """Download ``http(s)://`` (any URL urllib opens) once, then read the file under the policy.
 
-    The file is cached where mmengine caches downloads (``$TORCH_HOME/checkpoints``); to trust a
-    downloaded file, name its cached path.
+    The file is cached where mmengine caches downloads (``$TORCH_HOME/checkpoints``), under the URL's
+    file name or ``file_name``; to trust a downloaded file, name its cached path.
     """
     from mmengine.dist import barrier, get_dist_info
     from torch.hub import _get_torch_home, download_url_to_file  # the same cache mmengine uses
 
     model_dir = model_dir or osp.join(_get_torch_home(), 'checkpoints')
-    cached = osp.join(model_dir, osp.basename(urlparse(url).path))
+    cached = osp.join(model_dir, file_name or osp.basename(urlparse(url).path))
     rank, world_size = get_dist_info()
     if rank == 0 and not osp.exists(cached):
         os.makedirs(model_dir, exist_ok=True)
@@ -138,6 +155,12 @@ def read_url(url: str, map_location=None, model_dir: str | None = None):
             os.makedirs(model_dir, exist_ok=True)
             download_url_to_file(url, cached, progress=False)
     return read_checkpoint(cached, map_location, source=f'{url} (downloaded to {cached})')
+
+
+def _refusal(source: str, reason: str, advice: str) -> UntrustedCheckpointError:
+    return UntrustedCheckpointError(
+        f'Refusing to fully unpickle the untrusted checkpoint {source}: it holds more than tensors and '
+        f'plain data ({reason}), and unpickling that can run code; {advice}.')
 
 
 def _real(path: str) -> str:

@@ -9,6 +9,7 @@ import pytest
 from mmengine.config import Config
 
 from ..conftest import REPO
+from ..plain_config import plain_config_text
 
 CONFIGS = REPO / 'configs'
 DET_CONFIGS = {f'{v}_{s}': CONFIGS / f'mask_rcnn_mila_{v}_{s}.py' for v in 'tsb' for s in ('1x', '3x')}
@@ -103,7 +104,9 @@ def toy_root(tmp_path_factory, make_toy) -> Path:
 
 @pytest.fixture(scope='session', autouse=True)
 def _plain_config_text():
-    """Skip yapf when a Runner logs and dumps its config (seconds per Runner, cosmetic only)."""
+    """Unformatted config text when a Runner logs and dumps its config: yapf's formatting takes
+    seconds per Runner and is cosmetic (the text is one ``key = value`` line per entry, still valid
+    Python that reads back as the same config)."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr('mmengine.config.config.FormatCode', lambda text, **kwargs: (text, False))
+        patch.setattr(Config, 'pretty_text', property(plain_config_text))
         yield

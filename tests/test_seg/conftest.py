@@ -9,6 +9,7 @@ import torch
 from mmengine.config import Config
 
 from ..conftest import OFFICIAL_KEYS, REPO
+from ..plain_config import plain_config_text
 
 CONFIGS = REPO / 'configs'
 SEG_CONFIGS = {v: CONFIGS / f'upernet_mila_{v}_512x512_160k_ade20k.py' for v in 'tsb'}
@@ -28,9 +29,11 @@ def _seg_registered():
 
 @pytest.fixture(scope='session', autouse=True)
 def _plain_config_text():
-    """Skip yapf when a Runner logs and dumps its config (seconds per Runner, cosmetic only)."""
+    """Unformatted config text when a Runner logs and dumps its config: yapf's formatting takes
+    seconds per Runner and is cosmetic (the text is one ``key = value`` line per entry, still valid
+    Python that reads back as the same config)."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr('mmengine.config.config.FormatCode', lambda text, **kwargs: (text, False))
+        patch.setattr(Config, 'pretty_text', property(plain_config_text))
         yield
 
 
