@@ -43,7 +43,11 @@ class Served:
         without running it: mmengine's scheme table, ``_load_checkpoint``, ``load_checkpoint`` and the
         loader function ``direct`` called as it is."""
         def into_model(uri, map_location):
-            return mmengine_checkpoint.load_checkpoint(torch.nn.Linear(4, 1), uri, map_location, strict=True)
+            model = torch.nn.Module()
+            model.fc = torch.nn.Linear(4, 1)
+            ckpt = mmengine_checkpoint.load_checkpoint(model, uri, map_location, strict=True)
+            assert torch.equal(model.fc.weight.detach(), WEIGHTS['fc.weight'])
+            return ckpt
 
         ways = {'CheckpointLoader': mmengine_checkpoint.CheckpointLoader.load_checkpoint,
                 '_load_checkpoint': mmengine_checkpoint._load_checkpoint,
@@ -122,21 +126,17 @@ def test_open_mmlab(served, http_root, tmp_path, monkeypatch, mapped_to):
     served.check(lambda kind: f'open-mmlab://mmmila_{kind}', mmengine_checkpoint.load_from_openmmlab)
 
 
-class LocalBytesBackend:
-    """A storage backend (the role of petrel_client's) whose ``get`` returns a local file's bytes."""
-
-    root: Path
-
-    def __init__(self, **kwargs):
-        pass
-
-    def get(self, filepath) -> bytes:
-        return (self.root / str(filepath).rpartition('/')[2]).read_bytes()
-
-
 @pytest.mark.parametrize('scheme', ['s3', 'petrel'])
 def test_ceph(served, monkeypatch, scheme):
-    monkeypatch.setattr(LocalBytesBackend, 'root', served.root)
+    """mmengine reads ``s3://`` and ``petrel://`` through its 'petrel' storage backend; here a backend
+    whose ``get`` returns a local file's bytes plays petrel_client's part."""
+    class LocalBytesBackend:
+        def __init__(self, **kwargs):
+            pass
+
+        def get(self, filepath) -> bytes:
+            return (served.root / str(filepath).rpartition('/')[2]).read_bytes()
+
     monkeypatch.setitem(file_backends.backends, 'petrel', LocalBytesBackend)
     served.check(lambda kind: f'{scheme}://bucket/{kind}.pth', mmengine_checkpoint.load_from_ceph)
 
