@@ -43,7 +43,7 @@ def load_from_local(filename: str, map_location=None):
     return _for_runner_model(read_checkpoint(filename, map_location))
 
 
-def load_from_url(url: str, map_location=None, model_dir: str | None = None, progress: bool = False):
+def load_from_url(url: str, map_location=None, model_dir: str | None = None):
     """mmengine's loader for ``http(s)://``: download once, then read under the policy."""
     return _for_runner_model(read_url(url, map_location, model_dir))
 
