@@ -122,7 +122,9 @@ def test_prepared_wheels_cover_the_imports(dry_run):
     assert 'mmengine' in wheels and set(wheels) == set(WHEEL_MODULES)
     from_wheels = set().union(*WHEEL_MODULES.values())
     assert loaded - IMAGE_MODULES - from_wheels == set()
-    assert {'mmengine', 'yaml', 'rich', 'addict', 'yapf', 'termcolor', 'packaging'} <= loaded
+    # yapf too with OpenMMLab's mmengine, which imports it with its config module; OneDL's imports it
+    # only to format a config's text.
+    assert {'mmengine', 'yaml', 'rich', 'addict', 'termcolor', 'packaging'} <= loaded
 
 
 def test_dry_run_correctness_rows(dry_run):
