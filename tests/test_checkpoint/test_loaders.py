@@ -23,6 +23,8 @@ import torch
 from mmengine.fileio import backends as file_backends
 from mmengine.runner import checkpoint as mmengine_checkpoint
 
+import mmmila  # noqa: F401  (installs the policy into mmengine, as a config's custom_imports does)
+
 from .helpers import save_payload_checkpoint
 
 WEIGHTS = {'fc.weight': torch.arange(4.0).view(1, 4), 'fc.bias': torch.ones(1)}
