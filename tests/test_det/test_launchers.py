@@ -81,9 +81,10 @@ def test_train_sh_missing_data_stops_once_before_spawning(tmp_path):
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert output.count('data/coco/') >= 1 and output.count('does not exist') == 1, output[-3000:]
-    errors = [line for line in output.splitlines() if line.strip()]
-    assert len(errors) <= 2, errors   # the error line, at most one line of context
-    assert errors[-1].startswith('tools/train.py: error: ') and 'COCO' in errors[-1]
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert lines[-1].startswith('tools/train.py: error: ') and 'COCO' in lines[-1]
+    # One error line (a library may print its own notes on import: OneDL's print 'Could not import OneDL').
+    assert [line for line in lines if 'error' in line.lower()] == [lines[-1]], lines
     for noise in ('ChildFailedError', 'Traceback', 'pkg_resources', 'torch.distributed.run'):
         assert noise not in output
     assert not (tmp_path / 'work_dirs').exists()   # nothing was started
