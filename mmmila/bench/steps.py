@@ -38,7 +38,7 @@ def model_step(model: nn.Module, x: torch.Tensor, mode: str, optimizer: torch.op
     - ``'forward+backward'``: train mode; the gradients are set to None, then the forward and the
       backward of the sum of every output's mean. The gradients stay until the next call (so a
       peak memory above the start of a later call does not count them twice).
-    - ``'train step'``: train mode; forward and backward as above, ``optimizer.step()``, then
+    - ``'train step'``: train mode; as ``'forward+backward'``, then ``optimizer.step()`` and
       ``optimizer.zero_grad(set_to_none=True)``: one iteration of a training loop (the gradients
       are made and freed inside the call).
 
@@ -61,8 +61,7 @@ def model_step(model: nn.Module, x: torch.Tensor, mode: str, optimizer: torch.op
         return forward
 
     def backward():
-        if mode == 'forward+backward':
-            model.zero_grad(set_to_none=True)
+        model.zero_grad(set_to_none=True)
         with amp():
             out = model(x)
         _loss(out).backward()
