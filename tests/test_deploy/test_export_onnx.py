@@ -160,7 +160,7 @@ def _det_model():
     (lambda: export_onnx.load_model(str(SEG_TOY), 'missing.pth'), "checkpoint file 'missing.pth' does not exist"),
     (lambda: export_onnx.Exportable(_det_model(), 'model'), 'cannot be exported'),
     (lambda: export_onnx.Exportable(export_onnx.load_model(str(CLS))[0], 'features'),
-     "is a detector's backbone + neck, and ImageClassifier is a classifier"),
+     "is a detector's backbone + neck, and MESAClassifier is a classifier, not a detector"),
     (lambda: export_onnx.Exportable(_det_model(), 'head'), 'must be one of'),
     (lambda: export_onnx.export(export_onnx.Exportable(export_onnx.load_model(str(SEG_TOY))[0], 'backbone'),
                                 'x.onnx', (70, 70), dynamic=True), 'multiples of 32, got 70x70'),
