@@ -1,10 +1,11 @@
 """What the GPU kit's sections share: the context they run in, the model under test, the choice of
 attention backend, and whether torch.compile can run.
 
-A section is a function ``section(ctx) -> dict`` of :data:`mmmila.bench.gpu_kit.run.SECTIONS`; ``ctx``
-holds ``device``, ``dry`` (the dry run), ``plan`` (:data:`mmmila.bench.gpu_kit.plan.PLAN`), ``gen``
-(a ``torch.Generator`` seeded anew for each section), ``fault``, ``staging``, ``deadline``
-(``time.monotonic()`` at which the budget ends) and what earlier sections left (``copy_gb_s``).
+A section is a function ``section(ctx) -> dict`` (named in ``plan.SECTIONS``, listed in
+``run.SECTION_FUNCS``); ``ctx`` holds ``device``, ``dry`` (the dry run), ``plan``
+(:data:`mmmila.bench.gpu_kit.plan.PLAN`), ``gen`` (a ``torch.Generator`` seeded anew for each
+section), ``fault``, ``staging``, ``deadline`` (``time.monotonic()`` at which the budget ends) and
+what earlier sections left (``copy_gb_s``).
 The returned dict has a ``status`` ('ok', 'fail', 'error', 'skipped'), usually ``rows`` and a ``note``.
 """
 from __future__ import annotations
