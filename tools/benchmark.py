@@ -42,7 +42,8 @@ import torch
 
 from mmmila.bench.command import command_line
 from mmmila.bench.machine import machine_info
-from mmmila.bench.model_speed import COMPILED, MODES, benchmark_models, peak_memory_in_subprocess, write_report
+from mmmila.bench.model_speed import (COMPILED, MODES, benchmark_models, peak_memory_in_subprocess,
+                                      write_report)
 from mmmila.bench.models import BACKBONES, build_backbone, build_from_config
 
 REPO = Path(__file__).resolve().parents[1]

@@ -144,8 +144,9 @@ def main(argv=None):
                   f'(N = {n}), C = {channels}, {nh} heads, {args.dtype}')
             mem = {}
             if not args.no_memory:
-                mem = {name: {mode: peak_memory_of(name, hw, channels, nh, mode, args.batch, args.dtype, device,
-                                                   args.threads) for mode in OP_MODES} for name in variants}
+                mem = {name: {mode: peak_memory_of(name, hw, channels, nh, mode, args.batch, args.dtype,
+                                                   device, args.threads) for mode in OP_MODES}
+                       for name in variants}
             print('| variant | max rel. diff vs authors (out, dqk, dv) | fwd ms | fwd speed-up '
                   '| fwd+bwd ms | fwd+bwd speed-up | CPU-time speed-up fwd / fwd+bwd '
                   '| fwd peak MB | fwd+bwd peak MB | fwd+bwd memory ratio |')

@@ -37,7 +37,8 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--arch', default='tiny', help='MILA arch (default tiny)')
     parser.add_argument('--sizes', type=parse_size, nargs='+', default=[(512, 512), (800, 1280)])
     parser.add_argument('--rounds', type=int, default=5, help='timed calls per engine and size')
@@ -55,8 +56,8 @@ def main(argv=None) -> int:
     print('| size | engine | median (s) | min (s) | first call (s) | speed vs eager |')
     print('|---|---|---|---|---|---|')
     for r in rows:
-        print(f"| {r['size']} | {r['engine']} | {r['median_s']:.3f} | {r['min_s']:.3f} | {r['first_call_s']:.1f} "
-              f"| {r['speed_vs_eager']:.2f}x |")
+        print(f"| {r['size']} | {r['engine']} | {r['median_s']:.3f} | {r['min_s']:.3f} | "
+              f"{r['first_call_s']:.1f} | {r['speed_vs_eager']:.2f}x |")
     return 0
 
 

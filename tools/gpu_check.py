@@ -36,9 +36,9 @@ Timing: ``triton.testing.do_bench`` medians (warm-up excluded, L2 flushed before
 CUDA; on CPU (``--dry-run``) a median of a few ``time.perf_counter`` calls. ``--dry-run`` forces
 CPU, the Triton interpreter, tiny sizes and skips timm when it is absent; the test suite runs it.
 
-The sections, the report and the staging are ``mmmila.bench.gpu_kit``; this file parses the arguments
-and calls them. Before anything imports mmmila, the kit copies this working tree's ``mmmila/`` (with ``kernels/``
-as ``mmmila.kernels``, as setup.py installs it) to a temporary folder and extracts every wheel of
+The sections, the report and the staging are ``mmmila.bench.gpu_kit``; this file parses the
+arguments and calls them. Before anything imports mmmila, the kit copies this working tree's
+``mmmila/`` (with ``kernels/`` as ``mmmila.kernels``, as setup.py installs it) to a temporary folder and extracts every wheel of
 ``--wheels`` (default ``.gpu_wheels/``, filled by tools/prepare_gpu_wheels.sh) whose modules do not
 import yet, and puts both first on ``sys.path``: no pip, no network, no install. ``cv2``, which
 mmengine imports at import time but nothing here uses, becomes an empty placeholder module when
@@ -69,7 +69,8 @@ def kit_module(name: str):
     importing them as ``mmmila.bench.gpu_kit.<name>`` would first run ``mmmila/__init__.py``, which
     needs mmengine, which on the GPU machine only the staging provides.
     """
-    spec = importlib.util.spec_from_file_location(f'gpu_kit_{name}', REPO / 'mmmila' / 'bench' / 'gpu_kit' / f'{name}.py')
+    path = REPO / 'mmmila' / 'bench' / 'gpu_kit' / f'{name}.py'
+    spec = importlib.util.spec_from_file_location(f'gpu_kit_{name}', path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -19,8 +19,10 @@ BACKBONES = {
                'swin_tiny_patch4_window7_224'),
     'swin-s': ('Swin-S', dict(type='SwinTransformer', arch='small', pad_small_map=True),
                'swin_small_patch4_window7_224'),
-    'convnext-t': ('ConvNeXt-T', dict(type='ConvNeXt', arch='tiny', gap_before_final_norm=False), 'convnext_tiny'),
-    'convnext-s': ('ConvNeXt-S', dict(type='ConvNeXt', arch='small', gap_before_final_norm=False), 'convnext_small'),
+    'convnext-t': ('ConvNeXt-T', dict(type='ConvNeXt', arch='tiny', gap_before_final_norm=False),
+                   'convnext_tiny'),
+    'convnext-s': ('ConvNeXt-S', dict(type='ConvNeXt', arch='small', gap_before_final_norm=False),
+                   'convnext_small'),
 }
 SOURCES = ('mmpretrain', 'timm')
 
@@ -34,7 +36,8 @@ def label(name: str, source: str = 'mmpretrain') -> str:
 LABELS = {name: label(name) for name in BACKBONES}
 
 
-def build_backbone(name: str, source: str = 'mmpretrain', image_size: tuple[int, int] | None = None) -> nn.Module:
+def build_backbone(name: str, source: str = 'mmpretrain',
+                   image_size: tuple[int, int] | None = None) -> nn.Module:
     """A dense-prediction backbone by name: all four stages out, no stochastic depth, random weights.
 
     Args:

@@ -28,7 +28,8 @@ def _loss(out) -> torch.Tensor:
 
 
 def model_step(model: nn.Module, x: torch.Tensor, mode: str, optimizer: torch.optim.Optimizer | None = None,
-               autocast: torch.dtype | None = None, no_grad: Callable = torch.inference_mode) -> Callable[[], None]:
+               autocast: torch.dtype | None = None,
+               no_grad: Callable = torch.inference_mode) -> Callable[[], None]:
     """One measured call of ``model`` on ``x``; sets the model's train / eval mode for it.
 
     Modes:
@@ -72,7 +73,8 @@ def model_step(model: nn.Module, x: torch.Tensor, mode: str, optimizer: torch.op
 
 
 def outputs_and_grads(fn: Callable, qk: torch.Tensor, v: torch.Tensor, g: torch.Tensor, *args,
-                      before: Callable[[], None] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                      before: Callable[[], None] | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``fn(qk, v, *args)`` on fresh leaf copies of ``qk`` and ``v``, then ``backward(g)``.
 
     Returns (out, dqk, dv), detached. ``before()`` runs once the leaves exist, right before the

@@ -139,8 +139,8 @@ TOOL = REPO / 'tools' / 'deploy' / 'export_onnx.py'
 
 
 def run_tool(*args, cwd=REPO):
-    return subprocess.run([sys.executable, str(TOOL), *map(str, args)], cwd=cwd, capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run([sys.executable, str(TOOL), *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=600)
 
 
 @pytest.mark.slow
@@ -157,7 +157,8 @@ def _det_model():
 
 @pytest.mark.parametrize('call,message', [
     (lambda: export_onnx.load_model('missing_config.py'), "config file 'missing_config.py' does not exist"),
-    (lambda: export_onnx.load_model(str(SEG_TOY), 'missing.pth'), "checkpoint file 'missing.pth' does not exist"),
+    (lambda: export_onnx.load_model(str(SEG_TOY), 'missing.pth'),
+     "checkpoint file 'missing.pth' does not exist"),
     (lambda: export_onnx.Exportable(_det_model(), 'model'), 'cannot be exported'),
     (lambda: export_onnx.Exportable(export_onnx.load_model(str(CLS))[0], 'features'),
      "is a detector's backbone + neck, and MESAClassifier is a classifier, not a detector"),

@@ -8,7 +8,8 @@ from pathlib import Path
 from ..conftest import REPO
 
 TOOLS = sorted((REPO / 'tools').rglob('*.py'))
-SOURCES = sorted(p for folder in ('mmmila', 'kernels', 'tools', 'tests') for p in (REPO / folder).rglob('*.py'))
+SOURCES = sorted(p for folder in ('mmmila', 'kernels', 'tools', 'tests')
+                 for p in (REPO / folder).rglob('*.py'))
 STAGING = REPO / 'mmmila' / 'bench' / 'gpu_kit' / 'staging.py'
 
 
@@ -31,8 +32,8 @@ def edits_sys_path(path: Path) -> list[int]:
                 and node.value.id == 'sys')
     lines = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and is_sys_path(node.func.value)
-                and node.func.attr in ('insert', 'append', 'extend', 'remove', 'pop', 'clear')):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and is_sys_path(node.func.value) and node.func.attr in ('insert', 'append', 'extend', 'remove', 'pop', 'clear')):
             lines.append(node.lineno)
         targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
             node, ast.AugAssign) else []
@@ -53,7 +54,8 @@ def loads_a_module_by_runpy(path: Path) -> bool:
     """Whether ``path`` calls ``runpy.run_path`` with a ``run_name`` other than '__main__': reads a
     script's functions instead of running it as a user does."""
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Call) and getattr(node.func, 'attr', getattr(node.func, 'id', None)) == 'run_path':
+        name = getattr(node.func, 'attr', getattr(node.func, 'id', None)) if isinstance(node, ast.Call) else None
+        if name == 'run_path':
             run_name = next((k.value for k in node.keywords if k.arg == 'run_name'), None)
             if not (isinstance(run_name, ast.Constant) and run_name.value == '__main__'):
                 return True

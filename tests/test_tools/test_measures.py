@@ -18,9 +18,10 @@ from ..conftest import REPO, seed_for
 def test_rel_err_is_the_largest_error_over_the_largest_magnitude():
     expected = torch.tensor([[4.0, -8.0], [0.0, 2.0]])
     actual = expected + torch.tensor([[0.0, 0.0], [0.4, -0.2]])
-    assert rel_err(actual, expected) == pytest.approx(0.4 / 8)          # one scale: an element near 0 does not blow up
+    # one scale for the whole tensor: an element near 0 does not blow the figure up
+    assert rel_err(actual, expected) == pytest.approx(0.4 / 8)
     assert max_abs_err(actual, expected) == pytest.approx(0.4)
-    assert rel_rms(actual, expected) == pytest.approx(math.sqrt((0.16 + 0.04) / 4) / math.sqrt((16 + 64 + 4) / 4))
+    assert rel_rms(actual, expected) == pytest.approx(math.sqrt(0.16 + 0.04) / math.sqrt(16 + 64 + 4))
     assert rel_err(expected, expected) == 0.0 and rel_err(torch.zeros(3), torch.zeros(3)) == 0.0
     assert math.isnan(rel_err(torch.tensor([1.0, float('nan')]), torch.tensor([1.0, 1.0])))
     with pytest.raises(ValueError, match=r'shape \(2, 2\).*shape \(2,\)'):
@@ -33,7 +34,8 @@ def test_rel_err_is_computed_in_float64():
     truth = torch.randn(1000, generator=torch.Generator().manual_seed(seed_for(1)), dtype=torch.float64)
     got = truth.float()
     assert 0 < rel_err(got, truth) <= 2 ** -24
-    assert rel_err(got, truth) == pytest.approx((got.double() - truth).abs().max().item() / truth.abs().max().item())
+    expected = (got.double() - truth).abs().max().item() / truth.abs().max().item()
+    assert rel_err(got, truth) == pytest.approx(expected)
 
 
 def test_max_rel_err_pairs_outputs():
@@ -86,7 +88,8 @@ def test_command_line_is_relative_to_the_repository(tmp_path):
     tool = REPO / 'tools' / 'gpu_check.py'
     line = command_line(tool, ['--out', str(tmp_path / 'out'), '--wheels', str(REPO / '.gpu_wheels'),
                                f'--seed=1', f'--json={tmp_path}/r.json', 'a b'], REPO, cwd=REPO)
-    assert line == "python tools/gpu_check.py --out .../out --wheels .gpu_wheels --seed=1 --json=.../r.json 'a b'"
+    assert line == ("python tools/gpu_check.py --out .../out --wheels .gpu_wheels --seed=1 "
+                    "--json=.../r.json 'a b'")
     assert str(tmp_path) not in line and str(REPO) not in line
     # run from another folder: the program and the paths typed relative to it, as from the root
     (tmp_path / 'cfg.py').write_text('')

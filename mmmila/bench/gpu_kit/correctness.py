@@ -176,7 +176,8 @@ def section_backbone_correctness(ctx) -> dict:
                   and counts_p.get('torch', 0) > 0 and counts_p.get('triton', 0) == 0)
             rows.append(dict(precision=precision, outputs=out_err[worst_out], output_limit=limit[worst_out],
                              worst_param_grad=param_errs[worst], worst_param=worst, limit=param_limit[worst],
-                             all_grads=all_err, all_grads_limit=2 * torch_all + floor, torch_path_all_grads=torch_all,
+                             all_grads=all_err, all_grads_limit=2 * torch_all + floor,
+                             torch_path_all_grads=torch_all,
                              torch_path_outputs=torch_out[worst_out],
                              torch_path_worst_param_grad=max(torch_param.values()),
                              params=len(param_errs), missing_grads=missing,
