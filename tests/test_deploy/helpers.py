@@ -1,5 +1,5 @@
-"""Small MILA models and comparisons shared by the compile, export and ONNX tests, and the reading of
-dynamo's graph-break log that the compiled-Runner tests share."""
+"""Small MILA models shared by the compile, export and ONNX tests, and the reading of dynamo's
+graph-break log that the compiled-Runner tests share (errors: ``mmmila.bench.errors``)."""
 from __future__ import annotations
 
 import importlib.util
@@ -24,16 +24,6 @@ def tiny_backbone(seed: int = 0, train: bool = False):
             elif name.endswith('running_mean'):
                 buf.normal_(0, 0.1)
     return model.train(train)
-
-
-def max_rel_err(actual, expected) -> float:
-    """Largest max-abs error over paired tensors, each relative to its expected magnitude."""
-    worst = 0.0
-    for a, e in zip(actual, expected, strict=True):
-        assert a.shape == e.shape, f'shape {tuple(a.shape)} != {tuple(e.shape)}'
-        scale = e.detach().abs().max().clamp_min(1e-30)
-        worst = max(worst, ((a.detach().double() - e.detach().double()).abs().max() / scale).item())
-    return worst
 
 
 # dynamo's graph-break log names the frame where the graph broke in two forms (torch 2.13):
