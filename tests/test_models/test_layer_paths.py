@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from mmmila.bench.errors import rel_err
 from mmmila.models import MILA
 from mmmila.models.backbones.mila import _init_linear_and_norm
 from mmmila.models.layers.functional import gated_linear, gelu_linear, norm_linears
@@ -112,10 +113,6 @@ def run(model, fn, img, weights):
     return [o.detach() for o in outs]
 
 
-def rel(a, b):
-    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
-
-
 @pytest.mark.parametrize('train,batch,size,drop_path', [
     (True, 1, (70, 98), 0.0), (False, 1, (70, 98), 0.0), (True, 2, (64, 64), 0.0),
     (False, 2, (64, 64), 0.0), (True, 2, (64, 64), 0.5)])
@@ -132,7 +129,7 @@ def test_fast_paths_equal_plain_implementation(train, batch, size, drop_path):
     out_ref = run(ref, ref_forward, img, weights)
     for i, (a, b) in enumerate(zip(out_fast, out_ref)):
         assert a.shape == b.shape
-        assert rel(a, b) < 1e-8, f'stage {i} output'   # float64; float32 round-off would be ~1e-6
+        assert rel_err(a, b) < 1e-8, f'stage {i} output'   # float64; float32 round-off would be ~1e-6
     grads_ref = {n: p.grad for n, p in ref.named_parameters()}
     scale = max(g.abs().max().item() for g in grads_ref.values())
     for name, p in fast.named_parameters():
@@ -180,7 +177,7 @@ def test_inference_mode_equals_autograd_forward():
         a = model(img)
     b = model(img.requires_grad_())
     for x, y in zip(a, b):
-        assert rel(x, y.detach()) < 1e-12
+        assert rel_err(x, y.detach()) < 1e-12
 
 
 @pytest.mark.parametrize('fn', ['gelu_linear', 'gated_linear', 'norm_linears'])
