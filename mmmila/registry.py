@@ -6,6 +6,8 @@ calls it. :func:`register_defaults` is what ``import mmmila`` registers (the pol
 docs/architecture.md):
 
 - ``MILA`` in the ``MODELS`` of mmpretrain, mmdet and mmseg, those that are installed;
+- the file-safety hooks of :mod:`mmmila.engine.hooks` in mmengine's ``HOOKS`` (every scope falls
+  back to it);
 - with mmseg installed, the checked ADE20K dataset and annotation loader in its ``DATASETS`` and
   ``TRANSFORMS``.
 
@@ -59,8 +61,10 @@ def register(kind: str, *classes: type, libraries: tuple[str, ...] = LIBRARIES) 
 
 def register_defaults() -> None:
     """What ``import mmmila`` registers (idempotent)."""
+    from mmmila.engine.hooks import AtomicCheckpointHook, FiniteLossHook, RankZeroLoggerHook
     from mmmila.models.backbones.mila import MILA
     register('models', MILA)
+    register('hooks', AtomicCheckpointHook, RankZeroLoggerHook, FiniteLossHook, libraries=('mmengine',))
     try:
         from mmmila.datasets.ade20k import ADE20KCheckedDataset, LoadCheckedSegAnnotations
     except ImportError as err:  # mmseg (or the mmcv it needs) is not installed: nothing to register
