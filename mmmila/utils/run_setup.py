@@ -208,7 +208,7 @@ def set_format_only(cfg, task: str, out_dir: str, prefix: str) -> list[str]:
         elif 'output_dir' in params:
             metric['output_dir'] = osp.abspath(out_dir)
         switched.append(str(metric.get('type')))
-    sampler = cfg.test_dataloader.get('sampler') or {}
+    sampler = (cfg.get('test_dataloader') or {}).get('sampler') or {}
     if task == 'mmseg' and str(sampler.get('type', '')).endswith('DefaultSampler'):
         # IoUMetric writes each image's PNG in the process that predicted it. The sampler's padding
         # (round_up) gives a few images to two processes -- two writers of one file; without it each

@@ -19,7 +19,7 @@ from mmengine.hooks import Hook
 
 from mmmila.checkpoint import trusted_paths
 from mmmila.checkpoint.reading import read_checkpoint
-from mmmila.engine import files, hooks
+from mmmila.engine import hooks
 from mmmila.engine.files import PARTIAL_SUFFIX, atomic_write
 from mmmila.engine.hooks import CheckpointWriteError, NonFiniteLossError, RankZeroLoggerHook
 from mmmila.utils.resume import choose_resume_checkpoint
@@ -278,3 +278,13 @@ def test_tools_run_configs_with_the_file_safe_hooks():
     assert cfg.default_hooks.logger == dict(type='RankZeroLoggerHook', interval=5)
     assert cfg.default_hooks.checkpoint == dict(type='AtomicCheckpointHook', interval=2)
     assert cfg.default_hooks.timer == dict(type='IterTimerHook')
+
+
+def test_segmentation_format_only_gives_each_image_to_one_process(tmp_path):
+    """IoUMetric writes each image's PNG where it was predicted: no padded duplicates, one writer a file."""
+    from mmengine.config import Config
+    from mmmila.utils.run_setup import set_format_only
+    cfg = Config.fromfile(str(REPO / 'configs' / 'upernet_mila_t_512x512_160k_ade20k.py'))
+    assert cfg.test_dataloader.sampler.get('round_up', True)  # mmengine's default pads
+    set_format_only(cfg, 'mmseg', str(tmp_path / 'out'), 'upernet')
+    assert cfg.test_dataloader.sampler == dict(type='DefaultSampler', shuffle=False, round_up=False)

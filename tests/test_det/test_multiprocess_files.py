@@ -2,19 +2,16 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
+import subprocess
 
 import pytest
 import torch
 from PIL import Image
 
+from ..conftest import REPO
 from .conftest import TOY_CLASSES, tool_env
 from .test_launchers import TEST_SH, narrow_config
-
-import subprocess
-
-from ..conftest import REPO
 
 
 def free_port() -> int:
