@@ -22,8 +22,8 @@ from mmmila.utils.cli import (build_runner, is_first_rank, load_config, parse_to
                               tool_parser)
 from mmmila.utils.input_checks import check_run_inputs
 from mmmila.utils.resume import choose_resume_checkpoint
-from mmmila.utils.run_setup import (close_process_group, compile_options, detect_task,
-                                    enable_amp, set_dataloader_defaults, set_resume, set_work_dir,
+from mmmila.utils.run_setup import (close_process_group, compile_options, detect_task, enable_amp,
+                                    exit_together, set_dataloader_defaults, set_resume, set_work_dir,
                                     setup_launcher, use_file_safe_hooks)
 
 
@@ -69,8 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         build_runner(cfg).train()
     except NonFiniteLossError as err:  # every process stops at the same iteration
-        close_process_group()
-        sys.exit(f'tools/train.py: error: {err}' if is_first_rank() else 1)
+        exit_together(f'tools/train.py: error: {err}')
     except CheckpointWriteError as err:  # raised by the process that writes checkpoints, rank 0
         sys.exit(f'tools/train.py: error: {err}')
     close_process_group()

@@ -113,7 +113,6 @@ class AtomicCheckpointHook(CheckpointHook):
             self.file_backend.rmtree(path)
 
 
-
 class RankZeroLoggerHook(LoggerHook):
     """``LoggerHook`` whose test metrics file ``<log_dir>/<timestamp>.json`` is written by rank 0
     alone, atomically.

@@ -8,6 +8,7 @@ from __future__ import annotations
 import inspect
 import os
 import os.path as osp
+import sys
 from datetime import timedelta
 
 import torch
@@ -76,6 +77,22 @@ def close_process_group() -> None:
     """
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def exit_together(message: str) -> None:
+    """End every process of a run that all of them stopped at the same point (the loss check):
+    rank 0 prints ``message`` first, then the processes meet, close the process group and exit 1.
+
+    Without the meeting torchrun would end rank 0 (SIGTERM) as soon as another rank exits, at times
+    before the message is printed.
+    """
+    first = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    if first:
+        print(message, file=sys.stderr, flush=True)
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+    close_process_group()
+    sys.exit(1)
 
 
 def enable_amp(cfg) -> None:
