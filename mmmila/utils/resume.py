@@ -45,7 +45,8 @@ def unreadable_reason(path: str, work_dir: str) -> str | None:
         return None
     except Exception as err:  # noqa: BLE001 -- any failure to read is the answer
         lines = [line for line in str(err).strip().splitlines() if line.strip()]
-        detail = f'{type(err).__name__}: {lines[0].strip()}' if lines else type(err).__name__
+        first = lines[0].strip().split('. ')[0] if lines else ''   # torch's first sentence is the reason
+        detail = f'{type(err).__name__}: {first}' if first else type(err).__name__
         return f'truncated or corrupt, {detail}'
     return None
 
