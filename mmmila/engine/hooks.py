@@ -58,10 +58,11 @@ class AtomicCheckpointHook(CheckpointHook):
         if local and self.backend_args is None and self.file_client_args is None:
             self.backend_args = dict(backend=ATOMIC_BACKEND)
         super().before_train(runner)
-        if local and is_main_process():
-            for partial in sorted(glob.glob(osp.join(glob.escape(str(self.out_dir)), '*' + PARTIAL_SUFFIX))):
-                os.remove(partial)
-                runner.logger.warning(f'removed {partial}, the partial file of a save that did not finish')
+        if local and is_main_process():  # checkpoints in out_dir, last_checkpoint in work_dir
+            for folder in sorted({str(self.out_dir), runner.work_dir}):
+                for partial in sorted(glob.glob(osp.join(glob.escape(folder), '*' + PARTIAL_SUFFIX))):
+                    os.remove(partial)
+                    runner.logger.warning(f'removed {partial}, the partial file of a save that did not finish')
 
     def _save_checkpoint_with_step(self, runner, step, meta):
         # mmengine's order is: remove the oldest checkpoint, save, write last_checkpoint. Here the

@@ -288,3 +288,17 @@ def test_segmentation_format_only_gives_each_image_to_one_process(tmp_path):
     assert cfg.test_dataloader.sampler.get('round_up', True)  # mmengine's default pads
     set_format_only(cfg, 'mmseg', str(tmp_path / 'out'), 'upernet')
     assert cfg.test_dataloader.sampler == dict(type='DefaultSampler', shuffle=False, round_up=False)
+
+
+@pytest.mark.parametrize('config', sorted(str(p.relative_to(REPO)) for p in (REPO / 'configs').rglob('*.py')
+                                          if '_base_' not in p.parts))
+def test_shipped_configs_name_the_hooks(config):
+    from mmengine.config import Config
+    from mmengine.registry import HOOKS
+    cfg = Config.fromfile(str(REPO / config))
+    hooks_cfg = cfg.default_hooks
+    assert (hooks_cfg.logger.type, hooks_cfg.checkpoint.type) == ('RankZeroLoggerHook', 'AtomicCheckpointHook')
+    assert hooks_cfg.check_loss == dict(type='FiniteLossHook', enabled=True)
+    assert HOOKS.get('FiniteLossHook') is hooks.FiniteLossHook  # registered by import mmmila
+    cfg.merge_from_dict({'default_hooks.check_loss.enabled': False})  # the switch of --cfg-options
+    assert HOOKS.build(cfg.default_hooks.check_loss).enabled is False
