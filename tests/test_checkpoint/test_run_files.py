@@ -302,3 +302,23 @@ def test_shipped_configs_name_the_hooks(config):
     assert HOOKS.get('FiniteLossHook') is hooks.FiniteLossHook  # registered by import mmmila
     cfg.merge_from_dict({'default_hooks.check_loss.enabled': False})  # the switch of --cfg-options
     assert HOOKS.build(cfg.default_hooks.check_loss).enabled is False
+
+
+def test_previous_best_checkpoint_is_removed_only_after_the_new_one_is_written(tmp_path, monkeypatch):
+    work = tmp_path / 'work'
+    runner = toy_runner(work, max_iters=2, checkpoint=dict(type='AtomicCheckpointHook', save_best='acc',
+                                                           rule='greater'))
+    runner.train()
+    hook = next(h for h in runner.hooks if type(h).__name__ == 'AtomicCheckpointHook')
+    hook._save_best_checkpoint(runner, {'acc': 0.5})
+    assert sorted(p.name for p in work.glob('best_*')) == ['best_acc_iter_2.pth']
+    runner.train_loop._iter = 3  # a later validation, a better score: a new best checkpoint replaces it
+    hook._save_best_checkpoint(runner, {'acc': 0.6})
+    assert sorted(p.name for p in work.glob('best_*')) == ['best_acc_iter_3.pth']
+    runner.train_loop._iter = 4  # once more, with the disk full: the save fails, the previous best stays
+    half_writing_fdopen(monkeypatch, [], work)
+    with pytest.raises(OSError, match=os.strerror(errno.ENOSPC)):
+        hook._save_best_checkpoint(runner, {'acc': 0.7})
+    assert sorted(p.name for p in work.glob('best_*')) == ['best_acc_iter_3.pth']
+    with trusted_paths(str(work)):
+        assert read_checkpoint(str(work / 'best_acc_iter_3.pth'))['meta']['iter'] == 3
