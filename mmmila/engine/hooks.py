@@ -62,7 +62,8 @@ class AtomicCheckpointHook(CheckpointHook):
             for folder in sorted({str(self.out_dir), runner.work_dir}):
                 for partial in sorted(glob.glob(osp.join(glob.escape(folder), '*' + PARTIAL_SUFFIX))):
                     os.remove(partial)
-                    runner.logger.warning(f'removed {partial}, the partial file of a save that did not finish')
+                    runner.logger.warning(f'removed {partial}, the partial file of a save that did not '
+                                          'finish')
 
     def _save_checkpoint_with_step(self, runner, step, meta):
         # mmengine's order is: remove the oldest checkpoint, save, write last_checkpoint. Here the
@@ -84,7 +85,8 @@ class AtomicCheckpointHook(CheckpointHook):
                 backend_args=self.backend_args, **self.args)
         except OSError as err:
             previous = last_checkpoint(runner.work_dir)
-            kept = f'the last complete checkpoint is {previous}' if previous else 'no checkpoint was written before'
+            kept = (f'the last complete checkpoint is {previous}' if previous
+                    else 'no checkpoint was written before')
             raise CheckpointWriteError(f'could not write the checkpoint {self.last_ckpt} '
                                        f'({err.strerror or err}); nothing was written under its name, '
                                        f'{kept}') from err

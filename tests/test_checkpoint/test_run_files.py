@@ -157,7 +157,8 @@ def test_process_killed_during_a_save_leaves_the_previous_checkpoint(tmp_path):
     resumed.train()
     reference = toy_runner(tmp_path / 'reference', checkpoint=ATOMIC)
     reference.train()
-    assert sorted(p.name for p in work.iterdir() if p.is_file() and p.suffix != '.py') == ['iter_6.pth', 'last_checkpoint']
+    files = sorted(p.name for p in work.iterdir() if p.is_file() and p.suffix != '.py')
+    assert files == ['iter_6.pth', 'last_checkpoint']
     for key, value in reference.model.state_dict().items():
         torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=0, atol=0)
 
@@ -190,7 +191,8 @@ def test_plain_resume_skips_an_unreadable_newest_checkpoint_and_keeps_it(tmp_pat
     assert (work / 'epoch_3.pth.unreadable').read_bytes() == torn and not (work / 'epoch_3.pth').exists()
     assert (work / 'last_checkpoint').read_text() == str(work / 'epoch_2.pth')
     after = snapshot(work)
-    assert {k: after[k] for k in ('epoch_1.pth', 'epoch_2.pth')} == {k: before[k] for k in ('epoch_1.pth', 'epoch_2.pth')}
+    intact = ('epoch_1.pth', 'epoch_2.pth')
+    assert {k: after[k] for k in intact} == {k: before[k] for k in intact}
     # a second look finds everything consistent: nothing more is moved
     assert choose_resume_checkpoint(str(work), 'auto') == (str(work / 'epoch_2.pth'), None)
     assert snapshot(work) == after
