@@ -6,8 +6,6 @@ calls it. :func:`register_defaults` is what ``import mmmila`` registers (the pol
 docs/architecture.md):
 
 - ``MILA`` in the ``MODELS`` of mmpretrain, mmdet and mmseg, those that are installed;
-- the file-safety hooks of :mod:`mmmila.engine.hooks` in mmengine's ``HOOKS`` (every scope falls
-  back to it);
 - with mmseg installed, the checked ADE20K dataset and annotation loader in its ``DATASETS`` and
   ``TRANSFORMS``.
 
