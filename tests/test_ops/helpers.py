@@ -6,11 +6,13 @@ import torch
 from mmmila.bench.attention_calls import AttentionOpsSeen  # noqa: F401  (used by the op and kernel tests)
 from mmmila.bench.float64_attention import attention_f64
 
+from ..conftest import seed_for
+
 
 def make_inputs(batch: int, hw: tuple[int, int], num_heads: int, head_dim: int = 32,
                 dtype: torch.dtype = torch.float32, device='cpu', scale: float = 1.0):
     """Seeded qk (B, N, 2C), v (B, N, C) and an upstream gradient g (B, N, C)."""
-    gen = torch.Generator().manual_seed(batch * 1000 + hw[0] * 100 + hw[1] * 10 + num_heads)
+    gen = torch.Generator().manual_seed(seed_for(batch * 1000 + hw[0] * 100 + hw[1] * 10 + num_heads))
     n, c = hw[0] * hw[1], num_heads * head_dim
     qk = (torch.randn(batch, n, 2 * c, generator=gen) * scale).to(device, dtype)
     v = torch.randn(batch, n, c, generator=gen).to(device, dtype)

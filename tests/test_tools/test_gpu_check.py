@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import seed_for
+from ..conftest import seed_for
 
 REPO = Path(__file__).resolve().parents[2]
 TOOL = REPO / 'tools' / 'gpu_check.py'
