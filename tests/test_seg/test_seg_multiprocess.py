@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ..conftest import REPO
+from ..conftest import REPO, seed_for
 from .conftest import TOY_CONFIG
 
 
@@ -21,8 +21,9 @@ def test_format_only_with_two_processes_writes_each_png_once(make_toy, tmp_path)
     """3 test images on 2 processes: the sampler's padding would give one image to both of them."""
     from mmengine.config import Config
     from mmseg.registry import MODELS
-    root = make_toy(tmp_path / 'ade' / 'ADEChallengeData2016', num_train=2, num_val=2, num_test=3, seed=0)
-    torch.manual_seed(0)
+    root = make_toy(tmp_path / 'ade' / 'ADEChallengeData2016', num_train=2, num_val=2, num_test=3,
+                    seed=seed_for(0))
+    torch.manual_seed(seed_for(1))
     model = MODELS.build(Config.fromfile(str(TOY_CONFIG)).model)  # (SyncBN and BN hold the same weights)
     checkpoint = tmp_path / 'toy.pth'
     torch.save({'state_dict': model.state_dict()}, checkpoint)
