@@ -5,7 +5,7 @@ and the 3x ones, derive from this one and state only what differs.
 """
 _base_ = [
     './_base_/mask_rcnn_mila_fpn.py', './_base_/det_coco_instance_ms_crop.py',
-    './_base_/det_schedule_adamw_1x.py', 'mmdet::_base_/default_runtime.py'
+    './_base_/det_schedule_adamw_1x.py', './_base_/det_runtime.py'
 ]
 
 # The authors' ImageNet-1K weights (their release, or mmmila's converted format); another path:

@@ -6,7 +6,7 @@ The S and B configs derive from this one and state only what differs.
 """
 _base_ = [
     './_base_/models/mila-t.py', './_base_/imagenet_mila_224.py', './_base_/imagenet_mila_adamw_300e.py',
-    'mmpretrain::_base_/default_runtime.py'
+    './_base_/cls_runtime.py'
 ]
 
 custom_imports = dict(imports=['mmmila', 'mmmila.distill'], allow_failed_imports=False)

@@ -59,8 +59,10 @@ def register(kind: str, *classes: type, libraries: tuple[str, ...] = LIBRARIES) 
 
 def register_defaults() -> None:
     """What ``import mmmila`` registers (idempotent)."""
+    from mmmila.engine.hooks import AtomicCheckpointHook, FiniteLossHook, RankZeroLoggerHook
     from mmmila.models.backbones.mila import MILA
     register('models', MILA)
+    register('hooks', AtomicCheckpointHook, RankZeroLoggerHook, FiniteLossHook, libraries=('mmengine',))
     try:
         from mmmila.datasets.ade20k import ADE20KCheckedDataset, LoadCheckedSegAnnotations
     except ImportError as err:  # mmseg (or the mmcv it needs) is not installed: nothing to register

@@ -133,7 +133,7 @@ LAYERS = [
     ('mmmila.checkpoint.reading',),
     ('mmmila.checkpoint.loading', 'mmmila.checkpoint'),
     ('mmmila.models',),
-    ('mmmila.datasets',),
+    ('mmmila.datasets', 'mmmila.engine'),
     ('mmmila.registry',),
     ('mmmila.distill',),
     ('mmmila.integration',),

@@ -21,7 +21,7 @@ from mmmila.utils.cli import (build_runner, is_first_rank, load_config, parse_to
 from mmmila.utils.input_checks import check_run_inputs
 from mmmila.utils.run_setup import (LaunchError, close_process_group, compile_options,
                                     detect_task, set_dataloader_defaults, set_format_only, set_show_dir,
-                                    set_work_dir, setup_launcher, wrap_tta)
+                                    set_work_dir, setup_launcher, use_file_safe_hooks, wrap_tta)
 
 
 def _test_options(parser: argparse.ArgumentParser) -> None:
@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> None:
         set_work_dir(cfg, args.work_dir, args.config)
         set_dataloader_defaults(cfg, task)
         cfg.load_from = args.checkpoint
+        use_file_safe_hooks(cfg)
         compile_options(cfg)   # a bad value stops here, with the value named
         if args.format_only:
             prefix = osp.splitext(osp.basename(args.config))[0]

@@ -14,13 +14,17 @@ import warnings
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)
 
 import argparse
+import os.path as osp
+import sys
 
+from mmmila.engine.hooks import CheckpointWriteError, NonFiniteLossError
 from mmmila.utils.cli import (build_runner, is_first_rank, load_config, parse_tool_args, prepare_or_exit,
                               tool_parser)
 from mmmila.utils.input_checks import check_run_inputs
-from mmmila.utils.run_setup import (close_process_group, compile_options, detect_task,
-                                    enable_amp, set_dataloader_defaults, set_resume, set_work_dir,
-                                    setup_launcher)
+from mmmila.utils.resume import choose_resume_checkpoint
+from mmmila.utils.run_setup import (close_process_group, compile_options, detect_task, enable_amp,
+                                    exit_together, set_dataloader_defaults, set_resume, set_work_dir,
+                                    setup_launcher, use_file_safe_hooks)
 
 
 def _train_options(parser: argparse.ArgumentParser) -> None:
@@ -47,16 +51,27 @@ def main(argv: list[str] | None = None) -> None:
         if args.amp:
             enable_amp(cfg)
         set_resume(cfg, args.resume)
+        use_file_safe_hooks(cfg)
         compile_options(cfg)   # a bad value stops here, with the value named
         if not args.no_input_check:
             check_run_inputs(cfg, 'train', deep=is_first_rank())
+            if args.resume:
+                # a checkpoint that does not read: the newest that does, or one line (mmmila/utils/resume.py)
+                _, note = choose_resume_checkpoint(osp.abspath(cfg.work_dir), args.resume)
+                if note:
+                    print(f'tools/train.py: warning: {note}', file=sys.stderr)
         # --check-only starts no process group: the launcher's own checks come with the real run
         setup_launcher(cfg, 'none' if args.check_only else args.launcher)
 
     prepare_or_exit('train', prepare)
     if args.check_only:
         return
-    build_runner(cfg).train()
+    try:
+        build_runner(cfg).train()
+    except NonFiniteLossError as err:  # every process stops at the same iteration
+        exit_together(f'tools/train.py: error: {err}')
+    except CheckpointWriteError as err:  # raised by the process that writes checkpoints, rank 0
+        sys.exit(f'tools/train.py: error: {err}')
     close_process_group()
 
 

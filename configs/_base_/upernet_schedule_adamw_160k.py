@@ -24,3 +24,13 @@ train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=16
 # The learning rate above is for 8 GPUs x 2 images; `--cfg-options auto_scale_lr.enable=True`
 # rescales it linearly for another total batch.
 auto_scale_lr = dict(enable=False, base_batch_size=16)
+
+# mmseg keeps its default hooks in the schedule: here, with mmmila's hooks that keep a run's files
+# whole (docs/checkpoints.md): checkpoints and last_checkpoint written atomically, outdated ones
+# removed only after the new one is in place (AtomicCheckpointHook); the test metrics file written by
+# rank 0 alone (RankZeroLoggerHook); training stopped at a NaN or infinite loss before a checkpoint of
+# it is written (FiniteLossHook; off with --cfg-options default_hooks.check_loss.enabled=False).
+default_hooks = dict(
+    logger=dict(type='RankZeroLoggerHook'),
+    checkpoint=dict(type='AtomicCheckpointHook'),
+    check_loss=dict(type='FiniteLossHook', enabled=True))

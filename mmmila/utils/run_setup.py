@@ -8,6 +8,7 @@ from __future__ import annotations
 import inspect
 import os
 import os.path as osp
+import sys
 from datetime import timedelta
 
 import torch
@@ -78,6 +79,22 @@ def close_process_group() -> None:
         dist.destroy_process_group()
 
 
+def exit_together(message: str) -> None:
+    """End every process of a run that all of them stopped at the same point (the loss check):
+    rank 0 prints ``message`` first, then the processes meet, close the process group and exit 1.
+
+    Without the meeting torchrun would end rank 0 (SIGTERM) as soon as another rank exits, at times
+    before the message is printed.
+    """
+    first = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    if first:
+        print(message, file=sys.stderr, flush=True)
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+    close_process_group()
+    sys.exit(1)
+
+
 def enable_amp(cfg) -> None:
     """``--amp``: mixed precision through mmengine's ``AmpOptimWrapper`` (dynamic loss scale)."""
     from mmengine.device import get_device
@@ -143,6 +160,27 @@ def set_resume(cfg, resume: str | None) -> None:
     cfg.load_from = None if resume == 'auto' else resume
 
 
+# mmengine's hooks that write files, and mmmila's subclasses that write them whole (mmmila.engine.hooks).
+FILE_SAFE_HOOKS = {'LoggerHook': 'RankZeroLoggerHook', 'CheckpointHook': 'AtomicCheckpointHook'}
+
+
+def use_file_safe_hooks(cfg) -> list[str]:
+    """Run a config that names mmengine's own ``LoggerHook`` / ``CheckpointHook`` in
+    ``default_hooks`` with mmmila's subclasses, which write their files from rank 0 only and
+    atomically (the project's configs name those already; docs/checkpoints.md).
+
+    Returns:
+        list[str]: the ``default_hooks`` keys whose type was changed.
+    """
+    changed = []
+    for key, hook in (cfg.get('default_hooks') or {}).items():
+        kind = hook.get('type') if isinstance(hook, dict) else None
+        if isinstance(kind, str) and kind.removeprefix('mmengine.') in FILE_SAFE_HOOKS:
+            hook['type'] = FILE_SAFE_HOOKS[kind.removeprefix('mmengine.')]
+            changed.append(key)
+    return changed
+
+
 def set_dataloader_defaults(cfg, task: str) -> None:
     """mmpretrain's own tools batch samples with ``default_collate``; do the same."""
     if task != 'mmpretrain':
@@ -187,6 +225,12 @@ def set_format_only(cfg, task: str, out_dir: str, prefix: str) -> list[str]:
         elif 'output_dir' in params:
             metric['output_dir'] = osp.abspath(out_dir)
         switched.append(str(metric.get('type')))
+    sampler = (cfg.get('test_dataloader') or {}).get('sampler') or {}
+    if task == 'mmseg' and str(sampler.get('type', '')).endswith('DefaultSampler'):
+        # IoUMetric writes each image's PNG in the process that predicted it. The sampler's padding
+        # (round_up) gives a few images to two processes -- two writers of one file; without it each
+        # image goes to one process (the evaluator gathers uneven shares in order).
+        sampler['round_up'] = False
     os.makedirs(out_dir, exist_ok=True)
     return switched
 

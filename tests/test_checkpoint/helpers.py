@@ -13,6 +13,8 @@ import torch.nn as nn
 from mmengine.hooks import Hook
 from mmengine.model import BaseModel
 
+from ..conftest import seed_for
+
 
 class Payload:
     """Unpickling this object runs code: it writes ``marker``. Safe loading must never do that."""
@@ -61,7 +63,7 @@ class ToyData(torch.utils.data.Dataset):
         return 16
 
     def __getitem__(self, i):
-        g = torch.Generator().manual_seed(i)
+        g = torch.Generator().manual_seed(seed_for(i))
         x = torch.randn(4, generator=g)
         return dict(inputs=x, labels=x.sum() * 0.5 + 1)
 
@@ -104,11 +106,16 @@ def snapshot(work_dir: Path) -> dict:
             for p in sorted(work_dir.rglob('*')) if p.is_file()}
 
 
-def toy_runner(work_dir: Path, max_iters: int = 6, hooks=(), **kwargs):
-    """An mmengine Runner on :class:`ToyModel`: AdamW, a LinearLR warm-up, a checkpoint every 2 iters."""
+def toy_runner(work_dir: Path, max_iters: int = 6, hooks=(), checkpoint: dict | None = None,
+               default_hooks: dict | None = None, **kwargs):
+    """An mmengine Runner on :class:`ToyModel`: AdamW, a LinearLR warm-up, a checkpoint every 2 iters
+    (``checkpoint`` updates the checkpoint hook's settings, ``default_hooks`` adds or replaces hooks)."""
     from mmengine.runner import Runner
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed_for(0))
+    hooks_cfg = dict(checkpoint={**dict(type='CheckpointHook', interval=2, by_epoch=False), **(checkpoint or {})},
+                     logger=dict(type='LoggerHook', interval=1))
+    hooks_cfg.update(default_hooks or {})
     return Runner(
         model=ToyModel(), work_dir=str(work_dir),
         train_dataloader=dict(dataset=ToyData(), sampler=dict(type='DefaultSampler', shuffle=False),
@@ -116,9 +123,7 @@ def toy_runner(work_dir: Path, max_iters: int = 6, hooks=(), **kwargs):
         optim_wrapper=dict(optimizer=dict(type='AdamW', lr=0.05, weight_decay=0.01)),
         param_scheduler=dict(type='LinearLR', start_factor=0.2, by_epoch=False, begin=0, end=4),
         train_cfg=dict(by_epoch=False, max_iters=max_iters),
-        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=2, by_epoch=False),
-                           logger=dict(type='LoggerHook', interval=1)),
-        custom_hooks=list(hooks), randomness=dict(seed=0), **kwargs)
+        default_hooks=hooks_cfg, custom_hooks=list(hooks), randomness=dict(seed=seed_for(0)), **kwargs)
 
 
 def released_training_checkpoint(model_weights: dict) -> dict:

@@ -1,5 +1,6 @@
 # A tiny MILA classifier on a folder of small images, for the tools/train.sh --resume test.
-# The test sets train_dataloader.dataset.data_root with --cfg-options.
+# The test sets train_dataloader.dataset.data_root with --cfg-options. The tools run mmengine's
+# LoggerHook / CheckpointHook named here as mmmila's subclasses (mmmila.utils.run_setup.use_file_safe_hooks).
 default_scope = 'mmpretrain'
 custom_imports = dict(imports=['mmmila', 'tests.test_checkpoint.train_hooks'], allow_failed_imports=False)
 
@@ -25,7 +26,8 @@ default_hooks = dict(
     logger=dict(type='LoggerHook', interval=1),
     param_scheduler=dict(type='ParamSchedulerHook'),
     checkpoint=dict(type='CheckpointHook', interval=2, by_epoch=False),
-    sampler_seed=dict(type='DistSamplerSeedHook'))
+    sampler_seed=dict(type='DistSamplerSeedHook'),
+    check_loss=dict(type='FiniteLossHook'))
 custom_hooks = [dict(type='MMMILATestNote'), dict(type='MMMILATestKillAfter')]
 env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
                dist_cfg=dict(backend='gloo'))

@@ -1,7 +1,9 @@
-"""``tools/train.sh --resume`` after a killed run: a tiny MILA classifier on a folder of small images."""
+"""``tools/train.sh --resume`` after a killed run or past a torn checkpoint, and the NaN stop: a tiny
+MILA classifier on a folder of small images."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -10,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from ..conftest import REPO
+from ..conftest import REPO, seed_for
 from .helpers import snapshot
 from .train_hooks import STOP_ENV
 
@@ -20,7 +22,7 @@ CONFIG = REPO / 'tests' / 'test_checkpoint' / 'resume_cls_config.py'
 
 def make_images(root) -> None:
     from PIL import Image
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed_for(0))
     for label in ('a', 'b'):
         (root / label).mkdir(parents=True)
         for i in range(4):
@@ -84,3 +86,82 @@ def test_train_sh_resume_after_kill(tmp_path):
     for idx, slots in ref['optimizer']['state'].items():
         for name, value in slots.items():
             torch.testing.assert_close(ours['optimizer']['state'][idx][name], value, rtol=1e-5, atol=1e-7)
+
+
+def torn(path) -> bytes:
+    """Cut ``path`` to half its size, as a full disk or a killed copy leaves a file."""
+    data = path.read_bytes()[: path.stat().st_size // 2]
+    path.write_bytes(data)
+    return data
+
+
+def test_explicit_resume_of_a_torn_checkpoint_stops_with_one_line(tmp_path):
+    data, work_dir = tmp_path / 'images', tmp_path / 'work'
+    make_images(data)
+    work_dir.mkdir()
+    for step in (2, 4):
+        torch.save({'state_dict': {'w': torch.zeros(256)}, 'meta': {'iter': step}}, work_dir / f'iter_{step}.pth')
+    kept = torn(work_dir / 'iter_4.pth')
+    result = train(work_dir, data, '--resume', str(work_dir / 'iter_4.pth'))
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines == [f'tools/train.py: error: --resume {work_dir / "iter_4.pth"} cannot be read (truncated or '
+                     f'corrupt, {lines[0].split("truncated or corrupt, ")[1].split(")")[0]}); kept as '
+                     f'{work_dir / "iter_4.pth.unreadable"}; the newest intact checkpoint in {work_dir} is '
+                     f'{work_dir / "iter_2.pth"}'], result.stderr[-3000:]
+    assert 'PytorchStreamReader' in lines[0]  # torch's own reason, in the same line
+    assert (work_dir / 'iter_4.pth.unreadable').read_bytes() == kept
+    assert sorted(p.name for p in work_dir.iterdir()) == ['iter_2.pth', 'iter_4.pth.unreadable']
+
+
+@pytest.mark.slow
+def test_train_sh_resume_past_a_torn_checkpoint(tmp_path):
+    """The newest checkpoint cut in half: --resume says so in one line and continues from the one before."""
+    data, work_dir = tmp_path / 'images', tmp_path / 'work'
+    make_images(data)
+    killed = train(work_dir, data, stop_after=5)
+    assert killed.returncode == 3, killed.stderr[-3000:]
+    assert (work_dir / 'last_checkpoint').read_text().strip() == str(work_dir / 'iter_4.pth')
+    kept = torn(work_dir / 'iter_4.pth')
+    first_run = next(iter(run_logs(work_dir)))
+    while time.strftime('%Y%m%d_%H%M%S') <= first_run:
+        time.sleep(0.1)
+
+    resumed = train(work_dir, data, '--resume')
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    warnings = [line for line in resumed.stderr.splitlines() if line.startswith('tools/train.py')]
+    assert warnings == [f'tools/train.py: warning: the latest checkpoint {work_dir / "iter_4.pth"} cannot be read '
+                        f'(truncated or corrupt, {warnings[0].split("truncated or corrupt, ")[1].split(")")[0]}); '
+                        f'kept as {work_dir / "iter_4.pth.unreadable"}; resuming from {work_dir / "iter_2.pth"}, '
+                        f'the newest checkpoint in {work_dir} that reads'], resumed.stderr[-3000:]
+    assert 'Traceback' not in resumed.stderr
+    new_log = next(text for name, text in run_logs(work_dir).items() if name != first_run)
+    assert 'resumed epoch: 0, iter: 2' in new_log
+    assert (work_dir / 'iter_4.pth.unreadable').read_bytes() == kept  # kept, not overwritten by the new iter_4
+    assert (work_dir / 'last_checkpoint').read_text().strip() == str(work_dir / 'iter_6.pth')
+    for step in (4, 6):
+        saved = torch.load(work_dir / f'iter_{step}.pth', weights_only=False)  # this test's own files
+        assert saved['meta']['iter'] == step
+
+
+@pytest.mark.slow
+def test_train_sh_stops_at_a_nan_loss_with_one_line(tmp_path):
+    """A learning rate of 1e30 makes the loss NaN within a few iterations: one line, no poisoned checkpoint."""
+    data, work_dir = tmp_path / 'images', tmp_path / 'work'
+    make_images(data)
+    result = train(work_dir, data, 'optim_wrapper.optimizer.lr=1e30')
+    assert result.returncode == 1, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and 'Traceback' not in result.stderr, result.stderr[-3000:]
+    match = re.fullmatch(r'tools/train\.py: error: the loss is not finite at iteration (\d+): loss=(nan|inf)'
+                         r'.*; training stopped before saving these weights \((.*)\)', lines[0])
+    assert match, lines[0]
+    stopped = int(match.group(1))
+    saved = sorted(int(p.stem.split('_')[1]) for p in work_dir.glob('iter_*.pth'))
+    assert all(step < stopped for step in saved)
+    for step in saved:  # what was written before the NaN is finite
+        state = torch.load(work_dir / f'iter_{step}.pth', weights_only=False)['state_dict']
+        assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+    expected = f'the last good checkpoint is {work_dir / f"iter_{saved[-1]}.pth"}' if saved \
+        else 'no checkpoint had been written'
+    assert match.group(3) == expected
