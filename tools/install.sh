@@ -24,7 +24,7 @@ while [ $# -gt 0 ]; do
     --stack) [ $# -ge 2 ] || { echo "install.sh: --stack needs a value (openmmlab or onedl)" >&2; exit 2; }
              STACK="$2"; shift ;;
     --stack=*) STACK="${1#--stack=}" ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown argument '$1' (expected --current-env, --venv or --stack openmmlab|onedl)" >&2; exit 2 ;;
   esac
   shift
