@@ -117,9 +117,15 @@ def resolve_config_scopes() -> None:
             continue
         try:
             importlib.metadata.distribution(distribution)
+            continue
         except importlib.metadata.PackageNotFoundError:
-            if importlib.util.find_spec(scope) is not None:
-                MODULE2PACKAGE[scope] = scope
+            pass
+        try:
+            importable = importlib.util.find_spec(scope) is not None
+        except (ImportError, ValueError):  # a finder that refuses the module: not importable
+            importable = False
+        if importable:
+            MODULE2PACKAGE[scope] = scope
 
 
 def install() -> None:
