@@ -113,12 +113,6 @@ def test_converter_round_trip(official_fixture, tmp_path):
     assert set(back) == set(orig)
     for k in orig:
         torch.testing.assert_close(back[k], orig[k], atol=1e-6, rtol=0)  # rope tables recomputed
-    # the old name of the target format still works until 0.2.0, and says so
-    res = subprocess.run([sys.executable, str(REPO / 'tools' / 'convert_checkpoint.py'), str(tmp_path / 'ours.pth'),
-                          str(tmp_path / 'back_old_name.pth'), '--to', 'official', '--img-size', '64'],
-                         capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0 and "'--to official' is now '--to authors'" in res.stderr
-    assert set(torch.load(tmp_path / 'back_old_name.pth', weights_only=True)['model']) == set(orig)
 
 
 def test_conversion_key_sets_match_models():
