@@ -31,8 +31,8 @@ import os
 
 import torch
 
+from . import library  # noqa: F401  (registers torch.ops.mmmila.linear_attention)
 from .checks import check_attention_inputs
-from .library import linear_attention
 from .reference import mila_linear_attention_ref
 
 ENV_VAR = 'MMMILA_ATTN_BACKEND'
@@ -122,7 +122,7 @@ def run_attention(qk: torch.Tensor, v: torch.Tensor, hw: tuple[int, int], num_he
     """Run MILA's linear attention with the chosen backend; see the module docstring."""
     chosen = choose_backend(qk, v, hw, num_heads, backend)
     if chosen == 'triton':
-        return _triton_module().linear_attention_triton(qk, v, hw[0], hw[1], num_heads)[0]
+        return torch.ops.mmmila.linear_attention_triton(qk, v, hw[0], hw[1], num_heads)[0]
     if chosen == 'reference':
         return mila_linear_attention_ref(qk, v, hw, num_heads)
-    return linear_attention(qk, v, hw[0], hw[1], num_heads)[0]
+    return torch.ops.mmmila.linear_attention(qk, v, hw[0], hw[1], num_heads)[0]
