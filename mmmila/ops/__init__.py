@@ -22,11 +22,11 @@ def mila_linear_attention(qk: torch.Tensor, v: torch.Tensor, hw: tuple[int, int]
         v (Tensor): (B, N, C), the attention's input.
         hw (tuple[int, int]): map size (H, W), H * W = N.
         num_heads (int): nh.
-        backend (str): one of ``BACKENDS``: 'auto' | 'torch' | 'triton'. 'auto' takes the Triton kernels for CUDA
-            tensors (when triton imports and supports the dtype and head dim) and the PyTorch
-            path otherwise; the environment variable ``MMMILA_ATTN_BACKEND`` overrides 'auto'.
-            'triton' raises instead of falling back. :func:`choose_backend` says which
-            implementation a call takes. Defaults to 'auto'.
+        backend (str): one of ``BACKENDS``, 'auto' | 'torch' | 'triton'. 'auto' takes the Triton
+            kernels for CUDA tensors (when triton imports and supports the dtype and head dim) and
+            the PyTorch path otherwise; the environment variable ``MMMILA_ATTN_BACKEND``
+            overrides 'auto'. 'triton' raises instead of falling back. :func:`choose_backend`
+            says which implementation a call takes. Defaults to 'auto'.
 
     Returns:
         Tensor: (B, N, C) in v's dtype.

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from mmmila.kernels import mila_linear_attention_triton
-from mmmila.ops import (check_attention_inputs, choose_backend, mila_linear_attention, mila_linear_attention_cpu,
-                        mila_linear_attention_ref)
+from mmmila.ops import (check_attention_inputs, choose_backend, mila_linear_attention,
+                        mila_linear_attention_cpu, mila_linear_attention_ref)
 
 B, HW, NH, C = 1, (4, 4), 2, 64
 
@@ -35,21 +35,25 @@ def _bad_inputs():
     return {
         'v not 3-D': ((qk, v[0], HW, NH), ValueError, 'v must be (B, N, C), got shape (16, 64)'),
         'qk not (B, N, 2C)': ((qk[..., :-2], v, HW, NH), ValueError,
-                              'qk must be (B, N, 2C) = (1, 16, 128) for v of shape (1, 16, 64), got (1, 16, 126)'),
+                              'qk must be (B, N, 2C) = (1, 16, 128) for v of shape (1, 16, 64), '
+                              'got (1, 16, 126)'),
         'qk of another batch': ((torch.cat([qk, qk]), v, HW, NH), ValueError,
-                                'qk must be (B, N, 2C) = (1, 16, 128) for v of shape (1, 16, 64), got (2, 16, 128)'),
+                                'qk must be (B, N, 2C) = (1, 16, 128) for v of shape (1, 16, 64), '
+                                'got (2, 16, 128)'),
         'integer qk': ((qk.long(), v, HW, NH), ValueError,
                        'qk must be a floating-point tensor, got dtype torch.int64'),
         'v on another device': ((qk, v.to('meta'), HW, NH), ValueError, 'qk is on cpu but v is on meta'),
         'hw not (H, W)': ((qk, v, (16,), NH), ValueError, 'hw must be the map size (H, W), got (16,)'),
-        'H * W != N': ((qk, v, (4, 5), NH), ValueError, 'map size H x W = 4 x 5 does not match N=16 tokens'),
-        'heads not dividing C': ((qk, v, HW, 3), ValueError, 'channels C=64 are not divisible by num_heads=3'),
+        'H * W != N': ((qk, v, (4, 5), NH), ValueError,
+                       'map size H x W = 4 x 5 does not match N=16 tokens'),
+        'heads not dividing C': ((qk, v, HW, 3), ValueError,
+                                 'channels C=64 are not divisible by num_heads=3'),
         'no heads': ((qk, v, HW, 0), ValueError, 'channels C=64 are not divisible by num_heads=0'),
         'odd head dim': ((qk, v, HW, 64), ValueError,
                          'head dim C / num_heads = 64 / 64 = 1 must be even (RoPE rotates channel pairs)'),
         'C not a multiple of 4': ((qk6, v6, HW, 1), ValueError,
-                                  'channels C=6 must be divisible by 4 (2-D RoPE rotates C/4 channel pairs by '
-                                  'the row and C/4 by the column)'),
+                                  'channels C=6 must be divisible by 4 (2-D RoPE rotates C/4 channel pairs '
+                                  'by the row and C/4 by the column)'),
         'qk not a tensor': ((qk.numpy(), v, HW, NH), TypeError, 'qk must be a tensor, got ndarray'),
     }
 
