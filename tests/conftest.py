@@ -37,27 +37,82 @@ def pytest_collection_modifyitems(config, items):
 
 
 # Every random draw of the suite comes from a seed: the global generators are seeded before each
-# test, and a test that makes its own generator takes its seed from seed_for(). MMMILA_TEST_SEED
-# (default 0) shifts all of them at once, which is how the suite is shown to hold for any seed
-# (docs/testing.md): `for s in $(seq 0 19); do MMMILA_TEST_SEED=$s pytest ...; done`.
+# test, and a test that makes its own generator (or passes a seed to a tool or a data maker) takes
+# its seed from seed_for(). MMMILA_TEST_SEED (default 0) shifts all of them at once; `make
+# test-seeds` runs every test that draws random numbers under 20 seeds (docs/testing.md).
 TEST_SEED = int(os.environ.get('MMMILA_TEST_SEED', '0'))
+_BASE_SEED = 1_000_003 * TEST_SEED
+_seeds_handed_out = 0
+_seeded_state = None
 
 
 def seed_for(offset: int = 0) -> int:
     """The seed of a test's own draw number ``offset``: fixed for a run, shifted by MMMILA_TEST_SEED."""
-    return offset + 1_000_003 * TEST_SEED
+    global _seeds_handed_out
+    _seeds_handed_out += 1
+    return _BASE_SEED + offset
 
 
+def _global_rng_state() -> tuple:
+    import random
+
+    import numpy as np
+    return bytes(torch.get_rng_state().numpy()), random.getstate(), np.random.get_state()[1].tobytes()
 
 
 @pytest.fixture(autouse=True)
 def _seed():
+    """Seed the global generators (torch, random, numpy) before every test."""
     import random
 
     import numpy as np
-    torch.manual_seed(seed_for())
-    random.seed(seed_for())
-    np.random.seed(seed_for() % 2**32)
+    global _seeded_state
+    torch.manual_seed(_BASE_SEED)
+    random.seed(_BASE_SEED)
+    np.random.seed(_BASE_SEED % 2**32)
+    _seeded_state = _global_rng_state()
+
+
+def pytest_addoption(parser):
+    parser.addoption('--list-random-tests', metavar='FILE',
+                     help='write the node ids of the tests that drew random numbers to FILE')
+
+
+_RANDOM_TESTS: list[str] = []
+_RANDOM_FIXTURES: set[str] = set()
+
+
+def _draws_since(handed_out: int, state) -> bool:
+    return _seeds_handed_out != handed_out or (state is not None and _global_rng_state() != state)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_fixture_setup(fixturedef, request):
+    """Note the fixtures that draw: a module-scoped one draws once, for every test that uses it."""
+    if fixturedef.argname == '_seed':
+        yield
+        return
+    handed_out, state = _seeds_handed_out, _global_rng_state()
+    yield
+    if _draws_since(handed_out, state):
+        _RANDOM_FIXTURES.add(fixturedef.argname)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """A test draws random numbers when it or a fixture it uses takes a seed from seed_for() or
+    moves a global generator away from the state that :func:`_seed` gave it."""
+    global _seeded_state
+    _seeded_state, handed_out = None, _seeds_handed_out
+    yield
+    if _draws_since(handed_out, _seeded_state) or _RANDOM_FIXTURES & set(item.fixturenames):
+        _RANDOM_TESTS.append(item.nodeid)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    out = session.config.getoption('--list-random-tests')
+    if out:
+        Path(out).write_text(''.join(f'{node}\n' for node in _RANDOM_TESTS))
 
 
 @pytest.fixture(scope='session')

@@ -1,5 +1,5 @@
-"""The models that benchmarks and FLOP counts build: comparison backbones by name, and a config's
-model bound to its ``tensor`` mode."""
+"""The models that benchmarks, the GPU kit and FLOP counts build: the one set of comparison backbones
+by name (from mmpretrain or timm), and a config's model bound to its ``tensor`` mode."""
 from __future__ import annotations
 
 import functools
@@ -8,30 +8,61 @@ from typing import Callable
 
 import torch.nn as nn
 
-# Name -> (registry, backbone config); dense-prediction backbones returning all four stages.
+# The one set of backbones that benchmarks and the GPU kit compare: name -> (label, mmpretrain config,
+# timm model). Dense-prediction backbones returning all four stages. mmpretrain's classes are the
+# benchmarks' (tools/benchmark.py); timm's are the GPU kit's (the GPU image has timm, not mmpretrain).
 BACKBONES = {
-    'mila-t': ('mmpretrain', dict(type='MILA', arch='tiny')),
-    'mila-s': ('mmpretrain', dict(type='MILA', arch='small')),
-    'mila-b': ('mmpretrain', dict(type='MILA', arch='base')),
-    'swin-t': ('mmpretrain', dict(type='SwinTransformer', arch='tiny', pad_small_map=True)),
-    'swin-s': ('mmpretrain', dict(type='SwinTransformer', arch='small', pad_small_map=True)),
-    'convnext-t': ('mmpretrain', dict(type='ConvNeXt', arch='tiny', gap_before_final_norm=False)),
-    'convnext-s': ('mmpretrain', dict(type='ConvNeXt', arch='small', gap_before_final_norm=False)),
+    'mila-t': ('MILA-T', dict(type='MILA', arch='tiny'), None),
+    'mila-s': ('MILA-S', dict(type='MILA', arch='small'), None),
+    'mila-b': ('MILA-B', dict(type='MILA', arch='base'), None),
+    'swin-t': ('Swin-T', dict(type='SwinTransformer', arch='tiny', pad_small_map=True),
+               'swin_tiny_patch4_window7_224'),
+    'swin-s': ('Swin-S', dict(type='SwinTransformer', arch='small', pad_small_map=True),
+               'swin_small_patch4_window7_224'),
+    'convnext-t': ('ConvNeXt-T', dict(type='ConvNeXt', arch='tiny', gap_before_final_norm=False),
+                   'convnext_tiny'),
+    'convnext-s': ('ConvNeXt-S', dict(type='ConvNeXt', arch='small', gap_before_final_norm=False),
+                   'convnext_small'),
 }
-LABELS = {'mila-t': 'MILA-T', 'mila-s': 'MILA-S', 'mila-b': 'MILA-B', 'swin-t': 'Swin-T (mmpretrain)',
-          'swin-s': 'Swin-S (mmpretrain)', 'convnext-t': 'ConvNeXt-T (mmpretrain)',
-          'convnext-s': 'ConvNeXt-S (mmpretrain)'}
+SOURCES = ('mmpretrain', 'timm')
 
 
-def build_backbone(name: str) -> nn.Module:
-    """A dense-prediction backbone by name (all four stages out, no stochastic depth)."""
+def label(name: str, source: str = 'mmpretrain') -> str:
+    """The display name of a backbone: 'MILA-T', 'Swin-T (mmpretrain)', 'Swin-T (timm)'."""
+    text, _, _ = BACKBONES[name]
+    return text if name.startswith('mila') else f'{text} ({source})'
+
+
+LABELS = {name: label(name) for name in BACKBONES}
+
+
+def build_backbone(name: str, source: str = 'mmpretrain',
+                   image_size: tuple[int, int] | None = None) -> nn.Module:
+    """A dense-prediction backbone by name: all four stages out, no stochastic depth, random weights.
+
+    Args:
+        name (str): a key of :data:`BACKBONES`.
+        source (str): 'mmpretrain' (its registry's class; MILA from mmmila) or 'timm'
+            (``timm.create_model(..., features_only=True)``; not for MILA).
+        image_size (tuple): (H, W) of the input, for timm's Swin, whose window layout is fixed
+            when it is built (default: 224 x 224).
+    """
     if name not in BACKBONES:
         raise ValueError(f'unknown model {name!r}; choose from {sorted(BACKBONES)} or pass --config')
+    if source not in SOURCES:
+        raise ValueError(f'unknown source {source!r}; choose from {SOURCES}')
+    _, cfg, timm_name = BACKBONES[name]
+    if source == 'timm':
+        if timm_name is None:
+            raise ValueError(f'{name} has no timm model; build it from mmpretrain\'s registry')
+        import timm
+        kwargs = dict(img_size=image_size) if image_size is not None and 'swin' in timm_name else {}
+        return timm.create_model(timm_name, pretrained=False, features_only=True, **kwargs)
     import mmmila  # noqa: F401  (registers MILA)
     from mmengine.registry import DefaultScope
     from mmpretrain.registry import MODELS
 
-    cfg = dict(BACKBONES[name][1], out_indices=(0, 1, 2, 3), drop_path_rate=0.0)
+    cfg = dict(cfg, out_indices=(0, 1, 2, 3), drop_path_rate=0.0)
     # mmpretrain's classes, also when an mmdet / mmseg run has set another default scope
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         return MODELS.build(cfg)

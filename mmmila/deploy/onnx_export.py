@@ -1,13 +1,7 @@
 """Export a model of a config to ONNX with PyTorch's dynamo-based exporter, then check it.
 
-The code behind ``tools/deploy/export_onnx.py`` (that tool only calls :func:`main`):
-
-    python tools/deploy/export_onnx.py configs/upernet_mila_t_512x512_160k_ade20k.py CKPT \\
-        --out upernet_mila_t.onnx --shape 512 512 --dynamic
-    python tools/deploy/export_onnx.py configs/mask_rcnn_mila_t_1x.py --out feats.onnx --shape 800 1280
-    python tools/deploy/export_onnx.py configs/mila_t_in1k.py --part backbone --out mila_t.onnx
-
-What is exported (``--part``; the default depends on the model):
+The export and its check, behind ``tools/deploy/export_onnx.py`` (which parses the command line and
+prints). What is exported (:class:`Exportable`, ``part``; :func:`default_part` picks by model):
 
 - ``model``: a segmentor (mmseg EncoderDecoder, e.g. UperNet) as image -> logits (B, classes, H, W),
   resized to the input size as mmseg's inference does; a classifier (mmpretrain) as image -> logits.
@@ -18,22 +12,23 @@ What is exported (``--part``; the default depends on the model):
 The graph takes the image as the data loader gives it (B, 3, H, W), float32, channel order and
 0-255 range of the config's pipeline; the data preprocessor's normalisation (mean, std, BGR->RGB)
 is part of the graph. MILA's attention becomes plain ONNX operators (MatMul, Einsum, Elu, Cos,
-Sin...): any ONNX runtime runs it without a custom operator. ``--dynamic`` makes H and W symbolic
+Sin...): any ONNX runtime runs it without a custom operator. With ``dynamic`` H and W are symbolic
 (multiples of 32; the batch stays as exported, 1 by default).
 
-After exporting, the file is run by onnxruntime on CPU and compared with the PyTorch model in eager
-mode on random images: at the export size and, with ``--dynamic``, at two other sizes. The tool
-fails when the largest error exceeds ``--rtol`` times the largest output magnitude (1e-4).
+:func:`check` runs the file with onnxruntime on CPU and compares it with the PyTorch model in eager
+mode on random images (:func:`check_sizes`: the export size and, for a dynamic graph, two others),
+by :func:`mmmila.bench.errors.rel_err`. Errors are :class:`ExportError`, one sentence that names
+what is wrong with the config, the checkpoint, the model or the input.
 """
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 from pathlib import Path
 
 import torch
 import torch.nn as nn
+
+from mmmila.bench.errors import rel_err
 
 PARTS = ('model', 'features', 'backbone')
 MULTIPLE = 32  # MILA's stride: dynamic H and W are multiples of it
@@ -120,17 +115,18 @@ class Exportable(nn.Module):
         super().__init__()
         kind = _kind(model)
         if part not in PARTS:
-            raise ExportError(f'--part must be one of {PARTS}, got {part!r}')
+            raise ExportError(f'the part to export must be one of {PARTS}, got {part!r}')
         if kind == 'other' or (kind == 'backbone' and part != 'model'):
-            raise ExportError(f'a {type(model).__name__} cannot be exported: the tool exports mmseg '
-                              'segmentors, mmdet detectors (backbone + neck), mmpretrain classifiers '
-                              'and backbones')
+            raise ExportError(f'a {type(model).__name__} cannot be exported as {part!r}: mmseg segmentors, '
+                              'mmdet detectors (backbone + neck), mmpretrain classifiers and (as a whole '
+                              'model) backbones can')
         if part == 'model' and kind == 'detector':
             raise ExportError(f'the whole {type(model).__name__} cannot be exported (its RPN, NMS and '
-                              'RoIAlign are not ONNX-exportable here); use --part features or backbone')
+                              "RoIAlign are not ONNX-exportable here); its 'features' (backbone + neck) "
+                              "or its 'backbone' can")
         if part == 'features' and kind != 'detector':
-            raise ExportError(f'--part features exports a detector\'s backbone + neck; '
-                              f'{type(model).__name__} is a {kind}')
+            raise ExportError(f"the part 'features' is a detector's backbone + neck, and "
+                              f'{type(model).__name__} is a {kind}, not a detector')
         self.kind, self.part = kind, part
         self.model = model
         self.normalise = _Normalise(getattr(model, 'data_preprocessor', None))
@@ -205,7 +201,8 @@ def export(module: Exportable, out: str, shape: tuple[int, int], dynamic: bool,
     """Export with ``torch.onnx.export(dynamo=True)``; returns the ONNXProgram (also saved to ``out``)."""
     h, w = shape
     if dynamic and (h % MULTIPLE or w % MULTIPLE):
-        raise ExportError(f'--dynamic needs --shape multiples of {MULTIPLE}, got {h}x{w}')
+        raise ExportError(f'a graph with dynamic H and W is exported at a size of multiples of {MULTIPLE}, '
+                          f'got {h}x{w}')
     image = torch.rand(batch, 3, h, w) * 255
     dynamic_shapes = None
     if dynamic:
@@ -261,61 +258,6 @@ def check(module: Exportable, path: str, sizes: list[tuple[int, int]], batch: in
             if tuple(g.shape) != tuple(e.shape):
                 raise ExportError(f'at {h}x{w} onnxruntime gives shape {tuple(g.shape)}, '
                                   f'the model {tuple(e.shape)}')
-            scale = e.abs().max().clamp_min(1e-30)
-            rel = max(rel, ((g.double() - e.double()).abs().max() / scale).item())
+            rel = max(rel, rel_err(g, e))
         results.append(dict(size=(h, w), outputs=[tuple(e.shape) for e in expected], rel_err=rel))
     return results
-
-
-def parse_args(argv=None):
-    from mmengine.config import DictAction
-
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('config', help='config file')
-    parser.add_argument('checkpoint', nargs='?', help='checkpoint to load (default: the config\'s init)')
-    parser.add_argument('--out', required=True, help='the .onnx file to write')
-    parser.add_argument('--shape', type=int, nargs='+', default=[512],
-                        help='input H W, or one number for a square (default 512)')
-    parser.add_argument('--dynamic', action='store_true',
-                        help=f'symbolic H and W (multiples of {MULTIPLE}); checked at two other sizes')
-    parser.add_argument('--part', choices=PARTS, help='what to export (default: model; features for detectors)')
-    parser.add_argument('--batch', type=int, default=1, help='batch size of the graph (default 1)')
-    parser.add_argument('--opset', type=int, help='ONNX opset (default: the exporter\'s)')
-    parser.add_argument('--rtol', type=float, default=1e-4,
-                        help='largest accepted error relative to the output magnitude (default 1e-4)')
-    parser.add_argument('--no-check', action='store_true', help='export only, skip onnxruntime')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={}, metavar='KEY=VALUE',
-                        help='override config entries')
-    args = parser.parse_args(argv)
-    if len(args.shape) not in (1, 2) or min(args.shape) < MULTIPLE:
-        parser.error(f'--shape takes H W or one size, each >= {MULTIPLE}; got {args.shape}')
-    if args.batch < 1:
-        parser.error(f'--batch must be >= 1, got {args.batch}')
-    return args
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    shape = tuple((args.shape * 2)[:2])
-    try:
-        model, _ = load_model(args.config, args.checkpoint, args.cfg_options)
-        module = Exportable(model, args.part or default_part(model)).eval()
-        export(module, args.out, shape, args.dynamic, args.batch, args.opset)
-        print(f'export_onnx: wrote {args.out} ({type(model).__name__}, part {module.part}, '
-              f'{"dynamic H W" if args.dynamic else "static"} from {shape[0]}x{shape[1]})')
-        if args.no_check:
-            return 0
-        results = check(module, args.out, check_sizes(shape, args.dynamic), args.batch)
-    except ExportError as err:
-        sys.exit(f'tools/deploy/export_onnx.py: error: {err}')
-    worst = 0.0
-    for r in results:
-        print(f'  onnxruntime vs eager at {r["size"][0]}x{r["size"][1]}: rel err {r["rel_err"]:.2e}, '
-              f'outputs {r["outputs"]}')
-        worst = max(worst, r['rel_err'])
-    if worst > args.rtol:
-        sys.exit(f'tools/deploy/export_onnx.py: error: onnxruntime differs from eager by {worst:.2e} '
-                 f'(> --rtol {args.rtol:.0e})')
-    return 0
-

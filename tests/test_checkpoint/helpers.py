@@ -13,6 +13,8 @@ import torch.nn as nn
 from mmengine.hooks import Hook
 from mmengine.model import BaseModel
 
+from ..conftest import seed_for
+
 
 class Payload:
     """Unpickling this object runs code: it writes ``marker``. Safe loading must never do that."""
@@ -61,7 +63,7 @@ class ToyData(torch.utils.data.Dataset):
         return 16
 
     def __getitem__(self, i):
-        g = torch.Generator().manual_seed(i)
+        g = torch.Generator().manual_seed(seed_for(i))
         x = torch.randn(4, generator=g)
         return dict(inputs=x, labels=x.sum() * 0.5 + 1)
 
@@ -108,7 +110,7 @@ def toy_runner(work_dir: Path, max_iters: int = 6, hooks=(), **kwargs):
     """An mmengine Runner on :class:`ToyModel`: AdamW, a LinearLR warm-up, a checkpoint every 2 iters."""
     from mmengine.runner import Runner
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed_for(0))
     return Runner(
         model=ToyModel(), work_dir=str(work_dir),
         train_dataloader=dict(dataset=ToyData(), sampler=dict(type='DefaultSampler', shuffle=False),
@@ -118,7 +120,7 @@ def toy_runner(work_dir: Path, max_iters: int = 6, hooks=(), **kwargs):
         train_cfg=dict(by_epoch=False, max_iters=max_iters),
         default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=2, by_epoch=False),
                            logger=dict(type='LoggerHook', interval=1)),
-        custom_hooks=list(hooks), randomness=dict(seed=0), **kwargs)
+        custom_hooks=list(hooks), randomness=dict(seed=seed_for(0)), **kwargs)
 
 
 def released_training_checkpoint(model_weights: dict) -> dict:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from ..conftest import REPO
+from ..conftest import REPO, seed_for
 from .helpers import snapshot
 from .train_hooks import STOP_ENV
 
@@ -20,7 +20,7 @@ CONFIG = REPO / 'tests' / 'test_checkpoint' / 'resume_cls_config.py'
 
 def make_images(root) -> None:
     from PIL import Image
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed_for(0))
     for label in ('a', 'b'):
         (root / label).mkdir(parents=True)
         for i in range(4):

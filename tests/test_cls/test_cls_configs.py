@@ -6,7 +6,7 @@ import copy
 import pytest
 import torch
 
-from ..conftest import REPO
+from ..conftest import REPO, seed_for
 
 # Facts of the authors' ImageNet recipe (docs/recipes.md).
 RECIPE = {
@@ -79,7 +79,7 @@ def _build(cfg):
 
 def _batch(size=64, n=2):
     from mmpretrain.structures import DataSample
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator().manual_seed(seed_for(0))
     inputs = [torch.randint(0, 256, (3, size, size), dtype=torch.uint8, generator=g) for _ in range(n)]
     samples = [DataSample().set_gt_label(i) for i in range(n)]
     return dict(inputs=inputs, data_samples=samples)

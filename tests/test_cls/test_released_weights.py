@@ -10,16 +10,14 @@ import numpy as np
 import pytest
 import torch
 
+from mmmila.bench.errors import rel_err
+
 from ..conftest import REPO
 from .conftest import tiny_config
 
 TOL = 1e-5
 MEAN = torch.tensor([123.675, 116.28, 103.53]).view(3, 1, 1)  # the authors' (timm's) ImageNet mean
 STD = torch.tensor([58.395, 57.12, 57.375]).view(3, 1, 1)
-
-
-def rel_err(a, b):
-    return ((a - b).abs().max() / b.abs().max()).item()
 
 
 @pytest.fixture

@@ -1,18 +1,20 @@
-"""Small MILA models and comparisons shared by the compile, export and ONNX tests, and the reading of
-dynamo's graph-break log that the compiled-Runner tests share."""
+"""Small MILA models shared by the compile, export and ONNX tests, and the reading of dynamo's
+graph-break log that the compiled-Runner tests share (errors: ``mmmila.bench.errors``)."""
 from __future__ import annotations
 
+import importlib.util
 import re
+from pathlib import Path
 
 import torch
 
-from ..conftest import TINY_ARCH
+from ..conftest import TINY_ARCH, seed_for
 
 
 def tiny_backbone(seed: int = 0, train: bool = False):
     """The tiny MILA (C = 32, depths 1/1/2/1) with all four outputs, no drop path."""
     from mmmila.models import MILA
-    torch.manual_seed(seed)
+    torch.manual_seed(seed_for(seed))
     model = MILA(arch=TINY_ARCH, out_indices=(0, 1, 2, 3), drop_path_rate=0.0)
     model.init_weights()
     with torch.no_grad():   # non-trivial BatchNorm statistics and affine parameters
@@ -24,20 +26,23 @@ def tiny_backbone(seed: int = 0, train: bool = False):
     return model.train(train)
 
 
-def max_rel_err(actual, expected) -> float:
-    """Largest max-abs error over paired tensors, each relative to its expected magnitude."""
-    worst = 0.0
-    for a, e in zip(actual, expected, strict=True):
-        assert a.shape == e.shape, f'shape {tuple(a.shape)} != {tuple(e.shape)}'
-        scale = e.detach().abs().max().clamp_min(1e-30)
-        worst = max(worst, ((a.detach().double() - e.detach().double()).abs().max() / scale).item())
-    return worst
-
-
-# dynamo's graph-break log lines (TORCH_LOGS=graph_breaks) name the user frame: "... at FILE:LINE"
-_GRAPH_BREAK_AT = re.compile(r'[Gg]raph break.*?(?:File "|at )([^":\s]+\.py)', re.S)
+# dynamo's graph-break log names the frame where the graph broke in two forms (torch 2.13):
+#   "Graph break in user code at FILE:LINE" (also "Graph break (user stack suppressed ...) in user
+#   code at FILE:LINE"), and "Graph break: from user code at:" with that frame on the next line.
+# Only these are read: a "User code traceback" that follows lists the frames from the outermost
+# (the script that was run) inwards, and its first frame is not where the graph broke.
+_IN_USER_CODE = re.compile(r'[Gg]raph break\b[^\n]*? in user code at (\S+?\.py):\d+')
+_FROM_USER_CODE = re.compile(r'[Gg]raph break: from user code at:[^\n]*\n[^\n]*?File "([^"]+?\.py)"')
 
 
 def graph_break_files(log: str) -> set[str]:
-    """The source files that dynamo's graph-break log lines in ``log`` name."""
-    return set(_GRAPH_BREAK_AT.findall(log))
+    """The source files where dynamo's graph-break log (TORCH_LOGS=graph_breaks) says graphs broke."""
+    return set(_IN_USER_CODE.findall(log)) | set(_FROM_USER_CODE.findall(log))
+
+
+def project_files(files) -> list[str]:
+    """Those of ``files`` that belong to the project: they lie under the installed package's own
+    folders (``mmmila`` and ``mmmila.kernels``), wherever the checkout is and whatever it is named."""
+    roots = [Path(spec.origin).resolve().parent
+             for spec in map(importlib.util.find_spec, ('mmmila', 'mmmila.kernels'))]
+    return sorted(f for f in files if any(Path(f).resolve().is_relative_to(root) for root in roots))

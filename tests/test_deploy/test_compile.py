@@ -12,7 +12,9 @@ import torch
 import torch._dynamo
 from torch._dynamo.testing import CompileCounterWithBackend
 
-from .helpers import max_rel_err, tiny_backbone
+from mmmila.bench.errors import max_rel_err
+
+from .helpers import tiny_backbone
 
 
 @pytest.fixture(autouse=True)

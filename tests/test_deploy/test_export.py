@@ -5,7 +5,9 @@ import pytest
 import torch
 from torch.export import Dim
 
-from .helpers import max_rel_err, tiny_backbone
+from mmmila.bench.errors import max_rel_err
+
+from .helpers import tiny_backbone
 
 
 @pytest.fixture(scope='module')

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from mmengine.config import Config
 
-from ..conftest import REPO
+from ..conftest import REPO, seed_for
 
 CONFIGS = REPO / 'configs'
 DET_CONFIGS = {f'{v}_{s}': CONFIGS / f'mask_rcnn_mila_{v}_{s}.py' for v in 'tsb' for s in ('1x', '3x')}
@@ -83,6 +83,7 @@ def toy_step_config(path: Path, root: Path, work_dir: Path, narrow: bool = True)
     cfg.train_cfg.val_interval = 10  # no validation inside the step test
     cfg.default_hooks.logger.interval = 1
     cfg.default_hooks.checkpoint.update(interval=100, save_last=False)  # no file to write
+    cfg.randomness = dict(seed=seed_for(0))
     cfg.work_dir = str(work_dir)
     return cfg
 
@@ -97,7 +98,7 @@ def make_toy():
 def toy_root(tmp_path_factory, make_toy) -> Path:
     """A toy COCO set shared by the session: 6 training and 3 validation images of 64x64."""
     root = tmp_path_factory.mktemp('toy_coco')
-    make_toy(root, num_train=6, num_val=3, size=64, seed=1)
+    make_toy(root, num_train=6, num_val=3, size=64, seed=seed_for(1))
     return root
 
 

@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from ..conftest import seed_for
 from ..test_checkpoint.train_hooks import STOP_ENV
 from .test_launchers import TRAIN_SH, narrow_config, run
 
@@ -25,7 +26,7 @@ def test_killed_run_resumes_and_its_checkpoint_serves_inference(toy_root, tmp_pa
         'custom_hooks': [dict(type='MMMILATestKillAfter')],
         'train_dataloader.dataset.indices': 2, 'train_dataloader.batch_size': 1,  # 2 iterations per epoch
         'train_cfg.max_epochs': 3,
-        'default_hooks.checkpoint': dict(type='CheckpointHook', interval=1), 'randomness': dict(seed=0)})
+        'default_hooks.checkpoint': dict(type='CheckpointHook', interval=1), 'randomness': dict(seed=seed_for(0))})
     work = tmp_path / 'work'
 
     monkeypatch.setenv(STOP_ENV, '3')   # the process dies in epoch 2, after epoch_1.pth was written

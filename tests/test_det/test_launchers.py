@@ -8,7 +8,7 @@ import subprocess
 import pytest
 import torch
 
-from ..conftest import REPO
+from ..conftest import REPO, seed_for
 from .conftest import DET_CONFIGS, TOY_CLASSES, tool_env, toy_step_config
 from .ddp_probe import split_checksums
 
@@ -97,7 +97,7 @@ def test_train_sh_two_processes_run_ddp_over_gloo(toy_root, tmp_path):
         'custom_imports': dict(imports=['mmmila', 'tests.test_det.ddp_probe'], allow_failed_imports=False),
         'custom_hooks': [dict(type='DDPProbeHook')], 'train_dataloader.dataset.indices': 4,
         'train_dataloader.batch_size': 1, 'train_cfg.max_epochs': 2,
-        'default_hooks.checkpoint': dict(type='CheckpointHook', interval=2), 'randomness': dict(seed=0)})
+        'default_hooks.checkpoint': dict(type='CheckpointHook', interval=2), 'randomness': dict(seed=seed_for(0))})
     work = tmp_path / 'work'
     result = run(['bash', TRAIN_SH, config, '2', '--work-dir', work], timeout=1200)
     assert result.returncode == 0, result.stderr[-4000:]

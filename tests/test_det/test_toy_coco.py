@@ -9,12 +9,13 @@ from PIL import Image
 
 from mmmila.utils.coco_format import validate_coco_instances
 
+from ..conftest import seed_for
 from .conftest import TOY_CLASSES
 
 
 def test_toy_set_is_coco_and_masks_match_the_drawn_pixels(tmp_path, make_toy):
     from pycocotools.coco import COCO
-    paths = make_toy(tmp_path, num_train=5, num_val=3, size=80, seed=3)
+    paths = make_toy(tmp_path, num_train=5, num_val=3, size=80, seed=seed_for(3))
     summary = validate_coco_instances(paths['train'], require_masks=True, classes=TOY_CLASSES)
     assert summary['num_images'] == 5 and summary['categories'] == list(TOY_CLASSES)
     assert validate_coco_instances(paths['val'])['num_images'] == 3
@@ -38,9 +39,9 @@ def test_toy_set_is_coco_and_masks_match_the_drawn_pixels(tmp_path, make_toy):
 
 
 def test_same_seed_same_set_and_other_seed_differs(tmp_path, make_toy):
-    a = make_toy(tmp_path / 'a', num_train=3, num_val=1, size=64, seed=7)
-    b = make_toy(tmp_path / 'b', num_train=3, num_val=1, size=64, seed=7)
-    c = make_toy(tmp_path / 'c', num_train=3, num_val=1, size=64, seed=8)
+    a = make_toy(tmp_path / 'a', num_train=3, num_val=1, size=64, seed=seed_for(7))
+    b = make_toy(tmp_path / 'b', num_train=3, num_val=1, size=64, seed=seed_for(7))
+    c = make_toy(tmp_path / 'c', num_train=3, num_val=1, size=64, seed=seed_for(8))
     text = {k: p.read_text() for k, p in a.items()}
     assert text == {k: p.read_text() for k, p in b.items()}
     assert text['train'] != c['train'].read_text()
@@ -49,7 +50,7 @@ def test_same_seed_same_set_and_other_seed_differs(tmp_path, make_toy):
 
 
 def test_objects_do_not_overlap(tmp_path, make_toy):
-    path = make_toy(tmp_path, num_train=20, num_val=1, size=96, seed=0)['train']
+    path = make_toy(tmp_path, num_train=20, num_val=1, size=96, seed=seed_for(0))['train']
     data = json.loads(path.read_text())
     by_image = {}
     for ann in data['annotations']:

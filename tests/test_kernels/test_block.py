@@ -10,6 +10,7 @@ import mmmila.models.layers.attention as attention_module
 from mmmila.models.layers import MILABlock
 from mmmila.ops import mila_linear_attention_ref
 
+from ..conftest import seed_for
 from ..test_ops.helpers import AttentionOpsSeen, assert_rel_close
 
 DEVICE = 'cuda' if torch.cuda.is_available() else 'cpu'
@@ -26,7 +27,7 @@ def _block_run(block, x, hw):
 @pytest.fixture
 def blocks():
     """The same randomly initialised block (C = 64, 2 heads) with each backend."""
-    torch.manual_seed(0)
+    torch.manual_seed(seed_for(0))
     base = MILABlock(64, 2, attn_backend='torch').to(DEVICE)
     with torch.no_grad():   # non-trivial biases and LePE so that every gradient is exercised
         for p in base.parameters():

@@ -12,7 +12,7 @@ import torch
 from mmmila.checkpoint import CheckpointMismatchError, authors_to_mmmila, mmmila_to_authors
 from mmmila.models import MILA
 
-from ..conftest import AUTHORS_KEYS, REPO, TINY_ARCH
+from ..conftest import AUTHORS_KEYS, REPO, TINY_ARCH, seed_for
 
 VARIANTS = {'tiny': 'MILA-T', 'small': 'MILA-S', 'base': 'MILA-B'}
 
@@ -20,7 +20,7 @@ VARIANTS = {'tiny': 'MILA-T', 'small': 'MILA-S', 'base': 'MILA-B'}
 def released_state_dict(variant: str) -> dict:
     """A state dict of the released format, shapes from authors_keys.json, random values."""
     shapes = json.loads(AUTHORS_KEYS.read_text())[variant]
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator().manual_seed(seed_for(0))
     return {k: (torch.tensor(7) if not s else torch.randn(s, generator=g)) for k, s in shapes.items()}
 
 

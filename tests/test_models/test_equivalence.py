@@ -4,16 +4,13 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from mmmila.bench.errors import rel_err
 from mmmila.checkpoint import backbone_weights, check_and_load
 from mmmila.models import MILA
 
 from ..conftest import TINY_ARCH
 
 TOL = 1e-5
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a - b).abs().max() / b.abs().max()).item()
 
 
 def build(authors_fixture, out_indices):

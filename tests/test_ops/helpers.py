@@ -1,16 +1,21 @@
-"""Helpers shared by the op and kernel tests: inputs, a float64 ground truth, error reports."""
+"""Helpers shared by the op and kernel tests: inputs, a float64 ground truth, error reports (the
+measures and ``outputs_and_grads`` are ``mmmila.bench``'s)."""
 from __future__ import annotations
 
 import torch
 
 from mmmila.bench.attention_calls import AttentionOpsSeen  # noqa: F401  (used by the op and kernel tests)
+from mmmila.bench.errors import max_abs_err, rel_err, rel_rms
 from mmmila.bench.float64_attention import attention_f64
+from mmmila.bench.steps import outputs_and_grads
+
+from ..conftest import seed_for
 
 
 def make_inputs(batch: int, hw: tuple[int, int], num_heads: int, head_dim: int = 32,
                 dtype: torch.dtype = torch.float32, device='cpu', scale: float = 1.0):
     """Seeded qk (B, N, 2C), v (B, N, C) and an upstream gradient g (B, N, C)."""
-    gen = torch.Generator().manual_seed(batch * 1000 + hw[0] * 100 + hw[1] * 10 + num_heads)
+    gen = torch.Generator().manual_seed(seed_for(batch * 1000 + hw[0] * 100 + hw[1] * 10 + num_heads))
     n, c = hw[0] * hw[1], num_heads * head_dim
     qk = (torch.randn(batch, n, 2 * c, generator=gen) * scale).to(device, dtype)
     v = torch.randn(batch, n, c, generator=gen).to(device, dtype)
@@ -23,28 +28,12 @@ def float64_truth(qk, v, g, hw, num_heads):
     return outputs_and_grads(attention_f64, qk.double(), v.double(), g.double(), hw, num_heads)
 
 
-def outputs_and_grads(fn, qk, v, g, *args):
-    """Run ``fn(qk, v, *args)`` on fresh leaves, backprop g; returns (out, dqk, dv), detached."""
-    qk = qk.detach().clone().requires_grad_()
-    v = v.detach().clone().requires_grad_()
-    out = fn(qk, v, *args)
-    out.backward(g)
-    return out.detach(), qk.grad, v.grad
-
-
-def errors(actual: torch.Tensor, expected: torch.Tensor) -> tuple[float, float, float]:
-    """(max-abs error, max-abs error / max |expected|, relative RMS error)."""
-    diff = (actual.double() - expected.double())
-    scale = expected.double().abs().max().clamp_min(1e-30)
-    rms = diff.pow(2).mean().sqrt() / expected.double().pow(2).mean().sqrt().clamp_min(1e-30)
-    return diff.abs().max().item(), (diff.abs().max() / scale).item(), rms.item()
-
-
 def assert_rel_close(name: str, actual: torch.Tensor, expected: torch.Tensor, rtol: float) -> None:
     """max |actual - expected| <= rtol * max |expected|, reported as fla does on failure."""
     assert actual.shape == expected.shape, f'{name}: shape {tuple(actual.shape)} != {tuple(expected.shape)}'
-    err, rel, rms = errors(actual, expected)
-    assert rel <= rtol, f'{name}: max-abs err {err:.3e}, rel {rel:.3e} > {rtol:.1e}, rel RMS {rms:.3e}'
+    rel = rel_err(actual, expected)
+    assert rel <= rtol, (f'{name}: max-abs err {max_abs_err(actual, expected):.3e}, rel {rel:.3e} > {rtol:.1e}, '
+                         f'rel RMS {rel_rms(actual, expected):.3e}')
 
 
 def assert_flash_rule(name: str, actual: torch.Tensor, lowp_ref: torch.Tensor, ref: torch.Tensor,
@@ -55,10 +44,10 @@ def assert_flash_rule(name: str, actual: torch.Tensor, lowp_ref: torch.Tensor, r
     reference run in the same dtype) of ``ref`` (float32/64), plus ``floor`` * max |ref|; and
     within ``rtol`` * max |ref| in any case.
     """
-    err, rel, rms = errors(actual, ref)
-    err_ref, _, _ = errors(lowp_ref, ref)
+    err, rel = max_abs_err(actual, ref), rel_err(actual, ref)
+    err_ref = max_abs_err(lowp_ref, ref)
     scale = ref.double().abs().max().item()
     bound = 2 * err_ref + floor * scale
     assert err <= bound and rel <= rtol, (
         f'{name}: max-abs err {err:.3e} (bound {bound:.3e} = 2 x reference-in-dtype err {err_ref:.3e}'
-        f' + floor), rel {rel:.3e} (limit {rtol:.1e}), rel RMS {rms:.3e}')
+        f' + floor), rel {rel:.3e} (limit {rtol:.1e}), rel RMS {rel_rms(actual, ref):.3e}')

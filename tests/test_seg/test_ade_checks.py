@@ -11,6 +11,8 @@ from PIL import Image
 
 from mmmila.datasets.ade_checks import check_label_map, check_labels_exist, check_split_dirs
 
+from ..conftest import seed_for
+
 
 def build_split(root, split='training', labelled=True, test_mode=False, pipeline=None):
     prefix = dict(img_path=f'images/{split}',
@@ -87,7 +89,7 @@ def test_missing_folders_are_named(tmp_path):
 # ----------------------------------------------------------------------------- the dataset
 @pytest.fixture()
 def small_toy(tmp_path, make_toy):
-    return make_toy(tmp_path / 'ADEChallengeData2016', num_train=3, num_val=1, num_test=2, seed=1)
+    return make_toy(tmp_path / 'ADEChallengeData2016', num_train=3, num_val=1, num_test=2, seed=seed_for(1))
 
 
 def test_missing_data_root_is_named(tmp_path):

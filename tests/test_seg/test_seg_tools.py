@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ..conftest import REPO, run_tool
+from ..conftest import REPO, run_tool, seed_for
 from .conftest import TOY_CONFIG
 
 METRICS = re.compile(r'aAcc: ([\d.]+)\s+mIoU: ([\d.]+)\s+mAcc: ([\d.]+)')
@@ -43,7 +43,7 @@ def trained(tmp_path_factory, toy_root):
     work = tmp_path_factory.mktemp('toy_train')
     run_tool('train.py', TOY_CONFIG, '--work-dir', work, '--cfg-options', *data_options(toy_root),
              'train_cfg.max_iters=4', 'train_cfg.val_interval=4', 'default_hooks.checkpoint.interval=4',
-             'randomness.seed=0')
+             f'randomness.seed={seed_for(0)}')
     checkpoint = work / 'iter_4.pth'
     assert checkpoint.is_file()
     return work, checkpoint

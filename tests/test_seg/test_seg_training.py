@@ -17,7 +17,7 @@ import torch
 from mmengine.config import Config
 from PIL import Image
 
-from ..conftest import REPO
+from ..conftest import REPO, seed_for
 from .conftest import TOY_CONFIG
 
 METRICS = re.compile(r'Iter\(test\).*?aAcc: ([\d.]+)\s+mIoU: ([\d.]+)\s+mAcc: ([\d.]+)')
@@ -43,7 +43,7 @@ def test_toy_training_raises_miou_and_serves_inference(tmp_path, make_toy):
     from mmseg.registry import MODELS
     from skimage import data
 
-    root = make_toy(tmp_path / 'ADEChallengeData2016', seed=0)  # 40 training, 8 validation images
+    root = make_toy(tmp_path / 'ADEChallengeData2016', seed=seed_for(0))  # 40 training, 8 validation images
     options = ['--cfg-options'] + [f'{name}.dataset.data_root={root}' for name in
                                    ('train_dataloader', 'val_dataloader', 'test_dataloader')]
     train_sh, test_sh = str(REPO / 'tools' / 'train.sh'), str(REPO / 'tools' / 'test.sh')
@@ -57,7 +57,7 @@ def test_toy_training_raises_miou_and_serves_inference(tmp_path, make_toy):
                                  '--work-dir', str(tmp_path / 'test0'), *options, cwd=tmp_path))
 
     work = tmp_path / 'train'
-    launch(train_sh, str(TOY_CONFIG), '1', '--work-dir', str(work), *options, 'randomness.seed=0',
+    launch(train_sh, str(TOY_CONFIG), '1', '--work-dir', str(work), *options, f'randomness.seed={seed_for(0)}',
            cwd=tmp_path)
     checkpoint = work / 'iter_300.pth'
     assert checkpoint.is_file()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import seed_for
+from ..conftest import seed_for
 
 REPO = Path(__file__).resolve().parents[2]
 TOOL = REPO / 'tools' / 'gpu_check.py'
@@ -228,3 +228,14 @@ def test_bad_arguments(tmp_path):
     res = subprocess.run([sys.executable, str(TOOL), '--out', str(tmp_path / 'file')], capture_output=True,
                          text=True)
     assert res.returncode == 2 and 'exists and is not a folder' in res.stderr
+
+
+def test_the_report_records_the_command_as_typed(dry_run):
+    """At the repository's root, with no folder of the machine it ran on (those outside the
+    repository keep their last part only)."""
+    _, report, out = dry_run
+    assert report['command'] == (f'python tools/gpu_check.py --dry-run --out .../out --wheels .../wheels '
+                                 f'--seed {seed_for(7)}')
+    md = (out / 'gpu_check.md').read_text()
+    assert f"command `{report['command']}`" in md
+    assert str(out.parent) not in md and str(REPO) not in md

@@ -1,0 +1,276 @@
+"""The GPU kit's measuring sections: the op's speed (``op_speed``), the backbones' speed and memory
+(``backbone_speed``, ``sweep``), eager against torch.compile (``compiled_speed``) and where a
+training step spends its time (``profile``)."""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from mmmila.bench.gpu_kit.common import attn_backend, build_mila, compile_ready, free, median_ms
+from mmmila.bench.memory import peak_memory
+from mmmila.bench.models import build_backbone, label
+from mmmila.bench.steps import model_step
+from mmmila.bench.timing import first_call_s, sync
+
+# The comparison backbones of mmmila.bench.models that the kit measures beside MILA-T (from timm:
+# the GPU image has it, not mmpretrain).
+COMPARED = ('swin-t', 'convnext-t')
+MODES = ('forward', 'train step')
+
+
+def _mb(nbytes):
+    return None if nbytes is None else nbytes / 2**20
+
+
+def authors_chain(hw, channels, device):
+    """The authors' attention chain at this map (``mmmila.bench.authors_attention``).
+
+    Its RoPE works in float32 (complex numbers), so with 16-bit inputs it runs under autocast to the
+    inputs' dtype, as in the authors' mixed-precision training.
+    """
+    from mmmila.bench.authors_attention import authors_attention, authors_table, complex_rope
+    rope = complex_rope(authors_table(hw, channels, device))
+
+    def chain(qk, v, nh):
+        if qk.dtype == torch.float32:
+            return authors_attention(qk, v, hw, nh, rope)
+        with torch.autocast(device.type, dtype=qk.dtype):
+            return authors_attention(qk, v, hw, nh, rope)
+    return chain
+
+
+def section_op_speed(ctx) -> dict:
+    """Forward and forward+backward at MILA-T's stage 1 for the plan's maps: Triton, the PyTorch path
+    and the authors' chain; achieved GB/s from the bytes of docs/kernels.md against the copy bandwidth."""
+    from mmmila.bench.traffic import fused_bytes
+    from mmmila.ops import mila_linear_attention
+    device, gen = ctx['device'], ctx['gen']
+    channels, nh, batch = 64, 2, 1          # MILA-T stage 1
+    rows = []
+    for hw in ctx['plan']['op_speed_maps']:
+        n = hw[0] * hw[1]
+        variants = {
+            'triton': lambda qk, v, nh, hw=hw: mila_linear_attention(qk, v, hw, nh, backend='triton'),
+            'torch': lambda qk, v, nh, hw=hw: mila_linear_attention(qk, v, hw, nh, backend='torch'),
+            'authors': authors_chain(hw, channels, device),
+        }
+        for dtype_name in ('bfloat16', 'float32'):
+            dtype = getattr(torch, dtype_name)
+            qk = torch.randn(batch, n, 2 * channels, generator=gen).to(device, dtype)
+            v = torch.randn(batch, n, channels, generator=gen).to(device, dtype)
+            g = torch.randn(batch, n, channels, generator=gen).to(device, dtype)
+            leaves = [qk.clone().requires_grad_(), v.clone().requires_grad_()]
+            for mode in ('fwd', 'fwd+bwd'):
+                times = {}
+                for name, fn in variants.items():
+                    if mode == 'fwd':
+                        def call(fn=fn):
+                            with torch.no_grad():
+                                fn(qk, v, nh)
+                    else:
+                        def call(fn=fn):
+                            fn(*leaves, nh).backward(g)
+                    times[name] = median_ms(ctx, call, grad_to_none=leaves)
+                    peak = peak_memory(call, device) if device.type == 'cuda' else None
+                    fwd_bytes, bwd_bytes = fused_bytes(batch * n, channels, qk.element_size())
+                    nbytes = fwd_bytes + (bwd_bytes if mode == 'fwd+bwd' else 0)
+                    gbs = nbytes / (times[name] * 1e-3) / 1e9
+                    rows.append(dict(map=f'{hw[0]}x{hw[1]}', n=n, dtype=dtype_name, mode=mode, variant=name,
+                                     ms=times[name], bytes=nbytes, gb_s=gbs,
+                                     of_copy_bw=gbs / ctx['copy_gb_s'] if ctx.get('copy_gb_s') else None,
+                                     peak_mb=_mb(peak.total) if peak else None))
+                for row in rows[-len(variants):]:
+                    row['speedup_vs_authors'] = times['authors'] / row['ms']
+    return dict(status='ok', rows=rows, batch=batch, channels=channels, heads=nh,
+                note='MILA-T stage 1 (C = 64, 2 heads, B = 1); authors = the authors\' chain '
+                     '(mmmila.bench.authors_attention; under autocast for 16-bit inputs). gb_s = the fused '
+                     'kernels\' bytes (mmmila.bench.traffic.fused_bytes, docs/kernels.md: 4 C elements per '
+                     'token forward, 7 C backward) / median time, for every variant; of_copy_bw = gb_s / '
+                     'measured copy bandwidth; peak_mb = the device\'s peak allocated memory during one call '
+                     '(mmmila.bench.memory.peak_memory: total; CUDA only).')
+
+
+def model_factories(ctx, size_hw):
+    """{label: (factory, attention backend or None)}: MILA-T on each path, then the compared backbones
+    from timm when it imports (else a note saying they were skipped)."""
+    device = ctx['device']
+    factories = {'MILA-T (Triton)': (lambda: build_mila(ctx), 'triton'),
+                 'MILA-T (PyTorch path)': (lambda: build_mila(ctx), 'torch')}
+    skipped = None
+    try:
+        import timm  # noqa: F401
+    except ImportError as err:
+        skipped = f'timm is not importable ({err}): Swin-T and ConvNeXt-T skipped'
+    else:
+        for name in COMPARED:
+            factories[label(name, 'timm')] = (
+                lambda name=name: build_backbone(name, 'timm', image_size=size_hw).to(device), None)
+    return factories, skipped
+
+
+def _kit_step(model, x, mode, opt, no_grad=torch.inference_mode):
+    """The kit's calls: bf16 autocast; 'forward' or 'train step' (AdamW)."""
+    return model_step(model, x, mode, optimizer=opt, autocast=torch.bfloat16, no_grad=no_grad)
+
+
+def measure_models(ctx, sizes: list[tuple[int, int]]) -> tuple[list[dict], list[str]]:
+    """Forward and training step (bf16 autocast) of each model at each size; errors become rows."""
+    device, dry, batch, gen = ctx['device'], ctx['dry'], ctx['plan']['batch'], ctx['gen']
+    rows, notes = [], []
+    for size_hw in sizes:
+        factories, skipped = model_factories(ctx, size_hw)
+        if skipped:
+            notes.append(skipped)
+        x = torch.randn(batch, 3, *size_hw, generator=gen).to(device)
+        for name, (factory, backend) in factories.items():
+            if time.monotonic() > ctx['deadline']:
+                notes.append(f'time budget reached before {name} at {size_hw[0]}x{size_hw[1]}')
+                continue
+            model = opt = None
+            try:
+                model = factory()
+                opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+                with attn_backend(backend):
+                    for mode in MODES:
+                        fn = _kit_step(model, x, mode, opt)
+                        if not dry:
+                            fn()   # warm-up and optimizer state
+                        peak = peak_memory(fn, device)
+                        ms = median_ms(ctx, fn, rep_ms=1000, warmup_ms=200)
+                        rows.append(dict(model=name, size=f'{size_hw[0]}x{size_hw[1]}', mode=mode,
+                                         batch=batch, ms=ms, images_s=batch / (ms * 1e-3),
+                                         peak_mb=_mb(peak.total), peak_above_start_mb=_mb(peak.above_start)))
+            except Exception as err:  # noqa: BLE001  (one model failing must not stop the others)
+                rows.append(dict(model=name, size=f'{size_hw[0]}x{size_hw[1]}', mode='-',
+                                 error=f'{type(err).__name__}: {err}'[:500]))
+            finally:
+                model = opt = None   # free before the next model
+                free(device)
+    return rows, sorted(set(notes))
+
+
+def _models_section(rows, notes, what):
+    status = 'error' if any('error' in r for r in rows) else 'ok'
+    return dict(status=status, rows=rows, note=f'{what}; bf16 autocast; forward in eval mode under '
+                'inference_mode, training step = forward, mean of each output, backward, AdamW step. '
+                'peak_mb = peak allocated during one call (weights and optimizer state included; CUDA only), '
+                'peak_above_start_mb = above what was allocated before it (mmmila.bench.memory.peak_memory). '
+                + ' '.join(notes))
+
+
+def section_backbone_speed(ctx) -> dict:
+    """Forward and training step of MILA-T (Triton, PyTorch path) and timm's Swin-T and ConvNeXt-T at
+    the plan's size, with peak memory."""
+    plan = ctx['plan']
+    rows, notes = measure_models(ctx, [plan['image']])
+    return _models_section(rows, notes, f"batch {plan['batch']} at {plan['image'][0]}x{plan['image'][1]}")
+
+
+def section_sweep(ctx) -> dict:
+    """The backbones of ``backbone_speed`` at the plan's square sizes."""
+    plan = ctx['plan']
+    rows, notes = measure_models(ctx, [(s, s) for s in plan['sweep']])
+    return _models_section(rows, notes, f"batch {plan['batch']}, square inputs")
+
+
+def section_compiled_speed(ctx) -> dict:
+    """Eager against ``torch.compile`` (inductor; the dry run: dynamo's eager backend) for MILA-T
+    (Triton path) and timm's Swin-T: forward and training step, bf16 autocast, at the plan's size.
+
+    Why: in eager mode on the H200 MILA-T's time hardly grows with the input (host-bound: each
+    forward dispatches hundreds of small ops). Compilation removes most of that host work; this
+    section says how much, and what the compilation costs (first call of each mode).
+    """
+    reason = compile_ready()
+    if reason:
+        return dict(status='skipped', note=reason)
+    device, dry, plan, gen = ctx['device'], ctx['dry'], ctx['plan'], ctx['gen']
+    backend = 'eager' if dry else 'inductor'
+    batch, size_hw = plan['batch'], tuple(plan['image'])
+    factories, skipped = model_factories(ctx, size_hw)
+    wanted = ['MILA-T (Triton)', label('swin-t', 'timm')]
+    x = torch.randn(batch, 3, *size_hw, generator=gen).to(device)
+    rows, notes = [], [skipped] if skipped else []
+    for name in [w for w in wanted if w in factories]:
+        factory, attn = factories[name]
+        for mode in MODES:
+            if time.monotonic() > ctx['deadline']:
+                notes.append(f'time budget reached before {name} {mode}')
+                continue
+            model = opt = compiled = None
+            try:
+                torch._dynamo.reset()
+                model = factory()
+                opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+                compiled = torch.compile(model, backend=backend)
+                row = dict(model=name, size=f'{size_hw[0]}x{size_hw[1]}', mode=mode, batch=batch,
+                           backend=backend)
+                with attn_backend(attn):
+                    for kind, net in (('eager', model), ('compiled', compiled)):
+                        step = _kit_step(net, x, mode, opt, no_grad=torch.no_grad)
+                        row[f'{kind}_first_call_s'] = first_call_s(step, device)
+                        row[f'{kind}_ms'] = median_ms(ctx, step, rep_ms=1000, warmup_ms=200)
+                row['compiled_speedup'] = row['eager_ms'] / row['compiled_ms']
+                rows.append(row)
+            except Exception as err:  # noqa: BLE001  (one model failing must not stop the others)
+                rows.append(dict(model=name, size=f'{size_hw[0]}x{size_hw[1]}', mode=mode,
+                                 error=f'{type(err).__name__}: {err}'[:1000]))
+            finally:
+                model = opt = compiled = None
+                free(device)
+    torch._dynamo.reset()
+    status = 'error' if any('error' in r for r in rows) or not rows else 'ok'
+    return dict(status=status, rows=rows,
+                note=f'batch {batch}, bf16 autocast; {backend} with default options; forward in eval mode '
+                     'under no_grad, training step = forward, mean of each output, backward, AdamW step '
+                     '(the optimizer not compiled). first_call_s of the compiled model is its compilation. '
+                     + ' '.join(notes))
+
+
+def section_profile(ctx) -> dict:
+    """Where a MILA-T (Triton) eager training step spends its time: torch.profiler, bf16 autocast.
+
+    The device time of the kernels (self time, summed per op name, per step) and the step's wall
+    time: when the kernels' sum is well below the wall time, the step is bound by the host (Python
+    and dispatch of many small ops), not by the GPU.
+    """
+    from torch.profiler import ProfilerActivity, profile
+    device, plan, gen, dry = ctx['device'], ctx['plan'], ctx['gen'], ctx['dry']
+    model = build_mila(ctx)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x = torch.randn(plan['batch'], 3, *plan['image'], generator=gen).to(device)
+    step = _kit_step(model, x, 'train step', opt)
+    steps = 1 if dry else 3
+    with attn_backend('triton'):
+        step()
+        step()   # warm-up: kernels compiled, optimizer state made
+        sync(device)
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == 'cuda' else [])
+        start = time.perf_counter()
+        with profile(activities=activities) as prof:
+            for _ in range(steps):
+                step()
+            sync(device)
+        wall_ms = (time.perf_counter() - start) * 1e3 / steps
+    events = prof.key_averages()
+
+    def device_us(e):
+        for name in ('self_device_time_total', 'self_cuda_time_total'):
+            if hasattr(e, name):
+                return getattr(e, name)
+        return 0.0
+    timed = [(device_us(e) if device.type == 'cuda' else e.self_cpu_time_total, e) for e in events]
+    total_us = sum(t for t, _ in timed)
+    top = sorted(timed, key=lambda te: -te[0])[:25]
+    rows = [dict(op=e.key[:90], ms_per_step=t / 1e3 / steps, share=t / max(total_us, 1e-9),
+                 calls_per_step=e.count / steps) for t, e in top]
+    what = 'device (CUDA kernel) self time' if device.type == 'cuda' else 'CPU self time'
+    launches = sum(e.count for e in events if e.key.startswith(('cudaLaunchKernel', 'cuLaunchKernel')))
+    return dict(status='ok', rows=rows, wall_ms_per_step=wall_ms, timed_ms_per_step=total_us / 1e3 / steps,
+                kernel_launches_per_step=launches / steps, image=list(plan['image']), batch=plan['batch'],
+                note=f'MILA-T (Triton path), eager training step (forward, mean of each output, backward, '
+                     f'AdamW), bf16 autocast, batch {plan["batch"]} at {plan["image"][0]}x{plan["image"][1]}; '
+                     f'{steps} profiled steps after 2 warm-up steps. Top 25 ops by {what} per step. '
+                     f'Per step: wall {wall_ms:.1f} ms (under the profiler), {what} summed over all ops '
+                     f'{total_us / 1e3 / steps:.1f} ms, {launches / steps:.0f} kernel launches.')
