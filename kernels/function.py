@@ -13,6 +13,7 @@ import contextlib
 import torch
 from torch.library import triton_op
 
+from mmmila.ops.checks import check_attention_inputs
 from mmmila.ops.library import attention_backward_fake, attention_fake, register_attention_autograd
 
 from . import linear_attn_fwd
@@ -31,29 +32,21 @@ def is_interpreted() -> bool:
     return type(linear_attn_fwd._mila_attn_fwd_map_kernel).__name__ == 'InterpretedFunction'
 
 
-def input_problem(qk: torch.Tensor, v: torch.Tensor, hw: tuple[int, int],
-                       num_heads: int) -> str | None:
-    """Why the kernels cannot take these inputs (shapes, dtypes, head dim), or None when they can.
+def input_problem(qk: torch.Tensor, v: torch.Tensor, num_heads: int) -> str | None:
+    """Why the kernels cannot take these inputs (head dim, dtypes), or None when they can.
+
+    The inputs are checked ones (:func:`mmmila.ops.checks.check_attention_inputs`); this says only
+    what the kernels were not built for.
 
     Args:
         qk (Tensor): (B, N, 2C).
         v (Tensor): (B, N, C).
-        hw (tuple[int, int]): (H, W).
         num_heads (int): nh.
 
     Returns:
         str | None: a readable reason, or None.
     """
-    if qk.dim() != 3 or v.dim() != 3:
-        return f'qk and v must be (B, N, 2C) and (B, N, C), got {tuple(qk.shape)} and {tuple(v.shape)}'
-    B, N, C = v.shape
-    if tuple(qk.shape) != (B, N, 2 * C):
-        return (f'qk must be (B, N, 2C) = {(B, N, 2 * C)} for v of shape {tuple(v.shape)}, '
-                f'got {tuple(qk.shape)}')
-    if len(hw) != 2 or hw[0] * hw[1] != N:
-        return f'map size {tuple(hw)} does not match N={N} tokens'
-    if num_heads < 1 or C % num_heads:
-        return f'channels C={C} are not divisible by num_heads={num_heads}'
+    C = v.shape[-1]
     d = C // num_heads
     if d not in SUPPORTED_HEAD_DIMS:
         return (f'the Triton kernels need a head dim in {SUPPORTED_HEAD_DIMS} (that of MILA), '
@@ -61,8 +54,6 @@ def input_problem(qk: torch.Tensor, v: torch.Tensor, hw: tuple[int, int],
     for name, t in (('qk', qk), ('v', v)):
         if t.dtype not in SUPPORTED_DTYPES:
             return f'{name} has dtype {t.dtype}; the Triton kernels take float32, float16 or bfloat16'
-    if qk.device != v.device:
-        return f'qk is on {qk.device} but v is on {v.device}'
     return None
 
 
@@ -141,10 +132,12 @@ def mila_linear_attention_triton(qk: torch.Tensor, v: torch.Tensor, hw: tuple[in
         Tensor: (B, N, C) in v's dtype.
 
     Raises:
-        ValueError: if the inputs are malformed or not supported by the kernels.
+        ValueError: if the inputs are malformed (:func:`mmmila.ops.checks.check_attention_inputs`)
+            or not supported by the kernels.
         RuntimeError: if the kernels cannot run on the tensors' device in this process.
     """
-    reason = input_problem(qk, v, hw, num_heads)
+    check_attention_inputs(qk, v, hw, num_heads)
+    reason = input_problem(qk, v, num_heads)
     if reason is not None:
         raise ValueError(f'mila_linear_attention_triton: {reason}')
     reason = device_problem(qk.device)

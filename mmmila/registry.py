@@ -16,9 +16,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import warnings
-
-from mmmila._compat import moved_names
 
 LIBRARIES = ('mmpretrain', 'mmdet', 'mmseg')
 KINDS = {'models': 'MODELS', 'datasets': 'DATASETS', 'transforms': 'TRANSFORMS', 'hooks': 'HOOKS'}
@@ -70,23 +67,3 @@ def register_defaults() -> None:
         return
     register('datasets', ADE20KCheckedDataset, libraries=('mmseg',))
     register('transforms', LoadCheckedSegAnnotations, libraries=('mmseg',))
-
-
-def installed_model_registries() -> dict:
-    """Deprecated (until 0.2.0): ``installed_registries('models')``."""
-    warnings.warn('mmmila.registry.installed_model_registries() is deprecated; use '
-                  "installed_registries('models')", DeprecationWarning, stacklevel=2)
-    return installed_registries('models')
-
-
-def register_modules(*modules: type, registries: dict | None = None) -> None:
-    """Deprecated (until 0.2.0): ``register('models', *modules)``."""
-    warnings.warn("mmmila.registry.register_modules() is deprecated; use register('models', ...)",
-                  DeprecationWarning, stacklevel=2)
-    if registries is None:
-        register('models', *modules)
-        return
-    register('models', *modules, libraries=tuple(registries))
-
-
-__getattr__ = moved_names(__name__, {'register_backbones': 'mmmila.registry:register_defaults'})

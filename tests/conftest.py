@@ -21,8 +21,8 @@ REPO = Path(__file__).resolve().parents[1]
 # The project's own reference data (see tests/data/README.md): the authors' outputs on a tiny model
 # and the key list of their released checkpoints.
 DATA = REPO / 'tests' / 'data'
-FIXTURE = DATA / 'mila_official_tiny.pt'
-OFFICIAL_KEYS = DATA / 'official_keys.json'
+FIXTURE = DATA / 'mila_authors_tiny.pt'
+AUTHORS_KEYS = DATA / 'authors_keys.json'
 
 # The tiny architecture of the fixture (C = 32, depths 1, 1, 2, 1, heads 1, 2, 4, 8).
 TINY_ARCH = dict(embed_dims=32, depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8))
@@ -116,7 +116,7 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 @pytest.fixture(scope='session')
-def official_fixture() -> dict:
+def authors_fixture() -> dict:
     if not FIXTURE.exists():
         pytest.fail(f'reference data {FIXTURE} is missing from the checkout (tests/data/README.md)')
     # A file of the repository holding plain tensors and dicts: the weights-only loader reads it.

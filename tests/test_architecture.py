@@ -1,14 +1,11 @@
 """The package's structure (docs/architecture.md): no import cycle, dependencies pointing down the
-layers, ``import mmmila`` with torch and mmengine alone, and the old import paths of moved names."""
+layers, and ``import mmmila`` with torch and mmengine alone."""
 from __future__ import annotations
 
 import ast
 import subprocess
 import sys
-import warnings
 from pathlib import Path
-
-import pytest
 
 from .conftest import REPO
 
@@ -129,7 +126,7 @@ def test_no_import_cycle_in_the_package():
 
 # Bottom-up (docs/architecture.md): a module may import only modules of its own layer or below.
 LAYERS = [
-    ('mmmila.version', 'mmmila._compat', 'mmmila.ops', 'mmmila.kernels', 'mmmila.checkpoint.keys'),
+    ('mmmila.version', 'mmmila.ops', 'mmmila.kernels', 'mmmila.checkpoint.keys'),
     ('mmmila.checkpoint.reading',),
     ('mmmila.checkpoint.loading', 'mmmila.checkpoint'),
     ('mmmila.models',),
@@ -139,8 +136,6 @@ LAYERS = [
     ('mmmila.integration',),
     ('mmmila',),
     ('mmmila.utils', 'mmmila.bench', 'mmmila.deploy'),
-    # the old homes of moved names, kept until 0.2.0: they may point at the new ones wherever they are
-    ('mmmila.converters', 'mmmila.datasets.seg_registration'),
 ]
 
 
@@ -180,27 +175,3 @@ print([tuple(o.shape) for o in outs], loaded)
     res = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.split('\n')[0] == '[(1, 32, 16, 16), (1, 256, 2, 2)] []'
-
-
-@pytest.mark.parametrize('old, new', [
-    ('mmmila.converters:is_official', 'mmmila.checkpoint.keys:is_authors_format'),
-    ('mmmila.converters:official_to_mmmila', 'mmmila.checkpoint.keys:authors_to_mmmila'),
-    ('mmmila.converters:mmmila_to_official', 'mmmila.checkpoint.keys:mmmila_to_authors'),
-    ('mmmila.converters:load_pretrained_backbone', 'mmmila.checkpoint.loading:load_pretrained_backbone'),
-    ('mmmila.converters.official:is_rope_buffer', 'mmmila.checkpoint.keys:is_rope_buffer'),
-    ('mmmila.converters.loading:backbone_state_dict_from', 'mmmila.checkpoint.keys:backbone_weights'),
-    ('mmmila.checkpoint:install', 'mmmila.integration:install'),
-    ('mmmila.checkpoint:convert_released_for', 'mmmila.integration:convert_for_model'),
-    ('mmmila.registry:register_backbones', 'mmmila.registry:register_defaults'),
-])
-def test_moved_names_work_from_their_old_path_with_a_warning(old, new):
-    import importlib
-    old_module, old_name = old.split(':')
-    new_module, new_name = new.split(':')
-    with pytest.warns(DeprecationWarning, match=f'{old_module}.{old_name} moved to {new_module}.{new_name}'):
-        value = getattr(importlib.import_module(old_module), old_name)
-    assert value is getattr(importlib.import_module(new_module), new_name)
-    with warnings.catch_warnings():
-        warnings.simplefilter('error')
-        with pytest.raises(AttributeError, match='no attribute'):
-            getattr(importlib.import_module(old_module), 'no_such_name')

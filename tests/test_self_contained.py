@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import DATA, FIXTURE, OFFICIAL_KEYS, REPO
+from .conftest import DATA, FIXTURE, AUTHORS_KEYS, REPO
 
 # Spelled in pieces, so that this file does not match its own patterns.
 FORBIDDEN = ['..' + '/shared', 'shared' + '/spec', 'shared' + '/fixtures', 'MMMILA_' + 'SHARED',
@@ -61,7 +61,7 @@ def test_the_scan_finds_a_planted_reference(tmp_path, monkeypatch):
 def test_every_conftest_path_is_inside_the_repository():
     """The conftests build their data paths from the repository, never from its parent."""
     repo = REPO.resolve()
-    for path in (DATA, FIXTURE, OFFICIAL_KEYS):
+    for path in (DATA, FIXTURE, AUTHORS_KEYS):
         assert path.resolve().is_relative_to(repo), path
         assert path.exists(), f'{path} is missing from the checkout'
     conftests = sorted((REPO / 'tests').rglob('conftest.py'))

@@ -32,8 +32,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('src', help='checkpoint to read')
     parser.add_argument('dst', help='file to write (never overwrites unless --force)')
-    parser.add_argument('--to', choices=('mmmila', 'authors', 'official'), default='mmmila',
-                        help="target format ('official' is the old name of 'authors', until 0.2.0)")
+    parser.add_argument('--to', choices=('mmmila', 'authors'), default='mmmila', help='target format')
     parser.add_argument('--img-size', type=int, default=224,
                         help='input size of the rope buffers written with --to authors (default 224)')
     parser.add_argument('--force', action='store_true', help='overwrite dst if it exists')
@@ -54,10 +53,6 @@ def convert(src: str, to: str, img_size: int = 224) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.to == 'official':
-        print("convert_checkpoint: '--to official' is now '--to authors' (the old name goes in 0.2.0)",
-              file=sys.stderr)
-        args.to = 'authors'
     dst = Path(args.dst)
     if dst.exists() and not args.force:
         print(f'convert_checkpoint: {dst} exists; pass --force to overwrite it', file=sys.stderr)

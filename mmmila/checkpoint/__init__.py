@@ -3,7 +3,6 @@ file safely under the trust policy (:mod:`.reading`), and loading weights into a
 (:mod:`.loading`). None of it knows mmengine's Runner: ``mmmila/integration.py`` puts the policy
 and the on-the-fly conversion into mmengine.
 """
-from mmmila._compat import moved_names
 from mmmila.checkpoint.keys import (authors_to_mmmila, backbone_weights, extract_state_dict,
                                     is_authors_format, mmmila_to_authors)
 from mmmila.checkpoint.loading import (CheckpointMismatchError, CheckpointReadError, check_and_load,
@@ -15,11 +14,3 @@ __all__ = ['TRUST_ENV', 'CheckpointMismatchError', 'CheckpointReadError', 'Untru
            'authors_to_mmmila', 'backbone_weights', 'check_and_load', 'extract_state_dict',
            'is_authors_format', 'load_checkpoint_file', 'load_pretrained_backbone', 'mmmila_to_authors',
            'read_checkpoint', 'read_url', 'trust_reason', 'trusted_paths']
-
-# Until 0.2.0: the mmengine side of mmmila.checkpoint moved to mmmila.integration.
-__getattr__ = moved_names(__name__, {
-    'install': 'mmmila.integration:install',
-    'convert_released_for': 'mmmila.integration:convert_for_model',
-    'load_from_local': 'mmmila.integration:load_from_local',
-    'load_from_url': 'mmmila.integration:load_from_url',
-})

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import torch
 
-from .dispatch import ENV_VAR, choose_backend, run_attention
+from .checks import check_attention_inputs
+from .dispatch import BACKENDS, ENV_VAR, choose_backend, run_attention
 from .library import mila_linear_attention_cpu
 from .reference import mila_linear_attention_ref
 from .rope2d import apply_rope2d, rope2d_cos_sin
@@ -21,17 +22,23 @@ def mila_linear_attention(qk: torch.Tensor, v: torch.Tensor, hw: tuple[int, int]
         v (Tensor): (B, N, C), the attention's input.
         hw (tuple[int, int]): map size (H, W), H * W = N.
         num_heads (int): nh.
-        backend (str): 'auto' | 'torch' | 'triton'. 'auto' takes the Triton kernels for CUDA
-            tensors (when triton imports and supports the dtype and head dim) and the PyTorch
-            path otherwise; the environment variable ``MMMILA_ATTN_BACKEND`` overrides 'auto'.
-            'triton' raises instead of falling back. :func:`choose_backend` says which
-            implementation a call takes. Defaults to 'auto'.
+        backend (str): one of ``BACKENDS``, 'auto' | 'torch' | 'triton'. 'auto' takes the Triton
+            kernels for CUDA tensors (when triton imports and supports the dtype and head dim) and
+            the PyTorch path otherwise; the environment variable ``MMMILA_ATTN_BACKEND``
+            overrides 'auto'. 'triton' raises instead of falling back. :func:`choose_backend`
+            says which implementation a call takes. Defaults to 'auto'.
 
     Returns:
         Tensor: (B, N, C) in v's dtype.
+
+    Raises:
+        ValueError: for malformed inputs (:func:`check_attention_inputs` says what is wrong) or an
+            unknown backend name.
+        RuntimeError: when 'triton' is asked for and cannot run.
     """
     return run_attention(qk, v, hw, num_heads, backend)
 
 
 __all__ = ['mila_linear_attention', 'mila_linear_attention_ref', 'mila_linear_attention_cpu',
-           'rope2d_cos_sin', 'apply_rope2d', 'choose_backend', 'ENV_VAR']
+           'rope2d_cos_sin', 'apply_rope2d', 'choose_backend', 'check_attention_inputs', 'BACKENDS',
+           'ENV_VAR']

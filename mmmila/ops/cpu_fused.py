@@ -15,7 +15,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 import torch
-from .reference import EPS, check_attention_inputs
+from .reference import EPS
 from .rope2d import rope2d_tables
 
 # Chunk size: about 256 K elements per intra-op thread in each (B, chunk, C) temporary, i.e. 1 MB of

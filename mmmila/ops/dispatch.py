@@ -20,6 +20,9 @@ that its matrix products are visible: counted by FLOP counters, written as plain
 The choice is a pure function of the call (:func:`choose_backend`); nothing is counted or logged
 per call, so ``torch.compile`` traces the choice away. Tests observe the op that ran with a
 dispatch mode (``mmmila/bench/attention_calls.py``).
+
+The inputs are checked once, before the choice (:func:`mmmila.ops.checks.check_attention_inputs`);
+the registered ops run on checked inputs.
 """
 from __future__ import annotations
 
@@ -28,10 +31,12 @@ import os
 
 import torch
 
-from .library import mila_linear_attention_cpu
+from . import library  # noqa: F401  (registers torch.ops.mmmila.linear_attention)
+from .checks import check_attention_inputs
 from .reference import mila_linear_attention_ref
 
 ENV_VAR = 'MMMILA_ATTN_BACKEND'
+# The backend names, here only: the model's ``attn_backend`` arguments take these.
 BACKENDS = ('auto', 'torch', 'triton')
 
 _kernels = None
@@ -49,36 +54,37 @@ def _triton_module():
     return _kernels
 
 
+def check_backend(backend: str, name: str = 'attention backend') -> str:
+    """``backend`` if it is one of :data:`BACKENDS`; else a ValueError that says ``name`` and the choices."""
+    if backend not in BACKENDS:
+        raise ValueError(f'{name} must be one of {BACKENDS}, got {backend!r}')
+    return backend
+
+
 def requested_backend(backend: str = 'auto') -> str:
     """The backend a call asks for, after the environment variable; validates both.
 
     Args:
-        backend (str): 'auto' | 'torch' | 'triton'.
+        backend (str): one of :data:`BACKENDS`.
 
     Returns:
         str: 'auto', 'torch' or 'triton'.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"attention backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == 'auto':
-        backend = os.environ.get(ENV_VAR, '').strip().lower() or 'auto'
-        if backend not in BACKENDS:
-            raise ValueError(f'{ENV_VAR}={os.environ[ENV_VAR]!r} is not one of {BACKENDS}')
+    if check_backend(backend) == 'auto':
+        backend = check_backend(os.environ.get(ENV_VAR, '').strip().lower() or 'auto', ENV_VAR)
     return backend
 
 
-def triton_problem(qk: torch.Tensor, v: torch.Tensor, hw: tuple[int, int],
-                   num_heads: int) -> str | None:
-    """Why the Triton kernels cannot run this call, or None when they can."""
+def triton_problem(qk: torch.Tensor, v: torch.Tensor, num_heads: int) -> str | None:
+    """Why the Triton kernels cannot run this call (checked inputs), or None when they can."""
     kernels = _triton_module()
     if kernels is None:
         return f'triton is not importable ({_import_error})'
-    return kernels.input_problem(qk, v, hw, num_heads) or kernels.device_problem(qk.device)
+    return kernels.input_problem(qk, v, num_heads) or kernels.device_problem(qk.device)
 
 
-def _choose(qk: torch.Tensor, v: torch.Tensor, hw: tuple[int, int], num_heads: int,
-            requested: str) -> tuple[str, str]:
-    """(implementation, why) for a validated ``requested`` backend."""
+def _choose(qk: torch.Tensor, v: torch.Tensor, num_heads: int, requested: str) -> tuple[str, str]:
+    """(implementation, why) for checked inputs and a validated ``requested`` backend."""
     if torch.jit.is_tracing():
         return 'reference', 'torch.jit is tracing: plain ops, so that FLOP counters see them'
     if not torch.compiler.is_dynamo_compiling() and torch.onnx.is_in_onnx_export():
@@ -87,7 +93,7 @@ def _choose(qk: torch.Tensor, v: torch.Tensor, hw: tuple[int, int], num_heads: i
         return 'torch', 'requested'
     if requested == 'auto' and not qk.is_cuda:   # no triton import for CPU work
         return 'torch', 'not on a CUDA device'
-    problem = triton_problem(qk, v, hw, num_heads)
+    problem = triton_problem(qk, v, num_heads)
     if requested == 'triton':
         if problem is not None:
             raise RuntimeError(f"attention backend 'triton' cannot run: {problem}")
@@ -99,13 +105,16 @@ def _choose(qk: torch.Tensor, v: torch.Tensor, hw: tuple[int, int], num_heads: i
 
 def choose_backend(qk: torch.Tensor, v: torch.Tensor, hw: tuple[int, int], num_heads: int,
                    backend: str = 'auto') -> str:
-    """Resolve ``backend`` to the implementation that runs: 'torch', 'triton' or 'reference'.
+    """Check the inputs and resolve ``backend`` to the implementation that runs: 'torch', 'triton'
+    or 'reference'.
 
     Raises:
-        ValueError: for an unknown backend name (argument or environment variable).
+        ValueError: for malformed inputs (:func:`check_attention_inputs`) or an unknown backend
+            name (argument or environment variable).
         RuntimeError: when 'triton' is asked for (argument or environment) and cannot run.
     """
-    return _choose(qk, v, hw, num_heads, requested_backend(backend))[0]
+    check_attention_inputs(qk, v, hw, num_heads)
+    return _choose(qk, v, num_heads, requested_backend(backend))[0]
 
 
 def run_attention(qk: torch.Tensor, v: torch.Tensor, hw: tuple[int, int], num_heads: int,
@@ -113,7 +122,7 @@ def run_attention(qk: torch.Tensor, v: torch.Tensor, hw: tuple[int, int], num_he
     """Run MILA's linear attention with the chosen backend; see the module docstring."""
     chosen = choose_backend(qk, v, hw, num_heads, backend)
     if chosen == 'triton':
-        return _triton_module().mila_linear_attention_triton(qk, v, hw, num_heads)
+        return torch.ops.mmmila.linear_attention_triton(qk, v, hw[0], hw[1], num_heads)[0]
     if chosen == 'reference':
         return mila_linear_attention_ref(qk, v, hw, num_heads)
-    return mila_linear_attention_cpu(qk, v, hw, num_heads)
+    return torch.ops.mmmila.linear_attention(qk, v, hw[0], hw[1], num_heads)[0]

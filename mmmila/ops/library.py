@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 
 from .cpu_fused import attention_backward, attention_forward, sums_dtype
-from .reference import check_attention_inputs
+from .checks import check_attention_inputs
 
 
 def attention_fake(qk: torch.Tensor, v: torch.Tensor, height: int, width: int,

@@ -1,35 +1,18 @@
-"""Pure-PyTorch reference of MILA's linear attention: the specification in code.
+"""Pure-PyTorch reference of MILA's linear attention: the maths in plain autograd ops.
 
-Every other implementation (the memory-lean CPU path, the Triton kernels) is tested against
-:func:`mila_linear_attention_ref`.
+It runs while ``torch.jit`` traces and ``torch.onnx`` exports (:mod:`mmmila.ops.dispatch`), and the
+16-bit tests compare a path with it run in the same dtype. The ground truth that every path, this
+one included, is tested against is the float64 oracle :mod:`mmmila.bench.float64_attention`.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
+from .checks import check_attention_inputs
 from .rope2d import apply_rope2d, rope2d_cos_sin
 
 EPS = 1e-6
-
-
-def check_attention_inputs(qk: torch.Tensor, v: torch.Tensor, hw: tuple[int, int],
-                           num_heads: int) -> tuple[int, int, int, int]:
-    """Validate the op's inputs and return (B, N, C, d)."""
-    if qk.dim() != 3 or v.dim() != 3:
-        raise ValueError(f'qk and v must be (B, N, 2C) and (B, N, C), got {tuple(qk.shape)} and {tuple(v.shape)}')
-    B, N, C = v.shape
-    if qk.shape != (B, N, 2 * C):
-        raise ValueError(f'qk must be (B, N, 2C) = {(B, N, 2 * C)} for v of shape {tuple(v.shape)}, got {tuple(qk.shape)}')
-    H, W = hw
-    if H * W != N:
-        raise ValueError(f'map size {H}x{W} does not match N={N} tokens')
-    if num_heads < 1 or C % num_heads:
-        raise ValueError(f'channels C={C} are not divisible by num_heads={num_heads}')
-    d = C // num_heads
-    if d % 2:
-        raise ValueError(f'head dim must be even for RoPE pairs, got {d}')
-    return B, N, C, d
 
 
 def mila_linear_attention_ref(qk: torch.Tensor, v: torch.Tensor, hw: tuple[int, int],
@@ -50,7 +33,7 @@ def mila_linear_attention_ref(qk: torch.Tensor, v: torch.Tensor, hw: tuple[int, 
         Tensor: (B, N, C) in the dtype of ``v``.
     """
     B, N, C, d = check_attention_inputs(qk, v, hw, num_heads)
-    # RoPE and the normaliser in float32 (the official code does too); under fp16 the token
+    # RoPE and the normaliser in float32 (the authors' code does too); under fp16 the token
     # sums would overflow at detection resolution.
     q = F.elu(qk[..., :C].float()) + 1
     k = F.elu(qk[..., C:].float()) + 1

@@ -19,11 +19,11 @@ from .helpers import released_training_checkpoint
 
 
 @pytest.fixture
-def training_file(tmp_path, official_fixture):
+def training_file(tmp_path, authors_fixture):
     """The fixture's weights in the authors' training-file layout, with a yacs config object."""
     pytest.importorskip('yacs.config')
     path = tmp_path / 'ckpt_epoch_299.pth'
-    torch.save(released_training_checkpoint(official_fixture['checkpoint']['model']), path)
+    torch.save(released_training_checkpoint(authors_fixture['checkpoint']['model']), path)
     return path
 
 
@@ -61,41 +61,41 @@ def test_training_file_read_without_yacs(training_file, monkeypatch):
         ckpt['model']['patch_embed.conv1.conv.weight'].shape
 
 
-def test_training_file_loads_through_backbone_init_cfg(training_file, official_fixture):
+def test_training_file_loads_through_backbone_init_cfg(training_file, authors_fixture):
     init_cfg = dict(type='Pretrained', checkpoint=str(training_file))
     model = MILA(arch=TINY_ARCH, out_indices=(3,), init_cfg=init_cfg)
     model.init_weights()
-    sd = official_fixture['checkpoint']['model']
+    sd = authors_fixture['checkpoint']['model']
     key = 'layers.2.blocks.1.attn.qk.weight'
     torch.testing.assert_close(model.layers[2].blocks[1].attn.qk.weight, sd[key])
     torch.testing.assert_close(model.norm3.weight, sd['norm.weight'])
 
 
-def test_released_file_converted_for_classifier(tmp_path, official_fixture, log_lines):
+def test_released_file_converted_for_classifier(tmp_path, authors_fixture, log_lines):
     path = tmp_path / 'MLLA_tiny.pth'
-    torch.save(official_fixture['checkpoint'], path)
+    torch.save(authors_fixture['checkpoint'], path)
     model = tiny_classifier()
-    before = logits(model, official_fixture['x_cls'])
+    before = logits(model, authors_fixture['x_cls'])
     load_checkpoint(model, str(path), map_location='cpu', strict=True)
-    out = logits(model, official_fixture['x_cls'])
-    torch.testing.assert_close(out, official_fixture['logits'], rtol=1e-5, atol=1e-5)
-    assert not torch.allclose(before, official_fixture['logits'], atol=1e-2)
+    out = logits(model, authors_fixture['x_cls'])
+    torch.testing.assert_close(out, authors_fixture['logits'], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(before, authors_fixture['logits'], atol=1e-2)
     converted = [line for line in log_lines if "authors' format" in line]
     assert len(converted) == 1 and 'ImageClassifier' in converted[0]
 
 
-def test_training_file_converted_through_inferencer_path(training_file, official_fixture, log_lines):
+def test_training_file_converted_through_inferencer_path(training_file, authors_fixture, log_lines):
     """DetInferencer/MMSegInferencer style: _load_checkpoint, then _load_checkpoint_to_model."""
     model = tiny_classifier()
     _load_checkpoint_to_model(model, _load_checkpoint(str(training_file), map_location='cpu'), strict=True)
-    torch.testing.assert_close(logits(model, official_fixture['x_cls']), official_fixture['logits'],
+    torch.testing.assert_close(logits(model, authors_fixture['x_cls']), authors_fixture['logits'],
                                rtol=1e-5, atol=1e-5)
     assert sum("authors' format" in line for line in log_lines) == 1
 
 
-def test_other_models_and_formats_untouched(tmp_path, official_fixture, log_lines):
+def test_other_models_and_formats_untouched(tmp_path, authors_fixture, log_lines):
     path = tmp_path / 'MLLA_tiny.pth'
-    torch.save(official_fixture['checkpoint'], path)
+    torch.save(authors_fixture['checkpoint'], path)
 
     class NotMILA(nn.Module):
         def __init__(self):
@@ -111,10 +111,10 @@ def test_other_models_and_formats_untouched(tmp_path, official_fixture, log_line
     assert not any("authors' format" in line for line in log_lines)
 
 
-def test_released_file_for_dense_backbone_keeps_fresh_norms(tmp_path, official_fixture, log_lines):
+def test_released_file_for_dense_backbone_keeps_fresh_norms(tmp_path, authors_fixture, log_lines):
     """As with init_cfg Pretrained: the classifier's norm and head are not used, norm0-norm3 stay fresh."""
     path = tmp_path / 'MLLA_tiny.pth'
-    torch.save(official_fixture['checkpoint'], path)
+    torch.save(authors_fixture['checkpoint'], path)
 
     class Detector(nn.Module):
         def __init__(self):
@@ -124,24 +124,24 @@ def test_released_file_for_dense_backbone_keeps_fresh_norms(tmp_path, official_f
 
     model = Detector()
     load_checkpoint(model, str(path))
-    sd = official_fixture['checkpoint']['model']
+    sd = authors_fixture['checkpoint']['model']
     stem = model.backbone.patch_embed.conv1.conv.weight
     torch.testing.assert_close(stem, sd['patch_embed.conv1.conv.weight'])
     assert torch.equal(model.backbone.norm3.weight, torch.ones_like(model.backbone.norm3.weight))
     assert sum("authors' format" in line and 'Detector' in line for line in log_lines) == 1
 
 
-def test_released_file_through_runner_with_ema_hook(tmp_path, official_fixture, log_lines):
+def test_released_file_through_runner_with_ema_hook(tmp_path, authors_fixture, log_lines):
     """``tools/test.sh CONFIG MLLA_T.pth`` with an EMA hook: the hook reads the checkpoint's state_dict."""
     from mmengine.runner import Runner
     path = tmp_path / 'MLLA_tiny.pth'
-    torch.save(official_fixture['checkpoint'], path)
+    torch.save(authors_fixture['checkpoint'], path)
     runner = Runner(model=tiny_classifier(), work_dir=str(tmp_path / 'work'), load_from=str(path),
                     custom_hooks=[dict(type='EMAHook')])
     runner.call_hook('before_run')  # as Runner.test() does before loading
     runner.load_or_resume()
     ema = next(hook for hook in runner.hooks if type(hook).__name__ == 'EMAHook')
     for model in (runner.model, ema.ema_model.module):
-        out = logits(model.eval(), official_fixture['x_cls'])
-        torch.testing.assert_close(out, official_fixture['logits'], rtol=1e-5, atol=1e-5)
+        out = logits(model.eval(), authors_fixture['x_cls'])
+        torch.testing.assert_close(out, authors_fixture['logits'], rtol=1e-5, atol=1e-5)
     assert sum("authors' format" in line for line in log_lines) == 1

@@ -21,10 +21,10 @@ STD = torch.tensor([58.395, 57.12, 57.375]).view(3, 1, 1)
 
 
 @pytest.fixture
-def checkpoints(tmp_path, official_fixture):
+def checkpoints(tmp_path, authors_fixture):
     """The fixture's weights in the released format and converted by tools/convert_checkpoint.py."""
     released = tmp_path / 'MLLA_tiny.pth'
-    torch.save(official_fixture['checkpoint'], released)
+    torch.save(authors_fixture['checkpoint'], released)
     converted = tmp_path / 'mila_tiny_mmmila.pth'
     subprocess.run([sys.executable, str(REPO / 'tools' / 'convert_checkpoint.py'), str(released), str(converted)],
                    check=True, capture_output=True, timeout=600)
@@ -49,21 +49,21 @@ def raw_bgr_images(x_cls):
 
 
 @pytest.mark.parametrize('fmt', ['converted', 'released'])
-def test_fixture_logits_through_the_data_preprocessor(tmp_path, official_fixture, checkpoints, fmt):
+def test_fixture_logits_through_the_data_preprocessor(tmp_path, authors_fixture, checkpoints, fmt):
     from mmengine.runner import load_checkpoint
     model = build(tiny_config(tmp_path))
     path = checkpoints[1] if fmt == 'converted' else checkpoints[0]  # released: converted on loading
     load_checkpoint(model, str(path), map_location='cpu', strict=True)
-    data = model.data_preprocessor(dict(inputs=raw_bgr_images(official_fixture['x_cls'])), False)
-    torch.testing.assert_close(data['inputs'], official_fixture['x_cls'], rtol=0, atol=2e-6)
+    data = model.data_preprocessor(dict(inputs=raw_bgr_images(authors_fixture['x_cls'])), False)
+    torch.testing.assert_close(data['inputs'], authors_fixture['x_cls'], rtol=0, atol=2e-6)
     with torch.no_grad():
         logits = model(data['inputs'], mode='tensor')
-    assert rel_err(logits, official_fixture['logits']) <= TOL
-    preds = model.test_step(dict(inputs=raw_bgr_images(official_fixture['x_cls'])))
-    assert [p.pred_label.item() for p in preds] == official_fixture['logits'].argmax(1).tolist()
+    assert rel_err(logits, authors_fixture['logits']) <= TOL
+    preds = model.test_step(dict(inputs=raw_bgr_images(authors_fixture['x_cls'])))
+    assert [p.pred_label.item() for p in preds] == authors_fixture['logits'].argmax(1).tolist()
 
 
-def test_inferencer_on_a_photo_matches_the_authors_preprocessing(tmp_path, official_fixture, checkpoints):
+def test_inferencer_on_a_photo_matches_the_authors_preprocessing(tmp_path, authors_fixture, checkpoints):
     """ImageClassificationInferencer with the config: short side 256 (bicubic), centre crop 224,
     the authors' mean/std; checked against the same steps done by hand with PIL."""
     from mmengine.config import Config
@@ -93,7 +93,7 @@ def test_inferencer_on_a_photo_matches_the_authors_preprocessing(tmp_path, offic
 
 
 @pytest.mark.slow
-def test_test_sh_reports_top1_top5_of_released_weights(tmp_path, official_fixture, checkpoints,
+def test_test_sh_reports_top1_top5_of_released_weights(tmp_path, authors_fixture, checkpoints,
                                                        tiny_imagenet):
     """tools/test.sh CONFIG MLLA.pth 1 on an ImageNet-format folder (val/ + meta/val.txt)."""
     config = tiny_config(tmp_path, data_root=tiny_imagenet)

@@ -1,4 +1,5 @@
-"""Triton kernels vs the reference, forward and backward (CPU: Triton interpreter; else CUDA).
+"""Triton kernels vs the float64 oracle, forward and backward (CPU: Triton interpreter; else CUDA);
+16-bit inputs also vs the reference run in the same dtype.
 
 Shapes are small because the interpreter runs every program in Python; N is never a multiple of the
 32- or 64-token blocks, H != W, B > 1, 1 to 8 heads. The default number of reduction chunks on CPU is 4, so
@@ -9,6 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mmmila.bench.float64_attention import attention_f64_outputs
 from mmmila.kernels import (device_problem, input_problem, is_interpreted,
                             launch_config, mila_linear_attention_triton)
 from mmmila.ops import mila_linear_attention_ref
@@ -90,9 +92,9 @@ def test_strided_inputs():
     qk_view = qk_view.detach().requires_grad_()
     out = mila_linear_attention_triton(qk_view, v_t, hw, nh)
     out.backward(g_t)
-    ref = outputs_and_grads(mila_linear_attention_ref, qk, v, g, hw, nh)
-    assert_rel_close('out', out.detach(), ref[0], 1e-4)
-    assert_rel_close('dqk', qk_view.grad, ref[1], 1e-4)
+    truth = float64_truth(qk, v, g, hw, nh)
+    assert_rel_close('out', out.detach(), truth[0], 1e-4)
+    assert_rel_close('dqk', qk_view.grad, truth[1], 1e-4)
 
 
 def test_saves_only_inputs_and_per_head_sums():
@@ -102,25 +104,29 @@ def test_saves_only_inputs_and_per_head_sums():
         (2, 35, 128), (2, 35, 64), (2, 2, 32, 32), (2, 2, 32)]
 
 
-def test_forward_sums_match_reference_definition():
+def test_forward_sums_match_the_float64_oracle():
     """The saved S and m are k_r^T v / N and mean(k) per head (the op's second and third outputs)."""
     hw, nh = (4, 9), 2
     qk, v, _ = make_inputs(1, hw, nh, device=DEVICE)
     out = mila_linear_attention_triton(qk.requires_grad_(), v, hw, nh)
     _, _, s, m = out.grad_fn.saved_tensors
-    k = torch.nn.functional.elu(qk.detach()[..., 64:]) + 1
-    assert_rel_close('m', m, k.view(1, 36, 2, 32).mean(1), 1e-5)
     assert s.dtype == torch.float32 and m.dtype == torch.float32
+    _, s64, m64 = attention_f64_outputs(qk.detach(), v, hw, nh)
+    assert_rel_close('S', s, s64, 1e-5)
+    assert_rel_close('m', m, m64, 1e-5)
 
 
 def test_input_problems():
+    """What only the kernels cannot take (malformed inputs: tests/test_ops/test_checks.py)."""
     qk, v, _ = make_inputs(1, (4, 4), 2, device=DEVICE)
-    assert input_problem(qk, v, (4, 4), 2) is None
-    assert 'head dim' in input_problem(qk, v, (4, 4), 4)           # d = 16
-    assert 'dtype' in input_problem(qk.double(), v.double(), (4, 4), 2)
-    assert 'does not match' in input_problem(qk, v, (2, 4), 2)
-    assert 'not' in device_problem(torch.device('meta'))
-    with pytest.raises(ValueError, match='head dim'):
+    assert input_problem(qk, v, 2) is None
+    assert input_problem(qk, v, 4) == ('the Triton kernels need a head dim in (32,) (that of MILA), '
+                                       'got C / num_heads = 64 / 4 = 16')
+    assert input_problem(qk.double(), v, 2) == ('qk has dtype torch.float64; the Triton kernels take '
+                                                'float32, float16 or bfloat16')
+    assert device_problem(torch.device('meta')) == ('the Triton kernels run on CUDA devices (or CPU under '
+                                                    'TRITON_INTERPRET=1), not meta')
+    with pytest.raises(ValueError, match='^mila_linear_attention_triton: the Triton kernels need a head dim'):
         mila_linear_attention_triton(qk, v, (4, 4), 4)
 
 
@@ -141,8 +147,8 @@ def test_float32_larger(batch, hw, nh):
     the interpreter."""
     qk, v, g = make_inputs(batch, hw, nh, device=DEVICE)
     kern = _run(qk, v, g, hw, nh)
-    ref = outputs_and_grads(mila_linear_attention_ref, qk, v, g, hw, nh)
-    for name, a, b in zip(('out', 'dqk', 'dv'), kern, ref):
+    truth = float64_truth(qk, v, g, hw, nh)
+    for name, a, b in zip(('out', 'dqk', 'dv'), kern, truth):
         assert_rel_close(name, a, b, 1e-4)
 
 
@@ -166,8 +172,8 @@ def test_cuda_stage1_shape(dtype):
     qk, v, g = make_inputs(2, hw, nh, dtype=dtype, device='cuda')
     kern = _run(qk, v, g, hw, nh)
     lowp = outputs_and_grads(mila_linear_attention_ref, qk, v, g, hw, nh)
-    ref = outputs_and_grads(mila_linear_attention_ref, qk.float(), v.float(), g.float(), hw, nh)
-    for name, a, b, c in zip(('out', 'dqk', 'dv'), kern, lowp, ref):
+    truth = float64_truth(qk, v, g, hw, nh)
+    for name, a, b, c in zip(('out', 'dqk', 'dv'), kern, lowp, truth):
         if dtype == torch.float32:
             assert_rel_close(name, a, c, 1e-4)
         else:

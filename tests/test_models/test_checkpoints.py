@@ -12,14 +12,14 @@ import torch
 from mmmila.checkpoint import CheckpointMismatchError, authors_to_mmmila, mmmila_to_authors
 from mmmila.models import MILA
 
-from ..conftest import OFFICIAL_KEYS, REPO, TINY_ARCH, seed_for
+from ..conftest import AUTHORS_KEYS, REPO, TINY_ARCH, seed_for
 
 VARIANTS = {'tiny': 'MILA-T', 'small': 'MILA-S', 'base': 'MILA-B'}
 
 
 def released_state_dict(variant: str) -> dict:
-    """A state dict of the released format, shapes from official_keys.json, random values."""
-    shapes = json.loads(OFFICIAL_KEYS.read_text())[variant]
+    """A state dict of the released format, shapes from authors_keys.json, random values."""
+    shapes = json.loads(AUTHORS_KEYS.read_text())[variant]
     g = torch.Generator().manual_seed(seed_for(0))
     return {k: (torch.tensor(7) if not s else torch.randn(s, generator=g)) for k, s in shapes.items()}
 
@@ -90,13 +90,13 @@ def test_truncated_file_fails_naming_it(tmp_path):
         model.init_weights()
 
 
-def test_converter_round_trip(official_fixture, tmp_path):
+def test_converter_round_trip(authors_fixture, tmp_path):
     def convert_main(args):
         return subprocess.run([sys.executable, str(REPO / 'tools' / 'convert_checkpoint.py'), *args],
                               capture_output=True, text=True, timeout=600).returncode
 
-    src = tmp_path / 'official.pth'
-    torch.save(official_fixture['checkpoint'], src)
+    src = tmp_path / 'authors.pth'
+    torch.save(authors_fixture['checkpoint'], src)
     assert convert_main([str(src), str(tmp_path / 'ours.pth')]) == 0
     assert convert_main([str(src), str(tmp_path / 'ours.pth')]) == 1  # never overwrites
     ours = torch.load(tmp_path / 'ours.pth', weights_only=True)['state_dict']
@@ -105,26 +105,20 @@ def test_converter_round_trip(official_fixture, tmp_path):
     # own format loads into the backbone too, norm3 included
     model = MILA(arch=TINY_ARCH, init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'ours.pth')))
     model.init_weights()
-    torch.testing.assert_close(model.norm3.bias, official_fixture['checkpoint']['model']['norm.bias'])
+    torch.testing.assert_close(model.norm3.bias, authors_fixture['checkpoint']['model']['norm.bias'])
     assert convert_main([str(tmp_path / 'ours.pth'), str(tmp_path / 'back.pth'), '--to', 'authors',
                          '--img-size', '64']) == 0
     back = torch.load(tmp_path / 'back.pth', weights_only=True)['model']
-    orig = official_fixture['checkpoint']['model']
+    orig = authors_fixture['checkpoint']['model']
     assert set(back) == set(orig)
     for k in orig:
         torch.testing.assert_close(back[k], orig[k], atol=1e-6, rtol=0)  # rope tables recomputed
-    # the old name of the target format still works until 0.2.0, and says so
-    res = subprocess.run([sys.executable, str(REPO / 'tools' / 'convert_checkpoint.py'), str(tmp_path / 'ours.pth'),
-                          str(tmp_path / 'back_old_name.pth'), '--to', 'official', '--img-size', '64'],
-                         capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0 and "'--to official' is now '--to authors'" in res.stderr
-    assert set(torch.load(tmp_path / 'back_old_name.pth', weights_only=True)['model']) == set(orig)
 
 
 def test_conversion_key_sets_match_models():
-    """Converted official_keys.json keys == the mmpretrain classifier's keys, for T/S/B."""
+    """Converted authors_keys.json keys == the mmpretrain classifier's keys, for T/S/B."""
     for arch, variant in VARIANTS.items():
-        shapes = json.loads(OFFICIAL_KEYS.read_text())[variant]
+        shapes = json.loads(AUTHORS_KEYS.read_text())[variant]
         converted = authors_to_mmmila({k: torch.empty(s) for k, s in shapes.items()})
         model = MILA(arch=arch, out_indices=(3,))
         ours = {'backbone.' + k for k in model.state_dict()} | {'head.fc.weight', 'head.fc.bias'}

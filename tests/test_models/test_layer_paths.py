@@ -3,7 +3,8 @@
 The layers run depthwise convs on channels-last views, 1x1 convs as linear layers, in-place
 residual adds and ReLUs, BatchNorm folded in eval mode, autograd Functions that recompute
 elementwise work in backward, and a recomputed Downsample expansion. Here a plain transcription
-(NCHW maps, every op out of place, BatchNorm written out) computes the same model in float64, and
+(NCHW maps, every op out of place, BatchNorm written out, the attention by the float64 oracle
+mmmila.bench.float64_attention) computes the same model in float64, and
 outputs, every parameter gradient and the BatchNorm running statistics must agree, in train and
 eval mode, at batch 1 and 2, on odd map sizes.
 """
@@ -18,10 +19,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmmila.bench.errors import rel_err
+from mmmila.bench.float64_attention import attention_f64
 from mmmila.models import MILA
 from mmmila.models.backbones.mila import _init_linear_and_norm
 from mmmila.models.layers.functional import gated_linear, gelu_linear, norm_linears
-from mmmila.ops import mila_linear_attention_ref
 
 from ..conftest import TINY_ARCH, seed_for
 
@@ -60,7 +61,7 @@ def ref_block(blk, x, hw):
     gate = F.silu(blk.act_proj(n))
     y = F.silu(to_tokens(blk.dwc(to_map(blk.in_proj(n), hw))))
     attn = blk.attn
-    y = mila_linear_attention_ref(attn.qk(y), y, hw, attn.num_heads) + to_tokens(attn.lepe(to_map(y, hw)))
+    y = attention_f64(attn.qk(y), y, hw, attn.num_heads) + to_tokens(attn.lepe(to_map(y, hw)))
     x = x + blk.drop_path(blk.out_proj(y * gate))
     x = x + to_tokens(blk.cpe2(to_map(x, hw)))
     return x + blk.drop_path(blk.mlp.fc2(F.gelu(blk.mlp.fc1(blk.norm2(x)))))

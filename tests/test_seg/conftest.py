@@ -8,7 +8,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from ..conftest import OFFICIAL_KEYS, REPO, seed_for
+from ..conftest import AUTHORS_KEYS, REPO, seed_for
 from ..plain_config import plain_config_text
 
 CONFIGS = REPO / 'configs'
@@ -85,7 +85,7 @@ def released_state_dict(variant: str, seed: int = 0) -> dict:
     Weights are N(0, 0.02) (norm scales and BatchNorm variances 1 + that), the scale of a trained
     network: deep enough stacks of N(0, 1) weights overflow.
     """
-    shapes = json.loads(OFFICIAL_KEYS.read_text())[VARIANT_NAMES[variant.lower()]]
+    shapes = json.loads(AUTHORS_KEYS.read_text())[VARIANT_NAMES[variant.lower()]]
     gen = torch.Generator().manual_seed(seed_for(seed))
     state = {}
     for key, shape in shapes.items():

@@ -171,7 +171,3 @@ def test_registration_is_idempotent():
     register_defaults()
     assert register('datasets', ADE20KCheckedDataset, libraries=('mmseg', 'not_a_library')) == ['mmseg']
     assert DATASETS.get('ADE20KCheckedDataset') is ADE20KCheckedDataset
-    from mmmila.datasets.seg_registration import register_seg_modules  # the old entry point, until 0.2.0
-    with pytest.warns(DeprecationWarning, match='register_seg_modules'):
-        assert register_seg_modules()
-    assert DATASETS.get('ADE20KCheckedDataset') is ADE20KCheckedDataset

@@ -14,6 +14,7 @@ from mmengine.model import BaseModule
 
 from mmmila.checkpoint.loading import load_pretrained_backbone
 from mmmila.models.layers import MILAStage, Stem
+from mmmila.ops.dispatch import check_backend
 
 
 class MILA(BaseModule):
@@ -62,8 +63,7 @@ class MILA(BaseModule):
         self.out_indices = self._parse_out_indices(out_indices)
         if not -1 <= frozen_stages <= self.num_stages:
             raise ValueError(f'frozen_stages must be in [-1, {self.num_stages}], got {frozen_stages}')
-        if attn_backend not in ('auto', 'torch', 'triton'):
-            raise ValueError(f"attn_backend must be 'auto', 'torch' or 'triton', got {attn_backend!r}")
+        check_backend(attn_backend, 'attn_backend')
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
 
