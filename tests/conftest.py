@@ -70,12 +70,21 @@ def _seed():
     torch.manual_seed(_BASE_SEED)
     random.seed(_BASE_SEED)
     np.random.seed(_BASE_SEED % 2**32)
-    _seeded_state = _global_rng_state()
+    if _listing:
+        _seeded_state = _global_rng_state()
 
 
 def pytest_addoption(parser):
     parser.addoption('--list-random-tests', metavar='FILE',
                      help='write the node ids of the tests that drew random numbers to FILE')
+
+
+_listing = False   # --list-random-tests given: only then is each test's drawing watched
+
+
+def pytest_configure(config):
+    global _listing
+    _listing = bool(config.getoption('--list-random-tests'))
 
 
 _RANDOM_TESTS: list[str] = []
@@ -89,7 +98,7 @@ def _draws_since(handed_out: int, state) -> bool:
 @pytest.hookimpl(hookwrapper=True)
 def pytest_fixture_setup(fixturedef, request):
     """Note the fixtures that draw: a module-scoped one draws once, for every test that uses it."""
-    if fixturedef.argname == '_seed':
+    if fixturedef.argname == '_seed' or not _listing:
         yield
         return
     handed_out, state = _seeds_handed_out, _global_rng_state()
@@ -103,6 +112,9 @@ def pytest_runtest_protocol(item, nextitem):
     """A test draws random numbers when it or a fixture it uses takes a seed from seed_for() or
     moves a global generator away from the state that :func:`_seed` gave it."""
     global _seeded_state
+    if not _listing:
+        yield
+        return
     _seeded_state, handed_out = None, _seeds_handed_out
     yield
     if _draws_since(handed_out, _seeded_state) or _RANDOM_FIXTURES & set(item.fixturenames):
