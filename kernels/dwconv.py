@@ -1,0 +1,439 @@
+"""The depthwise 3x3 convolution of tokens with its epilogue, as Triton kernels and a registered op.
+
+``torch.ops.mmmila.dwconv_tokens_triton(x, weight, bias, H, W, residual, gate, skip, act)`` is the
+CUDA implementation (CPU tensors under the Triton interpreter) of ``mmmila::dwconv_tokens``
+(:mod:`mmmila.ops.dwconv`): x (B, N, C) holds the tokens of an (H, W) map in row-major order, and
+
+    p   = depthwise_conv3x3(x, weight, zero padding 1) + bias
+    a   = silu(p) if act == 'silu' else p
+    s   = a + (x if skip else 0) + (residual or 0)
+    out = s * silu(gate) if gate is given else s
+
+The forward is one kernel: each program takes a tile of BLOCK_N consecutive tokens (over the
+flattened batch, so a tile may cross from one image to the next) by BLOCK_C channels, reads the 3x3
+neighbourhood of each token (out-of-map neighbours are the zero padding) and writes ``out``.
+
+The backward (``dwconv_tokens_triton_backward``) is three kernels:
+
+1. ``_dwconv_bwd_map_kernel``, grid (num_chunks, channel blocks): each program walks a chunk of
+   tokens; it recomputes p and s where needed, writes dL/dgate, dL/dresidual and the gradient at
+   the conv's output ``gp`` (float32; only when the activation or the gate make it differ from the
+   incoming gradient), and accumulates the weight and bias gradients of its chunk in float32.
+2. ``_dwconv_bwd_input_kernel``, grid (token tiles, channel blocks): dL/dx, the transposed
+   convolution of ``gp`` plus the skip's share.
+3. ``_dwconv_bwd_reduce_kernel``, grid (channel blocks,): adds the chunks' partial weight and bias
+   gradients and writes them in the parameters' dtypes.
+
+All arithmetic is float32; results are stored in the inputs' dtypes. Offsets are 64-bit.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+import triton
+import triton.language as tl
+from torch.library import triton_op, wrap_triton
+
+from ._dwconv_stub import dwconv_backward_fake, dwconv_fake, register_dwconv_autograd
+
+ACTIVATIONS = ('none', 'silu')
+
+
+@dataclass(frozen=True)
+class DwconvLaunchConfig:
+    """Block sizes and grid of one call.
+
+    Attributes:
+        block_n (int): tokens per tile (BLOCK_N), in all kernels.
+        block_c (int): channels per tile (BLOCK_C), a power of two.
+        num_chunks (int): programs per channel block of the backward's first kernel.
+        chunk_tokens (int): tokens per such program, a multiple of ``block_n``.
+        num_warps (int): warps per program (ignored by the interpreter).
+    """
+
+    block_n: int
+    block_c: int
+    num_chunks: int
+    chunk_tokens: int
+    num_warps: int
+
+
+def _parallel_slots(device_type: str) -> int:
+    """How many programs of the backward's first kernel keep the device busy."""
+    if device_type == 'cuda':
+        return 8 * torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count
+    # The interpreter runs programs one after another; a few chunks still exercise the
+    # combination of partial sums exactly as on a GPU.
+    return 4
+
+
+@lru_cache(maxsize=256)
+def _cached_launch_config(batch: int, height: int, width: int, channels: int, dtype: torch.dtype,
+                          device_type: str) -> DwconvLaunchConfig:
+    return _choose_launch_config(batch, height, width, channels, dtype, device_type)
+
+
+def _choose_launch_config(batch: int, height: int, width: int, channels: int, dtype: torch.dtype,
+                          device_type: str) -> DwconvLaunchConfig:
+    # A (64 tokens x 64 channels) tile: rows of 64 channels are 128 (16-bit) or 256 bytes, whole
+    # memory transactions, and the float32 tile is 32 registers per thread at 4 warps. Narrower
+    # maps of channels take the next power of two.
+    block_c = min(64, triton.next_power_of_2(max(channels, 1)))
+    block_n = 64
+    n_blocks = triton.cdiv(batch * height * width, block_n)
+    c_blocks = triton.cdiv(channels, block_c)
+    num_chunks = max(1, min(n_blocks, triton.cdiv(_parallel_slots(device_type), c_blocks)))
+    chunk_tokens = triton.cdiv(n_blocks, num_chunks) * block_n
+    num_chunks = triton.cdiv(batch * height * width, chunk_tokens)   # no empty trailing chunk
+    return DwconvLaunchConfig(block_n, block_c, max(num_chunks, 1), chunk_tokens, 4)
+
+
+def dwconv_launch_config(batch: int, height: int, width: int, channels: int, dtype: torch.dtype,
+                         device_type: str) -> DwconvLaunchConfig:
+    """Launch parameters for B images of an (H, W) map of C channels, cached per problem.
+
+    The CUDA choices are reasoned defaults for a memory-bound op (not an autotuning result): each
+    token's 3x3 neighbourhood is read from cache, so traffic is about one read of each input and one
+    write of each output. Sizes that are not plain ints (symbolic, while a graph is traced) are not
+    cached.
+
+    Args:
+        batch (int): B.
+        height (int): H.
+        width (int): W.
+        channels (int): C.
+        dtype (torch.dtype): dtype of the tokens.
+        device_type (str): 'cuda' or 'cpu' (the interpreter).
+
+    Returns:
+        DwconvLaunchConfig: the parameters.
+    """
+    if all(type(v) is int for v in (batch, height, width, channels)):
+        return _cached_launch_config(batch, height, width, channels, dtype, device_type)
+    return _choose_launch_config(batch, height, width, channels, dtype, device_type)
+
+
+# ----------------------------------------------------------------------------------------------
+# Device helpers
+
+
+@triton.jit
+def _silu_and_grad(t):
+    """silu(t) and its derivative sig(t) * (1 + t * (1 - sig(t))), both float32."""
+    sig = tl.sigmoid(t)
+    return t * sig, sig * (1.0 + t * (1.0 - sig))
+
+
+@triton.jit
+def _token_rows(t, N, stride_b, stride_n):
+    """64-bit offset of token ``t`` of the flattened batch (t = b * N + n) in a (B, N, C) tensor."""
+    return (t // N) * stride_b + (t % N) * stride_n
+
+
+@triton.jit
+def _load_tokens(ptr, t, N, tmask, chan, cmask, stride_b, stride_n, stride_c):
+    """Load a (BLOCK_N, BLOCK_C) tile of a (B, N, C) tensor as float32; masked entries are 0."""
+    ptrs = ptr + _token_rows(t, N, stride_b, stride_n)[:, None] + chan[None, :] * stride_c
+    return tl.load(ptrs, mask=tmask[:, None] & cmask[None, :], other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _store_tokens(ptr, t, tmask, chan, cmask, channels, value):
+    """Store a float32 tile into a contiguous (B, N, C) tensor, in the dtype of ``ptr``."""
+    ptrs = ptr + t[:, None] * channels + chan[None, :]
+    tl.store(ptrs, value.to(ptr.dtype.element_ty), mask=tmask[:, None] & cmask[None, :])
+
+
+@triton.jit
+def _load_neighbour(ptr, t, N, row, col, H, W, tmask, chan, cmask, DI: tl.constexpr, DJ: tl.constexpr,
+                    stride_b, stride_n, stride_c):
+    """The tile shifted to the neighbours (row + DI, col + DJ) of its tokens; 0 outside the map."""
+    inside = tmask & (row + DI >= 0) & (row + DI < H) & (col + DJ >= 0) & (col + DJ < W)
+    rows = (t // N) * stride_b + (t % N + DI * W + DJ) * stride_n
+    ptrs = ptr + rows[:, None] + chan[None, :] * stride_c
+    return tl.load(ptrs, mask=inside[:, None] & cmask[None, :], other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _conv3x3(ptr, w_ptr, t, N, row, col, H, W, tmask, chan, cmask, stride_b, stride_n, stride_c,
+             stride_wc, stride_wi, stride_wj, TRANSPOSED: tl.constexpr,
+             BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Depthwise 3x3 correlation (zero padding 1) of a tile, float32 (BLOCK_N, BLOCK_C).
+
+    TRANSPOSED takes the neighbour on the opposite side for each tap (the 180-degree-flipped
+    kernel): the gradient of the correlation with respect to its input.
+    """
+    acc = tl.zeros((BLOCK_N, BLOCK_C), dtype=tl.float32)
+    for i in tl.static_range(3):
+        for j in tl.static_range(3):
+            w = tl.load(w_ptr + chan * stride_wc + i * stride_wi + j * stride_wj,
+                        mask=cmask, other=0.0).to(tl.float32)
+            if TRANSPOSED:
+                v = _load_neighbour(ptr, t, N, row, col, H, W, tmask, chan, cmask, 1 - i, 1 - j,
+                                    stride_b, stride_n, stride_c)
+            else:
+                v = _load_neighbour(ptr, t, N, row, col, H, W, tmask, chan, cmask, i - 1, j - 1,
+                                    stride_b, stride_n, stride_c)
+            acc += v * w[None, :]
+    return acc
+
+
+@triton.jit
+def _tile(t0, N, W, limit, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, channels):
+    """Tokens (64-bit) from ``t0``, their row and column in the map, channels of this program's
+    block (axis 1 of the grid) and the masks."""
+    t = t0 + tl.arange(0, BLOCK_N).to(tl.int64)
+    tmask = t < limit
+    n = t % N
+    chan = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    return t, n // W, n % W, tmask, chan, chan < channels
+
+
+@triton.jit
+def _conv_output(x_ptr, w_ptr, b_ptr, t, N, row, col, H, W, tmask, chan, cmask,
+                 stride_xb, stride_xn, stride_xc, stride_wc, stride_wi, stride_wj,
+                 BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
+    """p = conv3x3(x) + bias of a tile."""
+    p = _conv3x3(x_ptr, w_ptr, t, N, row, col, H, W, tmask, chan, cmask,
+                 stride_xb, stride_xn, stride_xc, stride_wc, stride_wi, stride_wj, False, BLOCK_N, BLOCK_C)
+    return p + tl.load(b_ptr + chan, mask=cmask, other=0.0).to(tl.float32)[None, :]
+
+
+@triton.jit
+def _pre_gate(p, x_ptr, res_ptr, t, N, tmask, chan, cmask, stride_xb, stride_xn, stride_xc,
+              stride_rb, stride_rn, stride_rc, SILU: tl.constexpr, SKIP: tl.constexpr,
+              HAS_RES: tl.constexpr):
+    """s = act(p) + skip * x + residual of a tile."""
+    s = p
+    if SILU:
+        s = p * tl.sigmoid(p)
+    if SKIP:
+        s += _load_tokens(x_ptr, t, N, tmask, chan, cmask, stride_xb, stride_xn, stride_xc)
+    if HAS_RES:
+        s += _load_tokens(res_ptr, t, N, tmask, chan, cmask, stride_rb, stride_rn, stride_rc)
+    return s
+
+
+# ----------------------------------------------------------------------------------------------
+# Kernels
+
+
+@triton.jit
+def _dwconv_fwd_kernel(
+        x_ptr, w_ptr, b_ptr, res_ptr, gate_ptr, out_ptr,
+        T, N, H, W, channels,
+        stride_xb, stride_xn, stride_xc, stride_rb, stride_rn, stride_rc,
+        stride_gb, stride_gn, stride_gc, stride_wc, stride_wi, stride_wj,
+        SILU: tl.constexpr, SKIP: tl.constexpr, HAS_RES: tl.constexpr, HAS_GATE: tl.constexpr,
+        BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
+    """out of one tile of BLOCK_N tokens (of the flattened batch, T = B * N) x BLOCK_C channels."""
+    t0 = tl.program_id(0).to(tl.int64) * BLOCK_N
+    t, row, col, tmask, chan, cmask = _tile(t0, N, W, T, BLOCK_N, BLOCK_C, channels)
+    p = _conv_output(x_ptr, w_ptr, b_ptr, t, N, row, col, H, W, tmask, chan, cmask,
+                     stride_xb, stride_xn, stride_xc, stride_wc, stride_wi, stride_wj, BLOCK_N, BLOCK_C)
+    s = _pre_gate(p, x_ptr, res_ptr, t, N, tmask, chan, cmask, stride_xb, stride_xn, stride_xc,
+                  stride_rb, stride_rn, stride_rc, SILU, SKIP, HAS_RES)
+    if HAS_GATE:
+        gate = _load_tokens(gate_ptr, t, N, tmask, chan, cmask, stride_gb, stride_gn, stride_gc)
+        s = s * (gate * tl.sigmoid(gate))
+    _store_tokens(out_ptr, t, tmask, chan, cmask, channels, s)
+
+
+@triton.jit
+def _dwconv_bwd_map_kernel(
+        grad_ptr, x_ptr, w_ptr, b_ptr, res_ptr, gate_ptr, gp_ptr, dres_ptr, dgate_ptr, part_ptr,
+        T, N, H, W, channels, chunk_tokens,
+        stride_db, stride_dn, stride_dc, stride_xb, stride_xn, stride_xc,
+        stride_rb, stride_rn, stride_rc, stride_gb, stride_gn, stride_gc,
+        stride_wc, stride_wi, stride_wj,
+        SILU: tl.constexpr, SKIP: tl.constexpr, HAS_RES: tl.constexpr, HAS_GATE: tl.constexpr,
+        BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
+    """gp, dL/dgate and dL/dresidual of one chunk of tokens, and its partial dL/dweight, dL/dbias.
+
+    Partials go to ``part_ptr`` (num_chunks, 16, C) float32: rows 0-8 the taps (i * 3 + j), row 9
+    the bias.
+    """
+    chunk = tl.program_id(0)
+    start = chunk.to(tl.int64) * chunk_tokens
+    end = tl.minimum(start + chunk_tokens, T)
+    taps = tl.arange(0, 16)
+    acc = tl.zeros((16, BLOCK_C), dtype=tl.float32)
+    for t0 in range(start, end, BLOCK_N):
+        t, row, col, tmask, chan, cmask = _tile(t0, N, W, end, BLOCK_N, BLOCK_C, channels)
+        gp = _load_tokens(grad_ptr, t, N, tmask, chan, cmask, stride_db, stride_dn, stride_dc)
+        if SILU or HAS_GATE:
+            p = _conv_output(x_ptr, w_ptr, b_ptr, t, N, row, col, H, W, tmask, chan, cmask,
+                             stride_xb, stride_xn, stride_xc, stride_wc, stride_wi, stride_wj,
+                             BLOCK_N, BLOCK_C)
+            if HAS_GATE:
+                s = _pre_gate(p, x_ptr, res_ptr, t, N, tmask, chan, cmask, stride_xb, stride_xn,
+                              stride_xc, stride_rb, stride_rn, stride_rc, SILU, SKIP, HAS_RES)
+                gate = _load_tokens(gate_ptr, t, N, tmask, chan, cmask, stride_gb, stride_gn, stride_gc)
+                silu_gate, dsilu_gate = _silu_and_grad(gate)
+                _store_tokens(dgate_ptr, t, tmask, chan, cmask, channels, gp * s * dsilu_gate)
+                gp = gp * silu_gate
+                if HAS_RES:
+                    _store_tokens(dres_ptr, t, tmask, chan, cmask, channels, gp)
+            if SILU:
+                gp = gp * _silu_and_grad(p)[1]
+            _store_tokens(gp_ptr, t, tmask, chan, cmask, channels, gp)
+        acc += tl.where(taps[:, None] == 9, tl.sum(gp, axis=0)[None, :], 0.0)
+        for i in tl.static_range(3):
+            for j in tl.static_range(3):
+                xs = _load_neighbour(x_ptr, t, N, row, col, H, W, tmask, chan, cmask, i - 1, j - 1,
+                                     stride_xb, stride_xn, stride_xc)
+                acc += tl.where(taps[:, None] == i * 3 + j, tl.sum(gp * xs, axis=0)[None, :], 0.0)
+    chan = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    ptrs = part_ptr + (chunk.to(tl.int64) * 16 + taps)[:, None] * channels + chan[None, :]
+    tl.store(ptrs, acc, mask=(taps[:, None] < 10) & (chan[None, :] < channels))
+
+
+@triton.jit
+def _dwconv_bwd_input_kernel(
+        gp_ptr, grad_ptr, gate_ptr, w_ptr, dx_ptr,
+        T, N, H, W, channels,
+        stride_pb, stride_pn, stride_pc, stride_db, stride_dn, stride_dc,
+        stride_gb, stride_gn, stride_gc, stride_wc, stride_wi, stride_wj,
+        SKIP: tl.constexpr, HAS_GATE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
+    """dL/dx of one tile: the transposed convolution of gp, plus the gradient through the skip."""
+    t0 = tl.program_id(0).to(tl.int64) * BLOCK_N
+    t, row, col, tmask, chan, cmask = _tile(t0, N, W, T, BLOCK_N, BLOCK_C, channels)
+    dx = _conv3x3(gp_ptr, w_ptr, t, N, row, col, H, W, tmask, chan, cmask,
+                  stride_pb, stride_pn, stride_pc, stride_wc, stride_wi, stride_wj, True, BLOCK_N, BLOCK_C)
+    if SKIP:
+        gs = _load_tokens(grad_ptr, t, N, tmask, chan, cmask, stride_db, stride_dn, stride_dc)
+        if HAS_GATE:
+            gate = _load_tokens(gate_ptr, t, N, tmask, chan, cmask, stride_gb, stride_gn, stride_gc)
+            gs = gs * (gate * tl.sigmoid(gate))
+        dx += gs
+    _store_tokens(dx_ptr, t, tmask, chan, cmask, channels, dx)
+
+
+@triton.jit
+def _dwconv_bwd_reduce_kernel(part_ptr, dw_ptr, db_ptr, num_chunks, channels, BLOCK_C: tl.constexpr):
+    """dL/dweight (C, 1, 3, 3) and dL/dbias (C,) of a block of channels: the sum of the partials."""
+    taps = tl.arange(0, 16)
+    chan = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    cmask = chan < channels
+    mask = (taps[:, None] < 10) & cmask[None, :]
+    acc = tl.zeros((16, BLOCK_C), dtype=tl.float32)
+    for chunk in range(0, num_chunks):
+        ptrs = part_ptr + (chunk * 16 + taps.to(tl.int64))[:, None] * channels + chan[None, :]
+        acc += tl.load(ptrs, mask=mask, other=0.0)
+    tl.store(dw_ptr + chan[None, :] * 9 + taps[:, None], acc.to(dw_ptr.dtype.element_ty),
+             mask=(taps[:, None] < 9) & cmask[None, :])
+    bias = tl.sum(tl.where(taps[:, None] == 9, acc, 0.0), axis=0)
+    tl.store(db_ptr + chan, bias.to(db_ptr.dtype.element_ty), mask=cmask)
+
+
+# ----------------------------------------------------------------------------------------------
+# Launchers
+
+
+def _strides(t: torch.Tensor | None) -> tuple[int, int, int]:
+    return (0, 0, 0) if t is None else t.stride()
+
+
+def _weight_strides(weight: torch.Tensor) -> tuple[int, int, int]:
+    return weight.stride(0), weight.stride(2), weight.stride(3)
+
+
+def dwconv_fwd(x, weight, bias, hw: tuple[int, int], residual, gate, skip: bool, act: str,
+               cfg: DwconvLaunchConfig) -> torch.Tensor:
+    """Launch the forward kernel on checked inputs; returns out (B, N, C) in x's dtype."""
+    B, N, C = x.shape
+    T = B * N
+    out = torch.empty((B, N, C), dtype=x.dtype, device=x.device)
+    grid = (triton.cdiv(T, cfg.block_n), triton.cdiv(C, cfg.block_c))
+    wrap_triton(_dwconv_fwd_kernel)[grid](
+        x, weight, bias, x if residual is None else residual, x if gate is None else gate, out,
+        T, N, hw[0], hw[1], C,
+        *x.stride(), *_strides(residual), *_strides(gate), *_weight_strides(weight),
+        SILU=act == 'silu', SKIP=skip, HAS_RES=residual is not None, HAS_GATE=gate is not None,
+        BLOCK_N=cfg.block_n, BLOCK_C=cfg.block_c, num_warps=cfg.num_warps)
+    return out
+
+
+def dwconv_bwd(grad, x, weight, bias, hw: tuple[int, int], residual, gate, skip: bool, act: str,
+               cfg: DwconvLaunchConfig):
+    """Launch the backward kernels on checked inputs; returns (dx, dweight, dbias, dres, dgate)."""
+    B, N, C = x.shape
+    T = B * N
+    silu, has_gate, has_res = act == 'silu', gate is not None, residual is not None
+    dev = x.device
+    # Outputs that are not computed are empty (and distinct: an op's outputs may not alias).
+    dgate = torch.empty((B, N, C) if has_gate else 0, dtype=x.dtype, device=dev)
+    dres = torch.empty((B, N, C) if has_gate and has_res else 0, dtype=x.dtype, device=dev)
+    # gp differs from the incoming gradient only through the gate or the activation.
+    gp = torch.empty((B, N, C), dtype=torch.float32, device=dev) if silu or has_gate else grad
+    part = torch.empty((cfg.num_chunks, 16, C), dtype=torch.float32, device=dev)
+    c_blocks = triton.cdiv(C, cfg.block_c)
+    w_strides = _weight_strides(weight)
+    wrap_triton(_dwconv_bwd_map_kernel)[(cfg.num_chunks, c_blocks)](
+        grad, x, weight, bias, x if residual is None else residual, x if gate is None else gate,
+        gp, dres, dgate, part, T, N, hw[0], hw[1], C, cfg.chunk_tokens,
+        *grad.stride(), *x.stride(), *_strides(residual), *_strides(gate), *w_strides,
+        SILU=silu, SKIP=skip, HAS_RES=has_res, HAS_GATE=has_gate,
+        BLOCK_N=cfg.block_n, BLOCK_C=cfg.block_c, num_warps=cfg.num_warps)
+    dx = torch.empty((B, N, C), dtype=x.dtype, device=dev)
+    wrap_triton(_dwconv_bwd_input_kernel)[(triton.cdiv(T, cfg.block_n), c_blocks)](
+        gp, grad, x if gate is None else gate, weight, dx, T, N, hw[0], hw[1], C,
+        *gp.stride(), *grad.stride(), *_strides(gate), *w_strides,
+        SKIP=skip, HAS_GATE=has_gate, BLOCK_N=cfg.block_n, BLOCK_C=cfg.block_c,
+        num_warps=cfg.num_warps)
+    dweight = torch.empty(weight.shape, dtype=weight.dtype, device=dev)
+    dbias = torch.empty((C,), dtype=bias.dtype, device=dev)
+    wrap_triton(_dwconv_bwd_reduce_kernel)[(c_blocks,)](
+        part, dweight, dbias, cfg.num_chunks, C, BLOCK_C=cfg.block_c, num_warps=cfg.num_warps)
+    return dx, dweight, dbias, dres, dgate
+
+
+# ----------------------------------------------------------------------------------------------
+# The registered ops
+
+
+def _device_ctx(t: torch.Tensor):
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
+def _config_for(x: torch.Tensor, hw: tuple[int, int]) -> DwconvLaunchConfig:
+    return dwconv_launch_config(x.shape[0], hw[0], hw[1], x.shape[2], x.dtype, x.device.type)
+
+
+@triton_op('mmmila::dwconv_tokens_triton', mutates_args=())
+def dwconv_tokens_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, height: int,
+                         width: int, residual: torch.Tensor | None, gate: torch.Tensor | None,
+                         skip: bool, act: str) -> torch.Tensor:
+    """out of the fused depthwise conv by one Triton kernel; inputs are checked by the caller."""
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        return torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    with _device_ctx(x):
+        return dwconv_fwd(x, weight, bias, (height, width), residual, gate, skip, act,
+                          _config_for(x, (height, width)))
+
+
+@triton_op('mmmila::dwconv_tokens_triton_backward', mutates_args=())
+def dwconv_tokens_triton_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
+                                  bias: torch.Tensor, height: int, width: int,
+                                  residual: torch.Tensor | None, gate: torch.Tensor | None,
+                                  skip: bool, act: str
+                                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                             torch.Tensor, torch.Tensor]:
+    """(dx, dweight, dbias, dresidual, dgate) of :func:`dwconv_tokens_triton` by three kernels."""
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        dx, dweight, dbias, dres, dgate = dwconv_backward_fake(grad, x, weight, bias, height, width,
+                                                               residual, gate, skip, act)
+        return dx, dweight.zero_(), dbias.zero_(), dres, dgate
+    with _device_ctx(x):
+        return dwconv_bwd(grad, x, weight, bias, (height, width), residual, gate, skip, act,
+                          _config_for(x, (height, width)))
+
+
+# Shape propagation by allocation only (triton_op's default traces the launchers, whose launch
+# configuration reads the sizes and would specialise them).
+dwconv_tokens_triton.register_fake(dwconv_fake)
+dwconv_tokens_triton_backward.register_fake(dwconv_backward_fake)
+register_dwconv_autograd(dwconv_tokens_triton, dwconv_tokens_triton_backward)
