@@ -47,14 +47,16 @@ class DwconvLaunchConfig:
     """Block sizes and grid of one call.
 
     Attributes:
-        block_n (int): tokens per tile (BLOCK_N), in all kernels.
+        block_n (int): tokens per tile (BLOCK_N) of the forward and the dL/dx kernel.
+        map_block_n (int): tokens per tile of the backward's first kernel.
         block_c (int): channels per tile (BLOCK_C), a power of two.
         num_chunks (int): programs per channel block of the backward's first kernel.
-        chunk_tokens (int): tokens per such program, a multiple of ``block_n``.
+        chunk_tokens (int): tokens per such program, a multiple of ``map_block_n``.
         num_warps (int): warps per program (ignored by the interpreter).
     """
 
     block_n: int
+    map_block_n: int
     block_c: int
     num_chunks: int
     chunk_tokens: int
@@ -70,29 +72,31 @@ def _parallel_slots(device_type: str) -> int:
     return 4
 
 
-@lru_cache(maxsize=256)
-def _cached_launch_config(batch: int, height: int, width: int, channels: int, dtype: torch.dtype,
-                          device_type: str) -> DwconvLaunchConfig:
-    return _choose_launch_config(batch, height, width, channels, dtype, device_type)
-
-
 def _choose_launch_config(batch: int, height: int, width: int, channels: int, dtype: torch.dtype,
-                          device_type: str) -> DwconvLaunchConfig:
-    # A (64 tokens x 64 channels) tile: rows of 64 channels are 128 (16-bit) or 256 bytes, whole
-    # memory transactions, and the float32 tile is 32 registers per thread at 4 warps. Narrower
-    # maps of channels take the next power of two.
+                          device_type: str, num_chunks: int | None = None) -> DwconvLaunchConfig:
+    # Sizes from ptxas register reports (sm_80 and sm_90, all three dtypes, all flag sets), not
+    # from timing. A row of 64 channels is one or two whole 128-byte transactions; the kernels keep
+    # the 3x3 neighbourhood of a tile in registers, so tiles are small: 32 tokens (8 values per
+    # thread at 8 warps) for the forward and dL/dx, 16 for the backward's first kernel, which holds
+    # the neighbourhood for two passes (the conv, then the weight gradient). Fewer channels take
+    # the next power of two.
     block_c = min(64, triton.next_power_of_2(max(channels, 1)))
-    block_n = 64
-    n_blocks = triton.cdiv(batch * height * width, block_n)
-    c_blocks = triton.cdiv(channels, block_c)
-    num_chunks = max(1, min(n_blocks, triton.cdiv(_parallel_slots(device_type), c_blocks)))
-    chunk_tokens = triton.cdiv(n_blocks, num_chunks) * block_n
-    num_chunks = triton.cdiv(batch * height * width, chunk_tokens)   # no empty trailing chunk
-    return DwconvLaunchConfig(block_n, block_c, max(num_chunks, 1), chunk_tokens, 4)
+    block_n, map_block_n = 32, 16
+    tokens = batch * height * width
+    n_blocks = triton.cdiv(tokens, map_block_n)
+    if num_chunks is None:
+        num_chunks = triton.cdiv(_parallel_slots(device_type), triton.cdiv(channels, block_c))
+    num_chunks = max(1, min(num_chunks, n_blocks))
+    chunk_tokens = triton.cdiv(n_blocks, num_chunks) * map_block_n
+    num_chunks = max(1, triton.cdiv(tokens, chunk_tokens))   # no empty trailing chunk
+    return DwconvLaunchConfig(block_n, map_block_n, block_c, num_chunks, chunk_tokens, 8)
+
+
+_cached_launch_config = lru_cache(maxsize=256)(_choose_launch_config)
 
 
 def dwconv_launch_config(batch: int, height: int, width: int, channels: int, dtype: torch.dtype,
-                         device_type: str) -> DwconvLaunchConfig:
+                         device_type: str, num_chunks: int | None = None) -> DwconvLaunchConfig:
     """Launch parameters for B images of an (H, W) map of C channels, cached per problem.
 
     The CUDA choices are reasoned defaults for a memory-bound op (not an autotuning result): each
@@ -107,17 +111,24 @@ def dwconv_launch_config(batch: int, height: int, width: int, channels: int, dty
         channels (int): C.
         dtype (torch.dtype): dtype of the tokens.
         device_type (str): 'cuda' or 'cpu' (the interpreter).
+        num_chunks (int, optional): force the number of chunks of the backward's first kernel
+            (tests use it to cover one and many); defaults to a device-based choice.
 
     Returns:
         DwconvLaunchConfig: the parameters.
     """
     if all(type(v) is int for v in (batch, height, width, channels)):
-        return _cached_launch_config(batch, height, width, channels, dtype, device_type)
-    return _choose_launch_config(batch, height, width, channels, dtype, device_type)
+        return _cached_launch_config(batch, height, width, channels, dtype, device_type, num_chunks)
+    return _choose_launch_config(batch, height, width, channels, dtype, device_type, num_chunks)
 
 
 # ----------------------------------------------------------------------------------------------
 # Device helpers
+#
+# A tile is BLOCK_N consecutive tokens t of the flattened batch (t = b * N + n; int32, as B * N is
+# far below 2^31) by BLOCK_C channels. Element offsets are 64-bit. A token's neighbour
+# (row + DI, col + DJ) lies at the constant offset (DI * W + DJ) * stride_n from it, in the same
+# image whenever it is inside the map, so each tensor's pointers are computed once per tile.
 
 
 @triton.jit
@@ -128,37 +139,50 @@ def _silu_and_grad(t):
 
 
 @triton.jit
-def _token_rows(t, N, stride_b, stride_n):
-    """64-bit offset of token ``t`` of the flattened batch (t = b * N + n) in a (B, N, C) tensor."""
-    return (t // N) * stride_b + (t % N) * stride_n
+def _tile(t0, N, W, limit, channels, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Tokens from ``t0`` (those below ``limit`` are valid), their row and column in the map, the
+    channels of this program's block (axis 1 of the grid), and the tile's (BLOCK_N, BLOCK_C) mask."""
+    t = t0 + tl.arange(0, BLOCK_N)
+    n = t % N
+    chan = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask = (t < limit)[:, None] & (chan < channels)[None, :]
+    return t, n // W, n % W, chan, mask
 
 
 @triton.jit
-def _load_tokens(ptr, t, N, tmask, chan, cmask, stride_b, stride_n, stride_c):
-    """Load a (BLOCK_N, BLOCK_C) tile of a (B, N, C) tensor as float32; masked entries are 0."""
-    ptrs = ptr + _token_rows(t, N, stride_b, stride_n)[:, None] + chan[None, :] * stride_c
-    return tl.load(ptrs, mask=tmask[:, None] & cmask[None, :], other=0.0).to(tl.float32)
+def _tile_ptrs(ptr, t, N, chan, stride_b, stride_n, stride_c):
+    """Pointers to the tile of a (B, N, C) tensor with the given strides."""
+    rows = (t // N).to(tl.int64) * stride_b + (t % N).to(tl.int64) * stride_n
+    return ptr + rows[:, None] + chan.to(tl.int64)[None, :] * stride_c
 
 
 @triton.jit
-def _store_tokens(ptr, t, tmask, chan, cmask, channels, value):
-    """Store a float32 tile into a contiguous (B, N, C) tensor, in the dtype of ``ptr``."""
-    ptrs = ptr + t[:, None] * channels + chan[None, :]
-    tl.store(ptrs, value.to(ptr.dtype.element_ty), mask=tmask[:, None] & cmask[None, :])
+def _out_offsets(t, chan, channels):
+    """Offsets of the tile in a contiguous (B, N, C) tensor (every output is one)."""
+    return t.to(tl.int64)[:, None] * channels + chan[None, :]
 
 
 @triton.jit
-def _load_neighbour(ptr, t, N, row, col, H, W, tmask, chan, cmask, DI: tl.constexpr, DJ: tl.constexpr,
-                    stride_b, stride_n, stride_c):
-    """The tile shifted to the neighbours (row + DI, col + DJ) of its tokens; 0 outside the map."""
-    inside = tmask & (row + DI >= 0) & (row + DI < H) & (col + DJ >= 0) & (col + DJ < W)
-    rows = (t // N) * stride_b + (t % N + DI * W + DJ) * stride_n
-    ptrs = ptr + rows[:, None] + chan[None, :] * stride_c
-    return tl.load(ptrs, mask=inside[:, None] & cmask[None, :], other=0.0).to(tl.float32)
+def _load(ptrs, mask):
+    """Load a tile as float32; masked entries are 0."""
+    return tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
 
 
 @triton.jit
-def _conv3x3(ptr, w_ptr, t, N, row, col, H, W, tmask, chan, cmask, stride_b, stride_n, stride_c,
+def _store(ptrs, mask, value):
+    """Store a float32 tile in the dtype of ``ptrs``."""
+    tl.store(ptrs, value.to(ptrs.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _neighbour(ptrs, mask, row, col, H, W, stride_n, DI: tl.constexpr, DJ: tl.constexpr):
+    """The tile at the neighbours (row + DI, col + DJ) of its tokens; 0 outside the map."""
+    inside = (row + DI >= 0) & (row + DI < H) & (col + DJ >= 0) & (col + DJ < W)
+    return _load(ptrs + (DI * W + DJ).to(tl.int64) * stride_n, mask & inside[:, None])
+
+
+@triton.jit
+def _conv3x3(ptrs, mask, row, col, H, W, stride_n, w_ptr, chan, channels,
              stride_wc, stride_wi, stride_wj, TRANSPOSED: tl.constexpr,
              BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
     """Depthwise 3x3 correlation (zero padding 1) of a tile, float32 (BLOCK_N, BLOCK_C).
@@ -169,51 +193,25 @@ def _conv3x3(ptr, w_ptr, t, N, row, col, H, W, tmask, chan, cmask, stride_b, str
     acc = tl.zeros((BLOCK_N, BLOCK_C), dtype=tl.float32)
     for i in tl.static_range(3):
         for j in tl.static_range(3):
-            w = tl.load(w_ptr + chan * stride_wc + i * stride_wi + j * stride_wj,
-                        mask=cmask, other=0.0).to(tl.float32)
+            w = _load(w_ptr + chan * stride_wc + i * stride_wi + j * stride_wj, chan < channels)
             if TRANSPOSED:
-                v = _load_neighbour(ptr, t, N, row, col, H, W, tmask, chan, cmask, 1 - i, 1 - j,
-                                    stride_b, stride_n, stride_c)
+                v = _neighbour(ptrs, mask, row, col, H, W, stride_n, 1 - i, 1 - j)
             else:
-                v = _load_neighbour(ptr, t, N, row, col, H, W, tmask, chan, cmask, i - 1, j - 1,
-                                    stride_b, stride_n, stride_c)
+                v = _neighbour(ptrs, mask, row, col, H, W, stride_n, i - 1, j - 1)
             acc += v * w[None, :]
     return acc
 
 
 @triton.jit
-def _tile(t0, N, W, limit, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, channels):
-    """Tokens (64-bit) from ``t0``, their row and column in the map, channels of this program's
-    block (axis 1 of the grid) and the masks."""
-    t = t0 + tl.arange(0, BLOCK_N).to(tl.int64)
-    tmask = t < limit
-    n = t % N
-    chan = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    return t, n // W, n % W, tmask, chan, chan < channels
-
-
-@triton.jit
-def _conv_output(x_ptr, w_ptr, b_ptr, t, N, row, col, H, W, tmask, chan, cmask,
-                 stride_xb, stride_xn, stride_xc, stride_wc, stride_wi, stride_wj,
-                 BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
-    """p = conv3x3(x) + bias of a tile."""
-    p = _conv3x3(x_ptr, w_ptr, t, N, row, col, H, W, tmask, chan, cmask,
-                 stride_xb, stride_xn, stride_xc, stride_wc, stride_wi, stride_wj, False, BLOCK_N, BLOCK_C)
-    return p + tl.load(b_ptr + chan, mask=cmask, other=0.0).to(tl.float32)[None, :]
-
-
-@triton.jit
-def _pre_gate(p, x_ptr, res_ptr, t, N, tmask, chan, cmask, stride_xb, stride_xn, stride_xc,
-              stride_rb, stride_rn, stride_rc, SILU: tl.constexpr, SKIP: tl.constexpr,
-              HAS_RES: tl.constexpr):
-    """s = act(p) + skip * x + residual of a tile."""
+def _pre_gate(p, x, res_ptrs, mask, SILU: tl.constexpr, SKIP: tl.constexpr, HAS_RES: tl.constexpr):
+    """s = act(p) + skip * x + residual of a tile (x: the tile's own tokens, float32)."""
     s = p
     if SILU:
         s = p * tl.sigmoid(p)
     if SKIP:
-        s += _load_tokens(x_ptr, t, N, tmask, chan, cmask, stride_xb, stride_xn, stride_xc)
+        s += x
     if HAS_RES:
-        s += _load_tokens(res_ptr, t, N, tmask, chan, cmask, stride_rb, stride_rn, stride_rc)
+        s += _load(res_ptrs, mask)
     return s
 
 
@@ -230,16 +228,18 @@ def _dwconv_fwd_kernel(
         SILU: tl.constexpr, SKIP: tl.constexpr, HAS_RES: tl.constexpr, HAS_GATE: tl.constexpr,
         BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
     """out of one tile of BLOCK_N tokens (of the flattened batch, T = B * N) x BLOCK_C channels."""
-    t0 = tl.program_id(0).to(tl.int64) * BLOCK_N
-    t, row, col, tmask, chan, cmask = _tile(t0, N, W, T, BLOCK_N, BLOCK_C, channels)
-    p = _conv_output(x_ptr, w_ptr, b_ptr, t, N, row, col, H, W, tmask, chan, cmask,
-                     stride_xb, stride_xn, stride_xc, stride_wc, stride_wi, stride_wj, BLOCK_N, BLOCK_C)
-    s = _pre_gate(p, x_ptr, res_ptr, t, N, tmask, chan, cmask, stride_xb, stride_xn, stride_xc,
-                  stride_rb, stride_rn, stride_rc, SILU, SKIP, HAS_RES)
+    t, row, col, chan, mask = _tile(tl.program_id(0) * BLOCK_N, N, W, T, channels, BLOCK_N, BLOCK_C)
+    x_ptrs = _tile_ptrs(x_ptr, t, N, chan, stride_xb, stride_xn, stride_xc)
+    p = _conv3x3(x_ptrs, mask, row, col, H, W, stride_xn, w_ptr, chan, channels,
+                 stride_wc, stride_wi, stride_wj, False, BLOCK_N, BLOCK_C)
+    p += _load(b_ptr + chan, chan < channels)[None, :]
+    x = _load(x_ptrs, mask) if SKIP else p
+    s = _pre_gate(p, x, _tile_ptrs(res_ptr, t, N, chan, stride_rb, stride_rn, stride_rc), mask,
+                  SILU, SKIP, HAS_RES)
     if HAS_GATE:
-        gate = _load_tokens(gate_ptr, t, N, tmask, chan, cmask, stride_gb, stride_gn, stride_gc)
+        gate = _load(_tile_ptrs(gate_ptr, t, N, chan, stride_gb, stride_gn, stride_gc), mask)
         s = s * (gate * tl.sigmoid(gate))
-    _store_tokens(out_ptr, t, tmask, chan, cmask, channels, s)
+    _store(out_ptr + _out_offsets(t, chan, channels), mask, s)
 
 
 @triton.jit
@@ -254,40 +254,42 @@ def _dwconv_bwd_map_kernel(
     """gp, dL/dgate and dL/dresidual of one chunk of tokens, and its partial dL/dweight, dL/dbias.
 
     Partials go to ``part_ptr`` (num_chunks, 16, C) float32: rows 0-8 the taps (i * 3 + j), row 9
-    the bias.
+    the bias, rows 10-15 unused.
     """
     chunk = tl.program_id(0)
-    start = chunk.to(tl.int64) * chunk_tokens
+    start = chunk * chunk_tokens
     end = tl.minimum(start + chunk_tokens, T)
     taps = tl.arange(0, 16)
     acc = tl.zeros((16, BLOCK_C), dtype=tl.float32)
     for t0 in range(start, end, BLOCK_N):
-        t, row, col, tmask, chan, cmask = _tile(t0, N, W, end, BLOCK_N, BLOCK_C, channels)
-        gp = _load_tokens(grad_ptr, t, N, tmask, chan, cmask, stride_db, stride_dn, stride_dc)
+        t, row, col, chan, mask = _tile(t0, N, W, end, channels, BLOCK_N, BLOCK_C)
+        x_ptrs = _tile_ptrs(x_ptr, t, N, chan, stride_xb, stride_xn, stride_xc)
+        gp = _load(_tile_ptrs(grad_ptr, t, N, chan, stride_db, stride_dn, stride_dc), mask)
         if SILU or HAS_GATE:
-            p = _conv_output(x_ptr, w_ptr, b_ptr, t, N, row, col, H, W, tmask, chan, cmask,
-                             stride_xb, stride_xn, stride_xc, stride_wc, stride_wi, stride_wj,
-                             BLOCK_N, BLOCK_C)
+            p = _conv3x3(x_ptrs, mask, row, col, H, W, stride_xn, w_ptr, chan, channels,
+                         stride_wc, stride_wi, stride_wj, False, BLOCK_N, BLOCK_C)
+            p += _load(b_ptr + chan, chan < channels)[None, :]
+            offs = _out_offsets(t, chan, channels)
             if HAS_GATE:
-                s = _pre_gate(p, x_ptr, res_ptr, t, N, tmask, chan, cmask, stride_xb, stride_xn,
-                              stride_xc, stride_rb, stride_rn, stride_rc, SILU, SKIP, HAS_RES)
-                gate = _load_tokens(gate_ptr, t, N, tmask, chan, cmask, stride_gb, stride_gn, stride_gc)
+                x = _load(x_ptrs, mask) if SKIP else p
+                s = _pre_gate(p, x, _tile_ptrs(res_ptr, t, N, chan, stride_rb, stride_rn, stride_rc),
+                              mask, SILU, SKIP, HAS_RES)
+                gate = _load(_tile_ptrs(gate_ptr, t, N, chan, stride_gb, stride_gn, stride_gc), mask)
                 silu_gate, dsilu_gate = _silu_and_grad(gate)
-                _store_tokens(dgate_ptr, t, tmask, chan, cmask, channels, gp * s * dsilu_gate)
+                _store(dgate_ptr + offs, mask, gp * s * dsilu_gate)
                 gp = gp * silu_gate
                 if HAS_RES:
-                    _store_tokens(dres_ptr, t, tmask, chan, cmask, channels, gp)
+                    _store(dres_ptr + offs, mask, gp)
             if SILU:
                 gp = gp * _silu_and_grad(p)[1]
-            _store_tokens(gp_ptr, t, tmask, chan, cmask, channels, gp)
+            _store(gp_ptr + offs, mask, gp)
         acc += tl.where(taps[:, None] == 9, tl.sum(gp, axis=0)[None, :], 0.0)
         for i in tl.static_range(3):
             for j in tl.static_range(3):
-                xs = _load_neighbour(x_ptr, t, N, row, col, H, W, tmask, chan, cmask, i - 1, j - 1,
-                                     stride_xb, stride_xn, stride_xc)
+                xs = _neighbour(x_ptrs, mask, row, col, H, W, stride_xn, i - 1, j - 1)
                 acc += tl.where(taps[:, None] == i * 3 + j, tl.sum(gp * xs, axis=0)[None, :], 0.0)
     chan = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    ptrs = part_ptr + (chunk.to(tl.int64) * 16 + taps)[:, None] * channels + chan[None, :]
+    ptrs = part_ptr + (chunk * 16 + taps).to(tl.int64)[:, None] * channels + chan[None, :]
     tl.store(ptrs, acc, mask=(taps[:, None] < 10) & (chan[None, :] < channels))
 
 
@@ -299,17 +301,17 @@ def _dwconv_bwd_input_kernel(
         stride_gb, stride_gn, stride_gc, stride_wc, stride_wi, stride_wj,
         SKIP: tl.constexpr, HAS_GATE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
     """dL/dx of one tile: the transposed convolution of gp, plus the gradient through the skip."""
-    t0 = tl.program_id(0).to(tl.int64) * BLOCK_N
-    t, row, col, tmask, chan, cmask = _tile(t0, N, W, T, BLOCK_N, BLOCK_C, channels)
-    dx = _conv3x3(gp_ptr, w_ptr, t, N, row, col, H, W, tmask, chan, cmask,
-                  stride_pb, stride_pn, stride_pc, stride_wc, stride_wi, stride_wj, True, BLOCK_N, BLOCK_C)
+    t, row, col, chan, mask = _tile(tl.program_id(0) * BLOCK_N, N, W, T, channels, BLOCK_N, BLOCK_C)
+    dx = _conv3x3(_tile_ptrs(gp_ptr, t, N, chan, stride_pb, stride_pn, stride_pc), mask, row, col,
+                  H, W, stride_pn, w_ptr, chan, channels, stride_wc, stride_wi, stride_wj, True,
+                  BLOCK_N, BLOCK_C)
     if SKIP:
-        gs = _load_tokens(grad_ptr, t, N, tmask, chan, cmask, stride_db, stride_dn, stride_dc)
+        gs = _load(_tile_ptrs(grad_ptr, t, N, chan, stride_db, stride_dn, stride_dc), mask)
         if HAS_GATE:
-            gate = _load_tokens(gate_ptr, t, N, tmask, chan, cmask, stride_gb, stride_gn, stride_gc)
+            gate = _load(_tile_ptrs(gate_ptr, t, N, chan, stride_gb, stride_gn, stride_gc), mask)
             gs = gs * (gate * tl.sigmoid(gate))
         dx += gs
-    _store_tokens(dx_ptr, t, tmask, chan, cmask, channels, dx)
+    _store(dx_ptr + _out_offsets(t, chan, channels), mask, dx)
 
 
 @triton.jit
@@ -318,11 +320,10 @@ def _dwconv_bwd_reduce_kernel(part_ptr, dw_ptr, db_ptr, num_chunks, channels, BL
     taps = tl.arange(0, 16)
     chan = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     cmask = chan < channels
-    mask = (taps[:, None] < 10) & cmask[None, :]
     acc = tl.zeros((16, BLOCK_C), dtype=tl.float32)
     for chunk in range(0, num_chunks):
-        ptrs = part_ptr + (chunk * 16 + taps.to(tl.int64))[:, None] * channels + chan[None, :]
-        acc += tl.load(ptrs, mask=mask, other=0.0)
+        ptrs = part_ptr + (chunk * 16 + taps).to(tl.int64)[:, None] * channels + chan[None, :]
+        acc += tl.load(ptrs, mask=(taps[:, None] < 10) & cmask[None, :], other=0.0)
     tl.store(dw_ptr + chan[None, :] * 9 + taps[:, None], acc.to(dw_ptr.dtype.element_ty),
              mask=(taps[:, None] < 9) & cmask[None, :])
     bias = tl.sum(tl.where(taps[:, None] == 9, acc, 0.0), axis=0)
@@ -377,7 +378,7 @@ def dwconv_bwd(grad, x, weight, bias, hw: tuple[int, int], residual, gate, skip:
         gp, dres, dgate, part, T, N, hw[0], hw[1], C, cfg.chunk_tokens,
         *grad.stride(), *x.stride(), *_strides(residual), *_strides(gate), *w_strides,
         SILU=silu, SKIP=skip, HAS_RES=has_res, HAS_GATE=has_gate,
-        BLOCK_N=cfg.block_n, BLOCK_C=cfg.block_c, num_warps=cfg.num_warps)
+        BLOCK_N=cfg.map_block_n, BLOCK_C=cfg.block_c, num_warps=cfg.num_warps)
     dx = torch.empty((B, N, C), dtype=x.dtype, device=dev)
     wrap_triton(_dwconv_bwd_input_kernel)[(triton.cdiv(T, cfg.block_n), c_blocks)](
         gp, grad, x if gate is None else gate, weight, dx, T, N, hw[0], hw[1], C,
