@@ -37,10 +37,8 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
-from ._dwconv_stub import dwconv_backward_fake, dwconv_fake, register_dwconv_autograd
-
-ACTIVATIONS = ('none', 'silu')
-
+from mmmila.ops.autocast import register_autocast_rule
+from mmmila.ops.dwconv import dwconv_backward_fake, dwconv_fake, register_dwconv_autograd
 
 @dataclass(frozen=True)
 class DwconvLaunchConfig:
@@ -438,3 +436,6 @@ def dwconv_tokens_triton_backward(grad: torch.Tensor, x: torch.Tensor, weight: t
 dwconv_tokens_triton.register_fake(dwconv_fake)
 dwconv_tokens_triton_backward.register_fake(dwconv_backward_fake)
 register_dwconv_autograd(dwconv_tokens_triton, dwconv_tokens_triton_backward)
+# Under autocast: x, residual and gate in the autocast dtype, weight and bias read as they are.
+register_autocast_rule('dwconv_tokens_triton', cast=(0, 5, 6))
+register_autocast_rule('dwconv_tokens_triton_backward', cast=())
