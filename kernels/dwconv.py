@@ -40,6 +40,7 @@ from torch.library import triton_op, wrap_triton
 from mmmila.ops.autocast import register_autocast_rule
 from mmmila.ops.dwconv import dwconv_backward_fake, dwconv_fake, register_dwconv_autograd
 
+
 @dataclass(frozen=True)
 class DwconvLaunchConfig:
     """Block sizes and grid of one call.
@@ -78,9 +79,11 @@ def _choose_launch_config(batch: int, height: int, width: int, channels: int, dt
     # thread at 8 warps) for the forward and dL/dx, 16 for the backward's first kernel, which holds
     # the neighbourhood for two passes (the conv, then the weight gradient). Fewer channels take
     # the next power of two.
+    tokens = batch * height * width
+    if tokens >= 2**31:
+        raise ValueError(f'{batch} x {height} x {width} tokens: the Triton kernels index tokens in int32')
     block_c = min(64, triton.next_power_of_2(max(channels, 1)))
     block_n, map_block_n = 32, 16
-    tokens = batch * height * width
     n_blocks = triton.cdiv(tokens, map_block_n)
     if num_chunks is None:
         num_chunks = triton.cdiv(_parallel_slots(device_type), triton.cdiv(channels, block_c))
@@ -107,7 +110,7 @@ def dwconv_launch_config(batch: int, height: int, width: int, channels: int, dty
         height (int): H.
         width (int): W.
         channels (int): C.
-        dtype (torch.dtype): dtype of the tokens.
+        dtype (torch.dtype): dtype of the tokens (part of the key; no choice depends on it today).
         device_type (str): 'cuda' or 'cpu' (the interpreter).
         num_chunks (int, optional): force the number of chunks of the backward's first kernel
             (tests use it to cover one and many); defaults to a device-based choice.
@@ -222,7 +225,7 @@ def _dwconv_fwd_kernel(
         x_ptr, w_ptr, b_ptr, res_ptr, gate_ptr, out_ptr,
         T, N, H, W, channels,
         stride_xb, stride_xn, stride_xc, stride_rb, stride_rn, stride_rc,
-        stride_gb, stride_gn, stride_gc, stride_wc, stride_wi, stride_wj,
+        stride_gb, stride_gn, stride_gc, stride_wc, stride_wi, stride_wj, stride_bias,
         SILU: tl.constexpr, SKIP: tl.constexpr, HAS_RES: tl.constexpr, HAS_GATE: tl.constexpr,
         BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
     """out of one tile of BLOCK_N tokens (of the flattened batch, T = B * N) x BLOCK_C channels."""
@@ -230,7 +233,7 @@ def _dwconv_fwd_kernel(
     x_ptrs = _tile_ptrs(x_ptr, t, N, chan, stride_xb, stride_xn, stride_xc)
     p = _conv3x3(x_ptrs, mask, row, col, H, W, stride_xn, w_ptr, chan, channels,
                  stride_wc, stride_wi, stride_wj, False, BLOCK_N, BLOCK_C)
-    p += _load(b_ptr + chan, chan < channels)[None, :]
+    p += _load(b_ptr + chan * stride_bias, chan < channels)[None, :]
     x = _load(x_ptrs, mask) if SKIP else p
     s = _pre_gate(p, x, _tile_ptrs(res_ptr, t, N, chan, stride_rb, stride_rn, stride_rc), mask,
                   SILU, SKIP, HAS_RES)
@@ -246,7 +249,7 @@ def _dwconv_bwd_map_kernel(
         T, N, H, W, channels, chunk_tokens,
         stride_db, stride_dn, stride_dc, stride_xb, stride_xn, stride_xc,
         stride_rb, stride_rn, stride_rc, stride_gb, stride_gn, stride_gc,
-        stride_wc, stride_wi, stride_wj,
+        stride_wc, stride_wi, stride_wj, stride_bias,
         SILU: tl.constexpr, SKIP: tl.constexpr, HAS_RES: tl.constexpr, HAS_GATE: tl.constexpr,
         BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
     """gp, dL/dgate and dL/dresidual of one chunk of tokens, and its partial dL/dweight, dL/dbias.
@@ -266,7 +269,7 @@ def _dwconv_bwd_map_kernel(
         if SILU or HAS_GATE:
             p = _conv3x3(x_ptrs, mask, row, col, H, W, stride_xn, w_ptr, chan, channels,
                          stride_wc, stride_wi, stride_wj, False, BLOCK_N, BLOCK_C)
-            p += _load(b_ptr + chan, chan < channels)[None, :]
+            p += _load(b_ptr + chan * stride_bias, chan < channels)[None, :]
             offs = _out_offsets(t, chan, channels)
             if HAS_GATE:
                 x = _load(x_ptrs, mask) if SKIP else p
@@ -350,7 +353,7 @@ def dwconv_fwd(x, weight, bias, hw: tuple[int, int], residual, gate, skip: bool,
     wrap_triton(_dwconv_fwd_kernel)[grid](
         x, weight, bias, x if residual is None else residual, x if gate is None else gate, out,
         T, N, hw[0], hw[1], C,
-        *x.stride(), *_strides(residual), *_strides(gate), *_weight_strides(weight),
+        *x.stride(), *_strides(residual), *_strides(gate), *_weight_strides(weight), bias.stride(0),
         SILU=act == 'silu', SKIP=skip, HAS_RES=residual is not None, HAS_GATE=gate is not None,
         BLOCK_N=cfg.block_n, BLOCK_C=cfg.block_c, num_warps=cfg.num_warps)
     return out
@@ -374,7 +377,7 @@ def dwconv_bwd(grad, x, weight, bias, hw: tuple[int, int], residual, gate, skip:
     wrap_triton(_dwconv_bwd_map_kernel)[(cfg.num_chunks, c_blocks)](
         grad, x, weight, bias, x if residual is None else residual, x if gate is None else gate,
         gp, dres, dgate, part, T, N, hw[0], hw[1], C, cfg.chunk_tokens,
-        *grad.stride(), *x.stride(), *_strides(residual), *_strides(gate), *w_strides,
+        *grad.stride(), *x.stride(), *_strides(residual), *_strides(gate), *w_strides, bias.stride(0),
         SILU=silu, SKIP=skip, HAS_RES=has_res, HAS_GATE=has_gate,
         BLOCK_N=cfg.map_block_n, BLOCK_C=cfg.block_c, num_warps=cfg.num_warps)
     dx = torch.empty((B, N, C), dtype=x.dtype, device=dev)

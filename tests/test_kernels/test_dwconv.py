@@ -159,7 +159,8 @@ def test_chunks_of_the_weight_gradient(num_chunks):
 
 
 def test_strided_inputs():
-    """A residual, a gate and an upstream gradient that are not contiguous: strides are honoured."""
+    """A residual, a gate, an upstream gradient and a bias that are not contiguous: strides are
+    honoured."""
     hw = (5, 6)
     args, flags, grad = _inputs(2, hw, 12, 'all', seed=6)
 
@@ -168,7 +169,8 @@ def test_strided_inputs():
 
     x, w, b, r, g = (args[k] for k in GRADS)
     r_t, g_t, grad_t = transposed(r), transposed(g), transposed(grad)
-    assert not (r_t.is_contiguous() or g_t.is_contiguous() or grad_t.is_contiguous())
+    b = torch.stack([b, torch.zeros_like(b)], dim=1)[:, 0]
+    assert not (r_t.is_contiguous() or g_t.is_contiguous() or grad_t.is_contiguous() or b.is_contiguous())
     out = torch.ops.mmmila.dwconv_tokens_triton(x, w, b, *hw, r_t, g_t, flags['skip'], flags['act'])
     grads = torch.ops.mmmila.dwconv_tokens_triton_backward(grad_t, x, w, b, *hw, r_t, g_t, flags['skip'],
                                                            flags['act'])
