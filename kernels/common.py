@@ -12,7 +12,8 @@ import torch
 import triton
 import triton.language as tl
 
-from mmmila.ops.rope2d import capturing_graph, rope2d_theta
+from mmmila.ops.capture import capturing_graph
+from mmmila.ops.rope2d import rope2d_theta
 
 EPS = tl.constexpr(1e-6)  # a constexpr: compiled kernels may only read constexpr globals
 

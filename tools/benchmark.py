@@ -8,6 +8,9 @@
         --max-repeats 3 --out docs/benchmark_scaling --markdown docs/benchmark_models.md
     # a model from a config (classifier logits, detector / segmentor tensor mode):
     python tools/benchmark.py --config configs/mila_t_in1k.py --sizes 224 --modes forward
+    # kernel launches of one training step (batch 1, 64^2; MILA on its Triton path, on CPU under the
+    # Triton interpreter), float32 and bf16 autocast (the table of docs/benchmark_models.md):
+    python tools/benchmark.py mila-t swin-t convnext-t --launches
 
 For each input size and mode (``forward``: eval mode under ``torch.inference_mode``;
 ``forward+backward``: train mode, forward, mean of every output, backward) all models are built
@@ -41,10 +44,11 @@ from pathlib import Path
 import torch
 
 from mmmila.bench.command import command_line
+from mmmila.bench.launches import DTYPES, launch_table, training_step_launches_in_subprocess
 from mmmila.bench.machine import machine_info
 from mmmila.bench.model_speed import (COMPILED, MODES, benchmark_models, peak_memory_in_subprocess,
                                       write_report)
-from mmmila.bench.models import BACKBONES, build_backbone, build_from_config
+from mmmila.bench.models import BACKBONES, LABELS, build_backbone, build_from_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -81,7 +85,15 @@ def parse_args(argv=None):
     parser.add_argument('--memory', choices=('fresh-process', 'none'), default='fresh-process',
                         help='peak memory of each model, size and mode in a fresh process (default), '
                         'or not measured (e.g. a second run at another thread count)')
+    parser.add_argument('--launches', action='store_true',
+                        help='instead of timing: count the kernel launches of one training step of each '
+                        'backbone (mmmila.bench.launches) and print them side by side')
+    parser.add_argument('--launch-size', type=int, default=64, help='input side of --launches (default 64)')
+    parser.add_argument('--dtypes', nargs='+', choices=sorted(DTYPES), default=['float32', 'bfloat16'],
+                        help='--launches: float32 and/or the autocast dtypes (default float32 bfloat16)')
     args = parser.parse_args(argv)
+    if args.launches and (args.config or not args.models):
+        parser.error('--launches counts named backbones (not --config models)')
     if not args.models and not args.config:
         parser.error('name at least one model or pass --config')
     unknown = [m for m in args.models if m not in BACKBONES]
@@ -92,11 +104,27 @@ def parse_args(argv=None):
     return args
 
 
+def count_launches(args, device: torch.device, argv) -> int:
+    """``--launches``: one training step per backbone and dtype, each in a fresh process."""
+    results = {(m, dt): training_step_launches_in_subprocess(m, dt, args.launch_size, args.batch, str(device))
+               for m in args.models for dt in args.dtypes}
+    table = launch_table(results, args.models, args.dtypes, LABELS)
+    print(f'Kernel launches of one training step, batch {args.batch}, {args.launch_size}x{args.launch_size}, '
+          f'{device} ({"MILA on its Triton path" + (", Triton interpreter" if device.type == "cpu" else "")}):')
+    print(table)
+    if args.markdown:
+        command = command_line(Path(__file__).resolve(), sys.argv[1:] if argv is None else argv, REPO)
+        Path(args.markdown).write_text(f'{table}\n\n`{command}`, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC\n')
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    if args.launches:
+        return count_launches(args, device, argv)
     torch.manual_seed(0)
     started = datetime.now(timezone.utc)
     info_before = machine_info(device)

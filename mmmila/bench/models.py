@@ -37,7 +37,7 @@ LABELS = {name: label(name) for name in BACKBONES}
 
 
 def build_backbone(name: str, source: str = 'mmpretrain',
-                   image_size: tuple[int, int] | None = None) -> nn.Module:
+                   image_size: tuple[int, int] | None = None, backend: str | None = None) -> nn.Module:
     """A dense-prediction backbone by name: all four stages out, no stochastic depth, random weights.
 
     Args:
@@ -46,6 +46,7 @@ def build_backbone(name: str, source: str = 'mmpretrain',
             (``timm.create_model(..., features_only=True)``; not for MILA).
         image_size (tuple): (H, W) of the input, for timm's Swin, whose window layout is fixed
             when it is built (default: 224 x 224).
+        backend (str, optional): MILA's ``attn_backend`` (default: the model's, 'auto').
     """
     if name not in BACKBONES:
         raise ValueError(f'unknown model {name!r}; choose from {sorted(BACKBONES)} or pass --config')
@@ -63,6 +64,10 @@ def build_backbone(name: str, source: str = 'mmpretrain',
     from mmpretrain.registry import MODELS
 
     cfg = dict(cfg, out_indices=(0, 1, 2, 3), drop_path_rate=0.0)
+    if backend is not None:
+        if not name.startswith('mila'):
+            raise ValueError(f'backend is an option of MILA, not of {name}')
+        cfg['attn_backend'] = backend
     # mmpretrain's classes, also when an mmdet / mmseg run has set another default scope
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         return MODELS.build(cfg)

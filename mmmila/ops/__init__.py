@@ -7,8 +7,9 @@ from __future__ import annotations
 import torch
 
 from .checks import check_attention_inputs
-from .dispatch import BACKENDS, ENV_VAR, choose_backend, run_attention
+from .dispatch import BACKENDS, ENV_VAR, choose_backend, run_attention, run_dwconv
 from .library import mila_linear_attention_cpu
+from .linear_chains import gelu_linear, norm_linears
 from .reference import mila_linear_attention_ref
 from .rope2d import apply_rope2d, rope2d_cos_sin
 
@@ -39,6 +40,30 @@ def mila_linear_attention(qk: torch.Tensor, v: torch.Tensor, hw: tuple[int, int]
     return run_attention(qk, v, hw, num_heads, backend)
 
 
-__all__ = ['mila_linear_attention', 'mila_linear_attention_ref', 'mila_linear_attention_cpu',
+def dwconv_tokens(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, hw: tuple[int, int],
+                  residual: torch.Tensor | None = None, gate: torch.Tensor | None = None,
+                  skip: bool = False, act: str = 'none', backend: str = 'auto') -> torch.Tensor:
+    """A depthwise 3x3 convolution on tokens and what follows it, as one op (:mod:`mmmila.ops.dwconv`)::
+
+        p = dwconv3x3(x) + bias;  s = act(p) + (x if skip) + (residual);  out = s * silu(gate)
+
+    Args:
+        x (Tensor): tokens (B, N, C) of an (H, W) map, row-major.
+        weight (Tensor): (C, 1, 3, 3), a depthwise conv's weight.
+        bias (Tensor): (C,).
+        hw (tuple[int, int]): (H, W), H * W = N.
+        residual (Tensor, optional): (B, N, C), added after the activation.
+        gate (Tensor, optional): (B, N, C); the sum is multiplied by ``silu(gate)``.
+        skip (bool): add x itself. Defaults to False.
+        act (str): 'none' or 'silu', applied to ``p``. Defaults to 'none'.
+        backend (str): 'auto' | 'torch' | 'triton', chosen as for :func:`mila_linear_attention`.
+
+    Returns:
+        Tensor: (B, N, C) in x's dtype.
+    """
+    return run_dwconv(x, weight, bias, hw, residual, gate, skip, act, backend)
+
+
+__all__ = ['mila_linear_attention', 'dwconv_tokens', 'norm_linears', 'gelu_linear', 'mila_linear_attention_ref', 'mila_linear_attention_cpu',
            'rope2d_cos_sin', 'apply_rope2d', 'choose_backend', 'check_attention_inputs', 'BACKENDS',
            'ENV_VAR']

@@ -15,6 +15,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 import torch
+from .capture import capturing_graph
 from .reference import EPS
 from .rope2d import rope2d_tables
 
@@ -56,9 +57,9 @@ def sums_dtype(qk_dtype: torch.dtype, v_dtype: torch.dtype) -> torch.dtype:
 
 
 def _tables(hw: tuple[int, int], channels: int, device: torch.device, dtype: torch.dtype):
-    # Under torch.jit.trace a cached tensor made while tracing another call would be unknown to
-    # this call's graph (the tracer fails); tracing is rare and these tables are tiny: rebuild.
-    build = _rotation_tables.__wrapped__ if torch.jit.is_tracing() else _rotation_tables
+    # While a graph is captured a cached tensor made for another call must not enter it (under
+    # torch.jit.trace the tracer fails); capture is rare and these tables are tiny: rebuild.
+    build = _rotation_tables.__wrapped__ if capturing_graph() else _rotation_tables
     return build(hw[0], hw[1], channels, device, dtype)
 
 

@@ -28,11 +28,14 @@ from __future__ import annotations
 
 import importlib
 import os
+from typing import Callable
 
 import torch
 
 from . import library  # noqa: F401  (registers torch.ops.mmmila.linear_attention)
+from .capture import wants_plain_ops
 from .checks import check_attention_inputs
+from .dwconv import check_dwconv_inputs, dwconv_tokens_ref
 from .reference import mila_linear_attention_ref
 
 ENV_VAR = 'MMMILA_ATTN_BACKEND'
@@ -76,30 +79,39 @@ def requested_backend(backend: str = 'auto') -> str:
 
 
 def triton_problem(qk: torch.Tensor, v: torch.Tensor, num_heads: int) -> str | None:
-    """Why the Triton kernels cannot run this call (checked inputs), or None when they can."""
+    """Why the Triton kernels cannot run this attention call (checked inputs), or None when they can."""
     kernels = _triton_module()
     if kernels is None:
         return f'triton is not importable ({_import_error})'
     return kernels.input_problem(qk, v, num_heads) or kernels.device_problem(qk.device)
 
 
-def _choose(qk: torch.Tensor, v: torch.Tensor, num_heads: int, requested: str) -> tuple[str, str]:
-    """(implementation, why) for checked inputs and a validated ``requested`` backend."""
-    if torch.jit.is_tracing():
-        return 'reference', 'torch.jit is tracing: plain ops, so that FLOP counters see them'
-    if not torch.compiler.is_dynamo_compiling() and torch.onnx.is_in_onnx_export():
-        return 'reference', 'torch.onnx is exporting: plain ops, so that ONNX runtimes need no custom op'
+def dwconv_triton_problem(x: torch.Tensor) -> str | None:
+    """Why the Triton kernels cannot run this :func:`run_dwconv` call, or None when they can."""
+    kernels = _triton_module()
+    if kernels is None:
+        return f'triton is not importable ({_import_error})'
+    if x.dtype not in kernels.SUPPORTED_DTYPES:
+        return f'x has dtype {x.dtype}; the Triton kernels take float32, float16 or bfloat16'
+    return kernels.device_problem(x.device)
+
+
+def _choose(x: torch.Tensor, problem: Callable[[], str | None], requested: str) -> tuple[str, str]:
+    """(implementation, why) for checked inputs on x's device and a validated ``requested`` backend;
+    ``problem()`` says why the Triton kernels cannot run the call (None: they can)."""
+    if wants_plain_ops():
+        return 'reference', 'torch.jit is tracing or torch.onnx exporting: plain ops'
     if requested == 'torch':
         return 'torch', 'requested'
-    if requested == 'auto' and not qk.is_cuda:   # no triton import for CPU work
+    if requested == 'auto' and not x.is_cuda:   # no triton import for CPU work
         return 'torch', 'not on a CUDA device'
-    problem = triton_problem(qk, v, num_heads)
+    reason = problem()
     if requested == 'triton':
-        if problem is not None:
-            raise RuntimeError(f"attention backend 'triton' cannot run: {problem}")
+        if reason is not None:
+            raise RuntimeError(f"backend 'triton' cannot run: {reason}")
         return 'triton', 'requested'
-    if problem is not None:
-        return 'torch', problem
+    if reason is not None:
+        return 'torch', reason
     return 'triton', 'CUDA device'
 
 
@@ -114,7 +126,7 @@ def choose_backend(qk: torch.Tensor, v: torch.Tensor, hw: tuple[int, int], num_h
         RuntimeError: when 'triton' is asked for (argument or environment) and cannot run.
     """
     check_attention_inputs(qk, v, hw, num_heads)
-    return _choose(qk, v, num_heads, requested_backend(backend))[0]
+    return _choose(qk, lambda: triton_problem(qk, v, num_heads), requested_backend(backend))[0]
 
 
 def run_attention(qk: torch.Tensor, v: torch.Tensor, hw: tuple[int, int], num_heads: int,
@@ -126,3 +138,16 @@ def run_attention(qk: torch.Tensor, v: torch.Tensor, hw: tuple[int, int], num_he
     if chosen == 'reference':
         return mila_linear_attention_ref(qk, v, hw, num_heads)
     return torch.ops.mmmila.linear_attention(qk, v, hw[0], hw[1], num_heads)[0]
+
+
+def run_dwconv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, hw: tuple[int, int],
+               residual: torch.Tensor | None = None, gate: torch.Tensor | None = None,
+               skip: bool = False, act: str = 'none', backend: str = 'auto') -> torch.Tensor:
+    """Run the depthwise-conv chain of :mod:`mmmila.ops.dwconv` with the chosen backend (as for the
+    attention: 'triton' for CUDA tensors under 'auto', plain ops while tracing or exporting)."""
+    check_dwconv_inputs(x, weight, bias, hw, residual, gate, act)
+    chosen = _choose(x, lambda: dwconv_triton_problem(x), requested_backend(backend))[0]
+    if chosen == 'reference':
+        return dwconv_tokens_ref(x, weight, bias, hw, residual, gate, skip, act)
+    op = torch.ops.mmmila.dwconv_tokens_triton if chosen == 'triton' else torch.ops.mmmila.dwconv_tokens
+    return op(x, weight, bias, hw[0], hw[1], residual, gate, skip, act)

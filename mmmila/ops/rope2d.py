@@ -9,23 +9,13 @@ from functools import lru_cache
 
 import torch
 
+from .capture import capturing_graph
+
 
 def rope2d_theta(channels: int, device: torch.device, base: float = 10000.0) -> torch.Tensor:
     """Frequencies theta_j = base ** (-j / (C/4)), j < C/4, float32 (C/4,): shared by every path."""
     quarter = channels // 4
     return base ** (-torch.arange(quarter, dtype=torch.float32, device=device) / quarter)
-
-
-def capturing_graph() -> bool:
-    """Whether a graph is being captured (torch.compile / torch.export, torch.jit tracing, fake tensors).
-
-    Caches keyed by sizes are skipped then: a symbolic size cannot be hashed, and a tensor made
-    while tracing one call must not be handed to another (or to eager code) from a cache.
-    """
-    if torch.compiler.is_compiling() or torch.jit.is_tracing():
-        return True
-    from torch._guards import detect_fake_mode   # noqa: PLC0415 (private, imported where used)
-    return detect_fake_mode() is not None
 
 
 def rope2d_cos_sin(height: int, width: int, channels: int, device: torch.device,

@@ -1,8 +1,9 @@
 """The backbone's fast paths against a straightforward implementation of the same maths.
 
-The layers run depthwise convs on channels-last views, 1x1 convs as linear layers, in-place
-residual adds and ReLUs, BatchNorm folded in eval mode, autograd Functions that recompute
-elementwise work in backward, and a recomputed Downsample expansion. Here a plain transcription
+The layers run the block's depthwise convs as fused registered ops (the residual, SiLU, LePE's sum
+and the gate inside; mmmila.ops.dwconv_tokens), the Downsample's on channels-last views, 1x1 convs
+as linear layers, in-place ReLUs, BatchNorm folded in eval mode, and a recomputed Downsample
+expansion. Here a plain transcription
 (NCHW maps, every op out of place, BatchNorm written out, the attention by the float64 oracle
 mmmila.bench.float64_attention) computes the same model in float64, and
 outputs, every parameter gradient and the BatchNorm running statistics must agree, in train and
@@ -11,7 +12,6 @@ eval mode, at batch 1 and 2, on odd map sizes.
 from __future__ import annotations
 
 import copy
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -22,7 +22,6 @@ from mmmila.bench.errors import rel_err
 from mmmila.bench.float64_attention import attention_f64
 from mmmila.models import MILA
 from mmmila.models.backbones.mila import _init_linear_and_norm
-from mmmila.models.layers.functional import gated_linear, gelu_linear, norm_linears
 
 from ..conftest import TINY_ARCH, seed_for
 
@@ -179,27 +178,6 @@ def test_inference_mode_equals_autograd_forward():
     b = model(img.requires_grad_())
     for x, y in zip(a, b):
         assert rel_err(x, y.detach()) < 1e-12
-
-
-@pytest.mark.parametrize('fn', ['gelu_linear', 'gated_linear', 'norm_linears'])
-def test_recomputing_functions_gradcheck(fn):
-    torch.manual_seed(seed_for(0))
-    kw = dict(dtype=torch.float64, requires_grad=True)
-    x = torch.randn(2, 5, 6, **kw)
-    a = torch.randn(2, 5, 6, **kw)
-    w1, b1 = torch.randn(4, 6, **kw), torch.randn(4, **kw)
-    w2, b2 = torch.randn(3, 6, **kw), torch.randn(3, **kw)
-    if fn == 'gelu_linear':
-        f, inputs = (lambda x, w, b: gelu_linear(x, w, b)), (x, w1, b1)
-    elif fn == 'gated_linear':
-        f, inputs = (lambda y, a, w, b: gated_linear(y, a, w, b)), (x, a, w1, b1)
-    else:
-        def f(x, nw, nb, w1, b1, w2, b2):
-            norm = SimpleNamespace(weight=nw, bias=nb, eps=1e-5, normalized_shape=(6,))
-            return norm_linears(x, norm, [SimpleNamespace(weight=w1, bias=b1),
-                                          SimpleNamespace(weight=w2, bias=b2)])
-        inputs = (x, torch.randn(6, **kw), torch.randn(6, **kw), w1, b1, w2, b2)
-    assert torch.autograd.gradcheck(f, inputs)
 
 
 def test_depthwise_weight_grads_keep_parameter_strides():

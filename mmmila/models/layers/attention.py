@@ -4,9 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from mmmila.ops import mila_linear_attention
-
-from .conv import dwconv_tokens
+from mmmila.ops import dwconv_tokens, mila_linear_attention
 
 
 class MILAAttention(nn.Module):
@@ -33,11 +31,22 @@ class MILAAttention(nn.Module):
         self.qk = nn.Linear(channels, channels * 2, bias=qk_bias)
         self.lepe = nn.Conv2d(channels, channels, 3, padding=1, groups=channels)
 
-    def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-        """x (Tensor): (B, N, C) with N = H * W; returns (B, N, C)."""
+    def forward(self, x: torch.Tensor, hw: tuple[int, int],
+                gate: torch.Tensor | None = None) -> torch.Tensor:
+        """``attention(x) + lepe(x)``, times ``silu(gate)`` if given (MILA's gate, applied here so that
+        it joins LePE in one op).
+
+        Args:
+            x (Tensor): (B, N, C) with N = H * W.
+            hw (tuple[int, int]): (H, W).
+            gate (Tensor, optional): (B, N, C), the block's ``act_proj`` output.
+
+        Returns:
+            Tensor: (B, N, C).
+        """
         out = mila_linear_attention(self.qk(x), x, hw, self.num_heads, backend=self.backend)
-        # added in place into the fresh conv output (a conv does not keep its output for backward)
-        return dwconv_tokens(self.lepe, x, hw, residual=out)
+        return dwconv_tokens(x, self.lepe.weight, self.lepe.bias, hw, residual=out, gate=gate,
+                             backend=self.backend)
 
     def extra_repr(self) -> str:
         return f'channels={self.channels}, num_heads={self.num_heads}, backend={self.backend!r}'

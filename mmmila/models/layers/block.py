@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
+
+from mmmila.ops import dwconv_tokens, norm_linears
 
 from .attention import MILAAttention
-from .conv import dwconv_tokens
-from .functional import gated_linear, norm_linears
 from .mlp import DropPath, Mlp
 
 
@@ -16,10 +15,20 @@ def _dwconv(channels: int) -> nn.Conv2d:
 
 
 class MILABlock(nn.Module):
-    """One MILA block on tokens (B, N, C) with an explicit map size ``hw``.
+    """One MILA block on tokens (B, N, C) with an explicit map size ``hw``::
 
-    ``x += cpe1(x)``; ``x += drop_path(out_proj(attn(silu(dwc(in_proj(n))))) * silu(act_proj(n)))``
-    with ``n = norm1(x)``; ``x += cpe2(x)``; ``x += drop_path(mlp(norm2(x)))``.
+        x = x + cpe1(x)
+        n = norm1(x)
+        x = x + drop_path(out_proj(attn(silu(dwc(in_proj(n)))) * silu(act_proj(n))))
+        x = x + cpe2(x)
+        x = x + drop_path(mlp(norm2(x)))
+
+    ``cpe1``, ``dwc``, ``cpe2`` and LePE inside ``attn`` are depthwise 3x3 convolutions on the
+    tokens read as an (H, W) map; each runs with what follows it (the residual, SiLU, the attention's
+    output and the gate) as one op, :func:`mmmila.ops.dwconv_tokens`. Each LayerNorm runs with the
+    linear layers that read it (:func:`mmmila.ops.norm_linears`) and the MLP's GELU with ``fc2``
+    (:func:`mmmila.ops.gelu_linear`): ops that keep their input, not the norm's or GELU's output, for
+    backward.
 
     Args:
         channels (int): C.
@@ -27,18 +36,19 @@ class MILABlock(nn.Module):
         mlp_ratio (float): MLP hidden width / C. Defaults to 4.
         qk_bias (bool): bias of the ``qk`` projection. Defaults to True.
         drop_path (float): stochastic depth rate of this block. Defaults to 0.
-        attn_backend (str): 'auto' | 'torch' | 'triton'. Defaults to 'auto'.
+        attn_backend (str): backend of the block's ops (attention and depthwise convolutions),
+            'auto' | 'torch' | 'triton'. Defaults to 'auto'.
     """
 
     def __init__(self, channels: int, num_heads: int, mlp_ratio: float = 4.0, qk_bias: bool = True,
                  drop_path: float = 0.0, attn_backend: str = 'auto') -> None:
         super().__init__()
+        self.backend = attn_backend
         self.cpe1 = _dwconv(channels)
         self.norm1 = nn.LayerNorm(channels)
         self.in_proj = nn.Linear(channels, channels)
         self.act_proj = nn.Linear(channels, channels)
         self.dwc = _dwconv(channels)
-        self.act = nn.SiLU()
         self.attn = MILAAttention(channels, num_heads, qk_bias=qk_bias, backend=attn_backend)
         self.out_proj = nn.Linear(channels, channels)
         self.drop_path = DropPath(drop_path)
@@ -47,22 +57,10 @@ class MILABlock(nn.Module):
         self.mlp = Mlp(channels, int(channels * mlp_ratio))
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-        # Residual adds go in place into fresh outputs of convolutions and linear layers (which
-        # do not keep their outputs for backward), never into a tensor autograd has saved.
-        x = dwconv_tokens(self.cpe1, x, hw, residual=x)
-        gate_in, y = norm_linears(x, self.norm1, [self.act_proj, self.in_proj])
-        y = dwconv_tokens(self.dwc, y, hw)
-        y = F.silu(y, inplace=not (torch.is_grad_enabled() and y.requires_grad))   # self.act
-        y = self.attn(y, hw)
-        # x + out_proj(y * silu(gate_in)), keeping only y and gate_in for backward
-        x = self._residual(x, lambda res: gated_linear(y, gate_in, self.out_proj.weight,
-                                                       self.out_proj.bias, residual=res, inplace=True))
-        x = dwconv_tokens(self.cpe2, x, hw, residual=x)
-        hidden, = norm_linears(x, self.norm2, [self.mlp.fc1])
-        return self._residual(x, lambda res: self.mlp.forward_hidden(hidden, residual=res))
-
-    def _residual(self, x: torch.Tensor, branch) -> torch.Tensor:
-        """``x + drop_path(branch())``; ``branch(residual)`` adds ``x`` itself when no path is dropped."""
-        if self.drop_path.drop_prob > 0 and self.drop_path.training:
-            return x + self.drop_path(branch(None))
-        return branch(x)
+        x = dwconv_tokens(x, self.cpe1.weight, self.cpe1.bias, hw, skip=True, backend=self.backend)
+        gate, y = norm_linears(x, self.norm1, (self.act_proj, self.in_proj))
+        y = dwconv_tokens(y, self.dwc.weight, self.dwc.bias, hw, act='silu', backend=self.backend)
+        x = x + self.drop_path(self.out_proj(self.attn(y, hw, gate=gate)))
+        x = dwconv_tokens(x, self.cpe2.weight, self.cpe2.bias, hw, skip=True, backend=self.backend)
+        hidden, = norm_linears(x, self.norm2, (self.mlp.fc1,))
+        return x + self.drop_path(self.mlp.forward_hidden(hidden))

@@ -9,6 +9,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from mmmila.ops.capture import capturing_graph
+from mmmila.ops.layout import as_map, as_tokens
+
 
 def foldable(norm: nn.Module | None) -> bool:
     """True when ``norm`` is a BatchNorm that normalises with its running statistics (eval mode),
@@ -96,46 +99,21 @@ class ConvLayer(nn.Module):
         return x.view(*shape, conv.out_channels)   # sizes spelled out: an empty batch has no -1 to infer
 
 
-def dwconv_tokens(conv: nn.Conv2d, x: torch.Tensor, hw: tuple[int, int],
-                  residual: torch.Tensor | None = None) -> torch.Tensor:
-    """Apply a depthwise ``conv`` to tokens (B, N, C) laid out as an (H, W) map; returns (B, N, C').
-
-    ``residual`` (B, N, C'), if given, is added to the result, in place into the conv's fresh
-    output map (not into a view of it: autograd would then replay the view in backward at the
-    cost of a zero-filled copy of the map).
-
-    The conv runs on a channels-last view of the tokens (no transposed copy in or out; oneDNN's
-    NHWC depthwise kernel is an order of magnitude faster than the NCHW path on CPU) and returns
-    contiguous tokens. The weight, (C', 1, k, k), is passed as a view with channels-last strides
-    (the same addresses, as its in-channel axis has size 1): the convolution then sees one layout
-    throughout, and the gradient reaching the parameter through the view's backward has the
-    parameter's own strides -- without it, a channels-last weight gradient with other strides
-    than the parameter makes DDP warn "Grad strides do not match bucket view strides" and copy it
-    every step.
-    """
-    y = dwconv_map(conv, x, hw)
-    if residual is not None:
-        y.add_(as_map(residual, (y.shape[2], y.shape[3])))
-    return as_tokens(y)
-
-
-def as_map(x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-    """Tokens (B, N, C) -> a (B, C, H, W) view, channels-last when the tokens are contiguous."""
-    return x.reshape(x.shape[0], hw[0], hw[1], x.shape[2]).permute(0, 3, 1, 2)
-
-
-def as_tokens(x: torch.Tensor) -> torch.Tensor:
-    """A (B, C, H, W) map -> tokens (B, H W, C): a view of a channels-last map, else a copy."""
-    return x.permute(0, 2, 3, 1).reshape(x.shape[0], x.shape[2] * x.shape[3], x.shape[1])
-
-
 def dwconv_map(conv: nn.Conv2d, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-    """:func:`dwconv_tokens` before the final view: the output map (B, C', H', W'), channels-last."""
+    """A depthwise ``conv`` (any kernel size and stride) on tokens (B, N, C) read as an (H, W) map;
+    returns the output map (B, C', H', W'), channels-last.
+
+    The conv runs on a channels-last view of the tokens (no transposed copy; oneDNN's NHWC depthwise
+    kernel is an order of magnitude faster than the NCHW path on CPU). The weight, (C', 1, k, k), is
+    passed as a view with channels-last strides (the same addresses, as its in-channel axis has size
+    1), so the convolution sees one layout throughout and the weight's gradient has the parameter's
+    own strides.
+    """
     w = conv.weight
     if w.shape[1] != 1:
-        raise ValueError(f'dwconv_tokens needs a depthwise conv (weight (C, 1, k, k)), got weight '
+        raise ValueError(f'dwconv_map needs a depthwise conv (weight (C, 1, k, k)), got weight '
                          f'{tuple(w.shape)}')
-    if torch.compiler.is_compiling():
+    if capturing_graph():
         # A compiler picks its own layouts; inductor (torch 2.13) fails to lower the convolution of a
         # strided view of the tokens when H and W are dynamic, so it gets a plain NCHW map.
         x_map = as_map(x, hw).contiguous()

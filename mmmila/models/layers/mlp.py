@@ -4,29 +4,27 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .functional import gelu_linear
+from mmmila.ops import gelu_linear
 
 
 class Mlp(nn.Module):
     """``fc1`` (C -> hidden), exact GELU, ``fc2`` (hidden -> C). Tokens (B, N, C) in and out.
 
-    GELU and ``fc2`` run as :func:`~mmmila.models.layers.functional.gelu_linear`: under autograd
-    only the hidden pre-activation is kept for backward.
+    GELU and ``fc2`` run as one op (:func:`mmmila.ops.gelu_linear`), which keeps ``fc1``'s output
+    for backward but not GELU's.
     """
 
     def __init__(self, channels: int, hidden_channels: int) -> None:
         super().__init__()
         self.fc1 = nn.Linear(channels, hidden_channels)
-        self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden_channels, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_hidden(self.fc1(x))
 
-    def forward_hidden(self, hidden: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        """GELU and ``fc2`` on ``fc1``'s output (which GELU may overwrite when autograd is off),
-        plus ``residual`` if given."""
-        return gelu_linear(hidden, self.fc2.weight, self.fc2.bias, residual=residual, inplace=True)
+    def forward_hidden(self, hidden: torch.Tensor) -> torch.Tensor:
+        """GELU and ``fc2`` on ``fc1``'s output."""
+        return gelu_linear(hidden, self.fc2)
 
 
 class DropPath(nn.Module):

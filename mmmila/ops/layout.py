@@ -1,0 +1,15 @@
+"""Tokens and maps: MILA keeps activations as tokens (B, N, C), N = H * W in row-major order; a
+convolution reads them as a (B, C, H, W) map. These are the two views between the layouts."""
+from __future__ import annotations
+
+import torch
+
+
+def as_map(x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """Tokens (B, N, C) -> a (B, C, H, W) view, channels-last when the tokens are contiguous."""
+    return x.reshape(x.shape[0], hw[0], hw[1], x.shape[2]).permute(0, 3, 1, 2)
+
+
+def as_tokens(x: torch.Tensor) -> torch.Tensor:
+    """A (B, C, H, W) map -> tokens (B, H W, C): a view of a channels-last map, else a copy."""
+    return x.permute(0, 2, 3, 1).reshape(x.shape[0], x.shape[2] * x.shape[3], x.shape[1])

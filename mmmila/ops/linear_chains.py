@@ -1,0 +1,183 @@
+"""The block's two matrix-product chains as registered ops that keep less for backward.
+
+- ``torch.ops.mmmila.norm_linears(x, norm_weight, norm_bias, eps, weights, biases) -> outs``:
+  LayerNorm over the last dim, then one linear layer per (weight, bias) reading its output
+  (``norm1`` with ``act_proj`` and ``in_proj``; ``norm2`` with ``fc1``). Autograd keeps ``x``, not
+  the norm's output: the backward recomputes it (bit for bit, with its statistics).
+- ``torch.ops.mmmila.gelu_linear(h, weight, bias) -> out``: exact GELU, then a linear layer (the
+  MLP's ``fc2``). Autograd keeps ``h``, not GELU's output (the MLP's hidden width, 4C per token):
+  the backward recomputes it.
+
+Each saves one activation of its width per call and costs one more elementwise pass in backward;
+for MILA-T that is 6C floats per token and block (about a fifth of what a block keeps).
+
+Under autocast both run in the autocast dtype: the activations and the linear layers' weights are
+cast once, on the way in (recorded by autograd, whose backward casts the weights' gradients back),
+and the backward reuses the saved casts. The LayerNorm reads the activations in the autocast dtype
+with its own float32 weight and bias and accumulates in float32 (no float32 copy of ``x``, no cast of
+its output): the LayerNorm chain costs no cast at all.
+
+Both implementations are plain aten calls, the same on every device (matrix products and a norm:
+nothing for a hand-written kernel to fuse).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .autocast import register_autocast_rule
+from .capture import wants_plain_ops
+
+
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    return x.reshape(-1, x.shape[-1])
+
+
+# ---- LayerNorm, then linear layers ---------------------------------------------------------------
+@torch.library.custom_op('mmmila::norm_linears', mutates_args=())
+def norm_linears_op(x: torch.Tensor, norm_weight: torch.Tensor, norm_bias: torch.Tensor, eps: float,
+                    weights: list[torch.Tensor], biases: list[torch.Tensor]) -> list[torch.Tensor]:
+    """``[linear(layer_norm(x), w, b) for w, b]``; x (..., C), weights (C_out, C)."""
+    n = F.layer_norm(x, (x.shape[-1],), norm_weight, norm_bias, eps)
+    return [F.linear(n, w, b) for w, b in zip(weights, biases)]
+
+
+@torch.library.custom_op('mmmila::norm_linears_backward', mutates_args=())
+def norm_linears_backward_op(grads: list[torch.Tensor], x: torch.Tensor, norm_weight: torch.Tensor,
+                             norm_bias: torch.Tensor, eps: float, weights: list[torch.Tensor],
+                             biases: list[torch.Tensor]) -> list[torch.Tensor]:
+    """[dx, d norm_weight, d norm_bias, *d weights, *d biases] of :func:`norm_linears_op`."""
+    x2 = _rows(x)
+    shape = (x.shape[-1],)
+    n, mean, rstd = torch.native_layer_norm(x2, shape, norm_weight, norm_bias, eps)
+    dws, dbs = [], []
+    gn = None
+    for grad, w in zip(grads, weights):
+        g = _rows(grad)
+        dws.append(g.t().mm(n))
+        dbs.append(g.sum(0))
+        gn = g.mm(w) if gn is None else gn.addmm_(g, w)
+    dx, dnw, dnb = torch.ops.aten.native_layer_norm_backward(
+        gn, x2, shape, mean, rstd, norm_weight, norm_bias, [True, True, True])
+    return [dx.view(x.shape), dnw, dnb] + dws + [db.to(b.dtype) for db, b in zip(dbs, biases)]
+
+
+@norm_linears_op.register_fake
+def _norm_linears_fake(x, norm_weight, norm_bias, eps, weights, biases):
+    return [x.new_empty((*x.shape[:-1], w.shape[0])) for w in weights]
+
+
+@norm_linears_backward_op.register_fake
+def _norm_linears_backward_fake(grads, x, norm_weight, norm_bias, eps, weights, biases):
+    return ([x.new_empty(x.shape), norm_weight.new_empty(norm_weight.shape),
+             norm_bias.new_empty(norm_bias.shape)] + [w.new_empty(w.shape) for w in weights]
+            + [b.new_empty(b.shape) for b in biases])
+
+
+def _norm_linears_setup(ctx, inputs, output):
+    x, norm_weight, norm_bias, eps, weights, biases = inputs
+    ctx.save_for_backward(x, norm_weight, norm_bias, *weights, *biases)
+    ctx.eps = eps
+    ctx.num = len(weights)
+
+
+def _norm_linears_backward(ctx, grads):
+    x, norm_weight, norm_bias, *params = ctx.saved_tensors
+    weights, biases = params[:ctx.num], params[ctx.num:]
+    grads = [g if g is not None else torch.zeros((*x.shape[:-1], w.shape[0]), dtype=x.dtype,
+                                                  device=x.device) for g, w in zip(grads, weights)]
+    dx, dnw, dnb, *rest = torch.ops.mmmila.norm_linears_backward(
+        grads, x, norm_weight, norm_bias, ctx.eps, list(weights), list(biases))
+    return dx, dnw, dnb, None, rest[:ctx.num], rest[ctx.num:]
+
+
+norm_linears_op.register_autograd(_norm_linears_backward, setup_context=_norm_linears_setup)
+
+
+# ---- GELU, then a linear layer -------------------------------------------------------------------
+@torch.library.custom_op('mmmila::gelu_linear', mutates_args=())
+def gelu_linear_op(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``linear(gelu(h), weight, bias)``, exact GELU; h (..., C_in)."""
+    return F.linear(F.gelu(h), weight, bias)
+
+
+@torch.library.custom_op('mmmila::gelu_linear_backward', mutates_args=())
+def gelu_linear_backward_op(grad: torch.Tensor, h: torch.Tensor, weight: torch.Tensor,
+                            bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dh, dweight, dbias) of :func:`gelu_linear_op`."""
+    h2, g = _rows(h), _rows(grad)
+    dw = g.t().mm(F.gelu(h2))
+    db = g.sum(0).to(bias.dtype)
+    dh = torch.ops.aten.gelu_backward(g.mm(weight), h2)
+    return dh.view(h.shape), dw, db
+
+
+@gelu_linear_op.register_fake
+def _gelu_linear_fake(h, weight, bias):
+    return h.new_empty((*h.shape[:-1], weight.shape[0]))
+
+
+@gelu_linear_backward_op.register_fake
+def _gelu_linear_backward_fake(grad, h, weight, bias):
+    return h.new_empty(h.shape), weight.new_empty(weight.shape), bias.new_empty(bias.shape)
+
+
+def _gelu_linear_setup(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _gelu_linear_backward(ctx, grad):
+    h, weight, bias = ctx.saved_tensors
+    return torch.ops.mmmila.gelu_linear_backward(grad, h, weight, bias)
+
+
+gelu_linear_op.register_autograd(_gelu_linear_backward, setup_context=_gelu_linear_setup)
+
+# activations and the linear layers' weights in the autocast dtype; the LayerNorm's own
+# parameters stay float32
+register_autocast_rule('norm_linears', cast=(0, 4, 5))
+register_autocast_rule('norm_linears_backward', cast=())
+register_autocast_rule('gelu_linear', cast=(0, 1, 2))
+register_autocast_rule('gelu_linear_backward', cast=())
+
+
+# ---- the callers' functions ----------------------------------------------------------------------
+def check_linear_chain(x: torch.Tensor, linears: Sequence) -> None:
+    """Raise a ValueError naming the first linear layer that cannot read ``x`` (..., C)."""
+    for i, lin in enumerate(linears):
+        if lin.weight.dim() != 2 or lin.weight.shape[1] != x.shape[-1] or lin.bias is None:
+            raise ValueError(f'linear layer {i} must take {x.shape[-1]} input features and have a bias, '
+                             f'got weight {tuple(lin.weight.shape)}, bias {lin.bias is not None}')
+
+
+def norm_linears(x: torch.Tensor, norm, linears: Sequence) -> tuple[torch.Tensor, ...]:
+    """``tuple(lin(norm(x)) for lin in linears)`` by ``torch.ops.mmmila.norm_linears``.
+
+    Args:
+        x (Tensor): (..., C).
+        norm (nn.LayerNorm): over the last dim, with weight and bias.
+        linears (Sequence[nn.Linear]): layers with C input features and a bias.
+
+    Returns:
+        tuple[Tensor, ...]: one output per linear layer.
+    """
+    if tuple(norm.normalized_shape) != (x.shape[-1],) or norm.weight is None or norm.bias is None:
+        raise ValueError(f'norm_linears needs an affine LayerNorm over the last dim ({x.shape[-1]}), '
+                         f'got normalized_shape {tuple(norm.normalized_shape)}')
+    check_linear_chain(x, linears)
+    if wants_plain_ops():
+        n = F.layer_norm(x, (x.shape[-1],), norm.weight, norm.bias, norm.eps)
+        return tuple(F.linear(n, lin.weight, lin.bias) for lin in linears)
+    return tuple(torch.ops.mmmila.norm_linears(x, norm.weight, norm.bias, norm.eps,
+                                               [lin.weight for lin in linears],
+                                               [lin.bias for lin in linears]))
+
+
+def gelu_linear(h: torch.Tensor, linear) -> torch.Tensor:
+    """``linear(gelu(h))`` (exact GELU) by ``torch.ops.mmmila.gelu_linear``; ``linear`` has a bias."""
+    check_linear_chain(h, [linear])
+    if wants_plain_ops():
+        return F.linear(F.gelu(h), linear.weight, linear.bias)
+    return torch.ops.mmmila.gelu_linear(h, linear.weight, linear.bias)
