@@ -410,7 +410,7 @@ def dwconv_tokens_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
                          width: int, residual: torch.Tensor | None, gate: torch.Tensor | None,
                          skip: bool, act: str) -> torch.Tensor:
     """out of the fused depthwise conv by one Triton kernel; inputs are checked by the caller."""
-    if x.shape[0] == 0 or x.shape[1] == 0:
+    if x.numel() == 0:   # an empty batch, map or channel axis: nothing to launch
         return torch.empty(x.shape, dtype=x.dtype, device=x.device)
     with _device_ctx(x):
         return dwconv_fwd(x, weight, bias, (height, width), residual, gate, skip, act,
@@ -425,7 +425,7 @@ def dwconv_tokens_triton_backward(grad: torch.Tensor, x: torch.Tensor, weight: t
                                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
                                              torch.Tensor, torch.Tensor]:
     """(dx, dweight, dbias, dresidual, dgate) of :func:`dwconv_tokens_triton` by three kernels."""
-    if x.shape[0] == 0 or x.shape[1] == 0:
+    if x.numel() == 0:
         dx, dweight, dbias, dres, dgate = dwconv_backward_fake(grad, x, weight, bias, height, width,
                                                                residual, gate, skip, act)
         return dx, dweight.zero_(), dbias.zero_(), dres, dgate

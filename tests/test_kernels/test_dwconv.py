@@ -181,15 +181,16 @@ def test_strided_inputs():
         assert err <= 4 * err_ref + 4e-7, f'{name}: rel RMS {err:.3e}, float32 reference {err_ref:.3e}'
 
 
-@pytest.mark.parametrize('B,hw', [(0, (3, 4)), (2, (0, 5))])
-def test_empty_batch_or_map(B, hw):
-    """Nothing to compute: no launch; correctly shaped results, zero parameter gradients."""
-    args, flags, grad = _inputs(B, hw, 12, 'all', seed=7)
+@pytest.mark.parametrize('B,hw,C', [(0, (3, 4), 12), (2, (0, 5), 12), (1, (2, 3), 0)])
+def test_empty_inputs(B, hw, C):
+    """An empty batch, map or channel axis: no launch; correctly shaped results, zero parameter
+    gradients."""
+    args, flags, grad = _inputs(B, hw, C, 'all', seed=7)
     with LaunchCounter() as counter:
         got = _run(_triton, args, flags, hw, grad)
     assert sum(counter.launches.triton.values()) == 0
-    assert got['out'].shape == (B, hw[0] * hw[1], 12)
-    assert got['x'].shape == got['gate'].shape == got['residual'].shape == (B, hw[0] * hw[1], 12)
+    assert got['out'].shape == (B, hw[0] * hw[1], C)
+    assert got['x'].shape == got['gate'].shape == got['residual'].shape == (B, hw[0] * hw[1], C)
     assert not got['weight'].any() and not got['bias'].any()
 
 
