@@ -21,8 +21,8 @@ The backward (``dwconv_tokens_triton_backward``) is three kernels:
    incoming gradient), and accumulates the weight and bias gradients of its chunk in float32.
 2. ``_dwconv_bwd_input_kernel``, grid (token tiles, channel blocks): dL/dx, the transposed
    convolution of ``gp`` plus the skip's share.
-3. ``_dwconv_bwd_reduce_kernel``, grid (channel blocks,): adds the chunks' partial weight and bias
-   gradients and writes them in the parameters' dtypes.
+3. ``_dwconv_bwd_reduce_kernel``, grid (10, channel blocks): adds the chunks' partial gradients of
+   one tap (or of the bias) and writes them in the parameters' dtypes.
 
 All arithmetic is float32; results are stored in the inputs' dtypes. Offsets are 64-bit.
 """
@@ -254,8 +254,8 @@ def _dwconv_bwd_map_kernel(
         BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
     """gp, dL/dgate and dL/dresidual of one chunk of tokens, and its partial dL/dweight, dL/dbias.
 
-    Partials go to ``part_ptr`` (num_chunks, 16, C) float32: rows 0-8 the taps (i * 3 + j), row 9
-    the bias, rows 10-15 unused.
+    Partials go to ``part_ptr`` (10, num_chunks, C) float32: rows 0-8 the taps (i * 3 + j), row 9
+    the bias (``acc`` has 16 rows, a power of two; rows 10-15 stay 0).
     """
     chunk = tl.program_id(0)
     start = chunk * chunk_tokens
@@ -290,8 +290,9 @@ def _dwconv_bwd_map_kernel(
                 xs = _neighbour(x_ptrs, mask, row, col, H, W, stride_xn, i - 1, j - 1)
                 acc += tl.where(taps[:, None] == i * 3 + j, tl.sum(gp * xs, axis=0)[None, :], 0.0)
     chan = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    ptrs = part_ptr + (chunk * 16 + taps).to(tl.int64)[:, None] * channels + chan[None, :]
-    tl.store(ptrs, acc, mask=(taps[:, None] < 10) & (chan[None, :] < channels))
+    rows = taps.to(tl.int64) * tl.num_programs(0) + chunk
+    tl.store(part_ptr + rows[:, None] * channels + chan[None, :], acc,
+             mask=(taps[:, None] < 10) & (chan[None, :] < channels))
 
 
 @triton.jit
@@ -316,19 +317,24 @@ def _dwconv_bwd_input_kernel(
 
 
 @triton.jit
-def _dwconv_bwd_reduce_kernel(part_ptr, dw_ptr, db_ptr, num_chunks, channels, BLOCK_C: tl.constexpr):
-    """dL/dweight (C, 1, 3, 3) and dL/dbias (C,) of a block of channels: the sum of the partials."""
-    taps = tl.arange(0, 16)
-    chan = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+def _dwconv_bwd_reduce_kernel(part_ptr, dw_ptr, db_ptr, num_chunks, channels,
+                              BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr):
+    """The gradient of one tap (axis 0 of the grid: i * 3 + j, or 9 for the bias) for a block of
+    channels: the sum of the chunks' partials, BLOCK_K chunks at a time, in the parameter's dtype."""
+    tap = tl.program_id(0)
+    chan = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     cmask = chan < channels
-    acc = tl.zeros((16, BLOCK_C), dtype=tl.float32)
-    for chunk in range(0, num_chunks):
-        ptrs = part_ptr + (chunk * 16 + taps).to(tl.int64)[:, None] * channels + chan[None, :]
-        acc += tl.load(ptrs, mask=(taps[:, None] < 10) & cmask[None, :], other=0.0)
-    tl.store(dw_ptr + chan[None, :] * 9 + taps[:, None], acc.to(dw_ptr.dtype.element_ty),
-             mask=(taps[:, None] < 9) & cmask[None, :])
-    bias = tl.sum(tl.where(taps[:, None] == 9, acc, 0.0), axis=0)
-    tl.store(db_ptr + chan, bias.to(db_ptr.dtype.element_ty), mask=cmask)
+    base = part_ptr + tap.to(tl.int64) * num_chunks * channels
+    acc = tl.zeros((BLOCK_K, BLOCK_C), dtype=tl.float32)
+    for k0 in range(0, num_chunks, BLOCK_K):
+        k = k0 + tl.arange(0, BLOCK_K)
+        acc += tl.load(base + k.to(tl.int64)[:, None] * channels + chan[None, :],
+                       mask=(k < num_chunks)[:, None] & cmask[None, :], other=0.0)
+    total = tl.sum(acc, axis=0)
+    if tap < 9:
+        tl.store(dw_ptr + chan * 9 + tap, total.to(dw_ptr.dtype.element_ty), mask=cmask)
+    else:
+        tl.store(db_ptr + chan, total.to(db_ptr.dtype.element_ty), mask=cmask)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -371,7 +377,7 @@ def dwconv_bwd(grad, x, weight, bias, hw: tuple[int, int], residual, gate, skip:
     dres = torch.empty((B, N, C) if has_gate and has_res else 0, dtype=x.dtype, device=dev)
     # gp differs from the incoming gradient only through the gate or the activation.
     gp = torch.empty((B, N, C), dtype=torch.float32, device=dev) if silu or has_gate else grad
-    part = torch.empty((cfg.num_chunks, 16, C), dtype=torch.float32, device=dev)
+    part = torch.empty((10, cfg.num_chunks, C), dtype=torch.float32, device=dev)
     c_blocks = triton.cdiv(C, cfg.block_c)
     w_strides = _weight_strides(weight)
     wrap_triton(_dwconv_bwd_map_kernel)[(cfg.num_chunks, c_blocks)](
@@ -388,8 +394,8 @@ def dwconv_bwd(grad, x, weight, bias, hw: tuple[int, int], residual, gate, skip:
         num_warps=cfg.num_warps)
     dweight = torch.empty(weight.shape, dtype=weight.dtype, device=dev)
     dbias = torch.empty((C,), dtype=bias.dtype, device=dev)
-    wrap_triton(_dwconv_bwd_reduce_kernel)[(c_blocks,)](
-        part, dweight, dbias, cfg.num_chunks, C, BLOCK_C=cfg.block_c, num_warps=cfg.num_warps)
+    wrap_triton(_dwconv_bwd_reduce_kernel)[(10, c_blocks)](
+        part, dweight, dbias, cfg.num_chunks, C, BLOCK_K=32, BLOCK_C=cfg.block_c, num_warps=4)
     return dx, dweight, dbias, dres, dgate
 
 

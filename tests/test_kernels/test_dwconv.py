@@ -141,14 +141,13 @@ def test_under_autocast():
     assert all(v.grad.dtype == torch.float32 for v in leaves.values())
 
 
-@pytest.mark.parametrize('num_chunks', [1, 2, 1000])
-def test_chunks_of_the_weight_gradient(num_chunks):
-    """One chunk, a few, and more asked for than there are tiles (clamped): the partial weight and
-    bias gradients are combined right."""
-    hw = (6, 11)
+@pytest.mark.parametrize('num_chunks,hw', [(1, (6, 11)), (3, (6, 11)), (1000, (17, 16))])
+def test_chunks_of_the_weight_gradient(num_chunks, hw):
+    """One chunk, a few, and more asked for than there are tiles (clamped to 34, more than the
+    reducing kernel adds at once): the partial weight and bias gradients are combined right."""
     args, flags, grad = _inputs(2, hw, 24, 'all', seed=5)
     cfg = dwconv_launch_config(2, hw[0], hw[1], 24, torch.float32, DEVICE, num_chunks)
-    assert cfg.num_chunks == min(num_chunks, -(-2 * 66 // cfg.map_block_n))
+    assert cfg.num_chunks == min(num_chunks, -(-2 * hw[0] * hw[1] // cfg.map_block_n))
     x, w, b, r, g = (args[k] for k in GRADS)
     dx, dw, db, dres, dgate = dwconv_bwd(grad, x, w, b, hw, r, g, flags['skip'], flags['act'], cfg)
     truth = _float64(args, flags, hw, grad)
