@@ -21,13 +21,17 @@ def graph_capture() -> str | None:
     None in plain eager execution.
 
     Dynamo is asked first: it traces this function away (the other checks would not be traceable).
+    The ONNX exporter is asked before ``torch.compiler.is_compiling()``: the dynamo-based exporter
+    runs torch.export in non-strict mode, where that is true too, and its graph must hold plain ops.
     """
-    if torch.compiler.is_compiling():
+    if torch.compiler.is_dynamo_compiling():
         return DYNAMO
     if torch.jit.is_tracing():
         return JIT
     if torch.onnx.is_in_onnx_export():
         return ONNX
+    if torch.compiler.is_compiling():   # torch.export in non-strict mode
+        return DYNAMO
     from torch._guards import detect_fake_mode   # noqa: PLC0415 (private, imported where used)
     return FAKE if detect_fake_mode() is not None else None
 

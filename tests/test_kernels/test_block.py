@@ -1,4 +1,5 @@
-"""A whole MILA block with each attention path: same outputs and parameter gradients."""
+"""A whole MILA block with each backend (the attention and the depthwise-conv ops): same outputs and
+parameter gradients."""
 from __future__ import annotations
 
 import copy
@@ -35,7 +36,7 @@ def blocks():
     out = {}
     for backend in ('torch', 'triton'):
         block = copy.deepcopy(base)
-        block.attn.backend = backend
+        block.backend = block.attn.backend = backend   # the block's ops and the attention's
         out[backend] = block
     return out
 

@@ -32,8 +32,9 @@ class MILA(BaseModule):
             included); -1 freezes nothing. Defaults to -1.
         norm_eval (bool): keep BatchNorm layers in eval mode while training. Defaults to False.
         with_cp (bool): activation checkpointing per block. Defaults to False.
-        attn_backend (str): linear-attention implementation, 'auto' | 'torch' | 'triton'.
-            Defaults to 'auto' (Triton for CUDA tensors when available).
+        attn_backend (str): implementation of the blocks' ops (the linear attention and the
+            depthwise-convolution chains), 'auto' | 'torch' | 'triton'. Defaults to 'auto' (Triton
+            for CUDA tensors when available).
         init_cfg (dict | list | None): e.g. ``dict(type='Pretrained', checkpoint='MLLA_T.pth')``;
             the authors' format and mmmila's own are both accepted. Defaults to None.
     """
