@@ -37,8 +37,7 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
-from mmmila.ops.autocast import register_autocast_rule
-from mmmila.ops.dwconv import dwconv_backward_fake, dwconv_fake, register_dwconv_autograd
+from mmmila.ops.dwconv import dwconv_backward_fake, register_dwconv_op
 
 
 @dataclass(frozen=True)
@@ -440,11 +439,6 @@ def dwconv_tokens_triton_backward(grad: torch.Tensor, x: torch.Tensor, weight: t
                           _config_for(x, (height, width)))
 
 
-# Shape propagation by allocation only (triton_op's default traces the launchers, whose launch
-# configuration reads the sizes and would specialise them).
-dwconv_tokens_triton.register_fake(dwconv_fake)
-dwconv_tokens_triton_backward.register_fake(dwconv_backward_fake)
-register_dwconv_autograd(dwconv_tokens_triton, dwconv_tokens_triton_backward)
-# Under autocast: x, residual and gate in the autocast dtype, weight and bias read as they are.
-register_autocast_rule('dwconv_tokens_triton', cast=(0, 5, 6))
-register_autocast_rule('dwconv_tokens_triton_backward', cast=())
+# Fakes, autograd and autocast shared with the PyTorch op; shape propagation by allocation only
+# (triton_op's default traces the launchers, whose launch configuration reads the sizes).
+register_dwconv_op(dwconv_tokens_triton, dwconv_tokens_triton_backward, 'dwconv_tokens_triton')

@@ -166,9 +166,20 @@ def dwconv_backward_fake(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tens
             x.new_empty(x.shape if with_gate else (0,)))
 
 
-def register_dwconv_autograd(op, backward_op) -> None:
-    """Autograd of a dwconv_tokens op: saves the tensor inputs, calls
-    ``backward_op(grad, x, weight, bias, H, W, residual, gate, skip, act)``."""
+def register_dwconv_op(op, backward_op, name: str) -> None:
+    """The wiring every implementation of the op shares: fake implementations, autograd and the
+    autocast rule, for ``op`` (``torch.ops.mmmila.<name>``) and its ``backward_op``
+    (``torch.ops.mmmila.<name>_backward``, called as ``backward_op(grad, x, weight, bias, H, W,
+    residual, gate, skip, act)``). Fakes allocate only, so sizes stay symbolic under tracing."""
+    op.register_fake(dwconv_fake)
+    backward_op.register_fake(dwconv_backward_fake)
+    _register_autograd(op, backward_op)
+    register_autocast_rule(name, cast=(0, 5, 6))   # x, residual, gate; weight and bias as they are
+    register_autocast_rule(f'{name}_backward', cast=())
+
+
+def _register_autograd(op, backward_op) -> None:
+    """Autograd of a dwconv_tokens op: saves the tensor inputs and recomputes the rest."""
     def setup_context(ctx, inputs, output):
         x, weight, bias, height, width, residual, gate, skip, act = inputs
         ctx.save_for_backward(x, weight, bias, residual, gate)
@@ -207,8 +218,4 @@ def dwconv_tokens_backward_op(grad: torch.Tensor, x: torch.Tensor, weight: torch
     return dwconv_backward(grad, x, weight, bias, (height, width), residual, gate, skip, act)
 
 
-dwconv_tokens_op.register_fake(dwconv_fake)
-dwconv_tokens_backward_op.register_fake(dwconv_backward_fake)
-register_dwconv_autograd(dwconv_tokens_op, dwconv_tokens_backward_op)
-register_autocast_rule('dwconv_tokens', cast=(0, 5, 6))   # x, residual, gate
-register_autocast_rule('dwconv_tokens_backward', cast=())
+register_dwconv_op(dwconv_tokens_op, dwconv_tokens_backward_op, 'dwconv_tokens')
