@@ -94,6 +94,9 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.launches and (args.config or not args.models):
         parser.error('--launches counts named backbones (not --config models)')
+    if args.launches and ((args.launch_size + 31) // 32) ** 2 * args.batch < 2:
+        parser.error(f'--launch-size {args.launch_size} with batch {args.batch} leaves one value per channel '
+                     'for the last stages\' BatchNorm in training; use --launch-size 64 or more')
     if not args.models and not args.config:
         parser.error('name at least one model or pass --config')
     unknown = [m for m in args.models if m not in BACKBONES]
