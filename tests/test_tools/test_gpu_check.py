@@ -191,6 +191,8 @@ def test_dry_run_speed_rows_and_files(dry_run):
     ops = [r['op'] for r in profile['rows']]
     assert any('linear_attention_triton' in op for op in ops), ops   # the training step ran the Triton op
     assert all(r['calls_per_step'] > 0 for r in profile['rows'])
+    mila = next(m for m in profile['models'] if m['model'] == 'MILA-T (Triton)')   # timm: absent on CPU
+    assert mila['counted_launches'] > mila['triton_launches'] > 0 and mila['wall_ms'] > 0
     md = (out / 'gpu_check.md').read_text()
     assert '## op_correctness: ok' in md and '| MILA-T (Triton) |' in md
     assert (out / 'gpu_check.log').read_text().count('gpu_check: [') >= 18

@@ -22,6 +22,8 @@ SECTION_COLUMNS = {
     'profile': ['op', 'ms_per_step', 'share', 'calls_per_step'],
     'sweep': ['model', 'size', 'mode', 'ms', 'images_s', 'peak_mb', 'peak_above_start_mb', 'error'],
 }
+PROFILE_MODEL_COLUMNS = ['model', 'wall_ms', 'timed_ms', 'driver_launches', 'counted_launches', 'casts',
+                         'triton_launches', 'error']
 SUMMARY_COLUMNS = ['item', 'value', 'target', 'met']
 
 
@@ -92,6 +94,8 @@ def markdown(data: dict) -> str:
             lines += [section['note'], '']
         if section.get('error'):
             lines += ['```', section['error'].strip()[-3000:], '```', '']
+        if section.get('models') and name == 'profile':
+            lines += [md_table(section['models'], PROFILE_MODEL_COLUMNS), '']
         if section.get('rows') and name in SECTION_COLUMNS:
             lines += [md_table(section['rows'], SECTION_COLUMNS[name]), '']
         if name == 'compile' and section.get('result'):
@@ -130,6 +134,16 @@ def summary(data: dict) -> list[dict]:
             rows.append(dict(item='train step: MILA-T (Triton) / Swin-T peak memory',
                              value=mila['peak_mb'] / swin['peak_mb'], target='< 1',
                              met=mila['peak_mb'] < swin['peak_mb']))
+    mila, swin = models.get(('MILA-T (Triton)', 'forward')), models.get(('Swin-T (timm)', 'forward'))
+    if mila and swin:
+        rows.append(dict(item='forward: MILA-T (Triton) / Swin-T time', value=mila['ms'] / swin['ms'],
+                         target='<= 1', met=mila['ms'] <= swin['ms']))
+    profiled = {m['model']: m for m in sections.get('profile', {}).get('models', []) if 'error' not in m}
+    mila, swin = profiled.get('MILA-T (Triton)'), profiled.get('Swin-T (timm)')
+    if mila and swin:
+        rows.append(dict(item='launches per train step (counted): MILA-T (Triton) / Swin-T',
+                         value=mila['counted_launches'] / swin['counted_launches'], target='<= 1',
+                         met=mila['counted_launches'] <= swin['counted_launches']))
     compiled = {(r['model'], r['mode']): r for r in sections.get('compiled_speed', {}).get('rows', [])
                 if 'error' not in r}
     mila, swin = compiled.get(('MILA-T (Triton)', 'train step')), compiled.get(('Swin-T (timm)', 'train step'))

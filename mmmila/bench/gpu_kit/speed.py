@@ -8,6 +8,7 @@ import time
 import torch
 
 from mmmila.bench.gpu_kit.common import attn_backend, build_mila, compile_ready, free, median_ms
+from mmmila.bench.launches import count_launches
 from mmmila.bench.memory import peak_memory
 from mmmila.bench.models import build_backbone, label
 from mmmila.bench.steps import model_step
@@ -228,49 +229,84 @@ def section_compiled_speed(ctx) -> dict:
                      + ' '.join(notes))
 
 
-def section_profile(ctx) -> dict:
-    """Where a MILA-T (Triton) eager training step spends its time: torch.profiler, bf16 autocast.
-
-    The device time of the kernels (self time, summed per op name, per step) and the step's wall
-    time: when the kernels' sum is well below the wall time, the step is bound by the host (Python
-    and dispatch of many small ops), not by the GPU.
-    """
+def _profile_steps(step, device, steps: int):
+    """(wall ms per step, profiler events) of ``steps`` calls of ``step`` after two warm-up calls."""
     from torch.profiler import ProfilerActivity, profile
-    device, plan, gen, dry = ctx['device'], ctx['plan'], ctx['gen'], ctx['dry']
-    model = build_mila(ctx)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    x = torch.randn(plan['batch'], 3, *plan['image'], generator=gen).to(device)
-    step = _kit_step(model, x, 'train step', opt)
-    steps = 1 if dry else 3
-    with attn_backend('triton'):
-        step()
-        step()   # warm-up: kernels compiled, optimizer state made
+    step()
+    step()   # warm-up: kernels compiled, optimizer state made
+    sync(device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == 'cuda' else [])
+    start = time.perf_counter()
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            step()
         sync(device)
-        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == 'cuda' else [])
-        start = time.perf_counter()
-        with profile(activities=activities) as prof:
-            for _ in range(steps):
-                step()
-            sync(device)
-        wall_ms = (time.perf_counter() - start) * 1e3 / steps
-    events = prof.key_averages()
+    return (time.perf_counter() - start) * 1e3 / steps, prof.key_averages()
 
-    def device_us(e):
-        for name in ('self_device_time_total', 'self_cuda_time_total'):
-            if hasattr(e, name):
-                return getattr(e, name)
-        return 0.0
-    timed = [(device_us(e) if device.type == 'cuda' else e.self_cpu_time_total, e) for e in events]
-    total_us = sum(t for t, _ in timed)
-    top = sorted(timed, key=lambda te: -te[0])[:25]
-    rows = [dict(op=e.key[:90], ms_per_step=t / 1e3 / steps, share=t / max(total_us, 1e-9),
-                 calls_per_step=e.count / steps) for t, e in top]
+
+def _self_time_us(e, device) -> float:
+    if device.type != 'cuda':
+        return e.self_cpu_time_total
+    for name in ('self_device_time_total', 'self_cuda_time_total'):
+        if hasattr(e, name):
+            return getattr(e, name)
+    return 0.0
+
+
+def section_profile(ctx) -> dict:
+    """Where an eager training step spends its time: torch.profiler, bf16 autocast, batch and size of
+    the plan. MILA-T (Triton), timm's Swin-T and ConvNeXt-T side by side (``models``): wall time,
+    summed kernel time and launches per step (the driver's kernel launches as the profiler counts
+    them on CUDA, and mmmila.bench.launches' count of aten work calls and Triton launches on any
+    device); ``rows``: MILA-T's top 25 ops.
+
+    When the kernels' sum is well below the wall time, the step is bound by the host (Python and the
+    dispatch of many small ops), not by the GPU: then the launch count is what to cut.
+    """
+    device, plan, gen, dry = ctx['device'], ctx['plan'], ctx['gen'], ctx['dry']
+    steps = 1 if dry else 3
+    x = torch.randn(plan['batch'], 3, *plan['image'], generator=gen).to(device)
+    factories, skipped = model_factories(ctx, tuple(plan['image']))
+    models, rows, notes = [], [], [skipped] if skipped else []
     what = 'device (CUDA kernel) self time' if device.type == 'cuda' else 'CPU self time'
-    launches = sum(e.count for e in events if e.key.startswith(('cudaLaunchKernel', 'cuLaunchKernel')))
-    return dict(status='ok', rows=rows, wall_ms_per_step=wall_ms, timed_ms_per_step=total_us / 1e3 / steps,
-                kernel_launches_per_step=launches / steps, image=list(plan['image']), batch=plan['batch'],
-                note=f'MILA-T (Triton path), eager training step (forward, mean of each output, backward, '
-                     f'AdamW), bf16 autocast, batch {plan["batch"]} at {plan["image"][0]}x{plan["image"][1]}; '
-                     f'{steps} profiled steps after 2 warm-up steps. Top 25 ops by {what} per step. '
-                     f'Per step: wall {wall_ms:.1f} ms (under the profiler), {what} summed over all ops '
-                     f'{total_us / 1e3 / steps:.1f} ms, {launches / steps:.0f} kernel launches.')
+    for name, (factory, backend) in factories.items():
+        if name == 'MILA-T (PyTorch path)':
+            continue
+        if time.monotonic() > ctx['deadline']:
+            notes.append(f'time budget reached before {name}')
+            continue
+        model = opt = None
+        try:
+            model = factory()
+            opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+            step = _kit_step(model, x, 'train step', opt)
+            with attn_backend(backend):
+                wall_ms, events = _profile_steps(step, device, steps)
+                counted = count_launches(step)
+        except Exception as err:  # noqa: BLE001  (one model failing must not stop the others)
+            models.append(dict(model=name, error=f'{type(err).__name__}: {err}'[:500]))
+            continue
+        finally:
+            model = opt = None
+            free(device)
+        timed = [(_self_time_us(e, device), e) for e in events]
+        total_us = sum(t for t, _ in timed)
+        launches = sum(e.count for e in events if e.key.startswith(('cudaLaunchKernel', 'cuLaunchKernel')))
+        models.append(dict(model=name, wall_ms=wall_ms, timed_ms=total_us / 1e3 / steps,
+                           driver_launches=launches / steps if device.type == 'cuda' else None,
+                           counted_launches=counted.total, casts=counted.casts,
+                           triton_launches=sum(counted.triton.values())))
+        if name == 'MILA-T (Triton)':
+            top = sorted(timed, key=lambda te: -te[0])[:25]
+            rows = [dict(op=e.key[:90], ms_per_step=t / 1e3 / steps, share=t / max(total_us, 1e-9),
+                         calls_per_step=e.count / steps) for t, e in top]
+    mila = next((m for m in models if m['model'] == 'MILA-T (Triton)' and 'error' not in m), None)
+    status = 'ok' if mila is not None and all('error' not in m for m in models) else 'error'
+    return dict(status=status, rows=rows, models=models, image=list(plan['image']), batch=plan['batch'],
+                wall_ms_per_step=mila and mila['wall_ms'], timed_ms_per_step=mila and mila['timed_ms'],
+                kernel_launches_per_step=mila and mila['driver_launches'],
+                note=f'Eager training step (forward, mean of each output, backward, AdamW), bf16 autocast, '
+                     f'batch {plan["batch"]} at {plan["image"][0]}x{plan["image"][1]}; {steps} profiled '
+                     f'step(s) after 2 warm-up steps, then one counted by mmmila.bench.launches. Per model: '
+                     f'wall ms per step under the profiler, {what} summed over all ops (timed_ms), launches. '
+                     f'Rows: MILA-T (Triton)\'s top 25 ops by {what} per step. ' + ' '.join(notes))
