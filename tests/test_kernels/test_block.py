@@ -59,3 +59,27 @@ def test_block_triton_vs_torch_vs_reference(blocks, hw, monkeypatch):
         assert run[2].keys() == ref[2].keys()
         for name, grad in ref[2].items():
             assert_rel_close(f'{label} grad of {name}', run[2][name], grad, 1e-4)
+
+
+@pytest.mark.parametrize('backend', ['torch', 'triton'])
+def test_autocast_casts_only_linear_weights_once(blocks, backend):
+    """Under bf16 autocast a block on bf16 tokens casts nothing but its linear layers' weights and
+    biases, once each in forward (their gradients once back in backward): the depthwise kernels,
+    biases and LayerNorm scales are read in float32, the activations stay bf16."""
+    from mmmila.bench.launches import count_launches
+
+    block = blocks[backend]
+    x = torch.randn(1, 48, 64, device=DEVICE).bfloat16().requires_grad_()
+
+    def step():
+        block.zero_grad(set_to_none=True)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
+            y = block(x, (6, 8))
+        y.mean().backward()
+        return y
+
+    assert step().dtype == torch.bfloat16
+    linears = [m for m in block.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(linears) == 6
+    assert count_launches(step).casts == 2 * 2 * len(linears)
+    assert all(p.grad.dtype == torch.float32 for p in block.parameters())
