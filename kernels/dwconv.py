@@ -13,16 +13,17 @@ The forward is one kernel: each program takes a tile of BLOCK_N consecutive toke
 flattened batch, so a tile may cross from one image to the next) by BLOCK_C channels, reads the 3x3
 neighbourhood of each token (out-of-map neighbours are the zero padding) and writes ``out``.
 
-The backward (``dwconv_tokens_triton_backward``) is three kernels:
+The backward (``dwconv_tokens_triton_backward``) is two kernels:
 
 1. ``_dwconv_bwd_map_kernel``, grid (num_chunks, channel blocks): each program walks a chunk of
    tokens; it recomputes p and s where needed, writes dL/dgate, dL/dresidual and the gradient at
    the conv's output ``gp`` (float32; only when the activation or the gate make it differ from the
    incoming gradient), and accumulates the weight and bias gradients of its chunk in float32.
-2. ``_dwconv_bwd_input_kernel``, grid (token tiles, channel blocks): dL/dx, the transposed
-   convolution of ``gp`` plus the skip's share.
-3. ``_dwconv_bwd_reduce_kernel``, grid (10, channel blocks): adds the chunks' partial gradients of
-   one tap (or of the bias) and writes them in the parameters' dtypes.
+2. ``_dwconv_bwd_input_kernel``, grid (token tiles + 10, channel blocks): the token-tile programs
+   write dL/dx, the transposed convolution of ``gp`` plus the skip's share; the 10 programs after
+   them add the chunks' partial gradients of one tap (or of the bias) each and write them in the
+   parameters' dtypes. The partials are complete when this launch begins, so the reduction needs
+   no launch of its own.
 
 All arithmetic is float32; results are stored in the inputs' dtypes. Offsets are 64-bit.
 """
@@ -296,31 +297,39 @@ def _dwconv_bwd_map_kernel(
 
 @triton.jit
 def _dwconv_bwd_input_kernel(
-        gp_ptr, grad_ptr, gate_ptr, w_ptr, dx_ptr,
-        T, N, H, W, channels,
+        gp_ptr, grad_ptr, gate_ptr, w_ptr, dx_ptr, part_ptr, dw_ptr, db_ptr,
+        T, N, H, W, channels, num_chunks,
         stride_pb, stride_pn, stride_pc, stride_db, stride_dn, stride_dc,
         stride_gb, stride_gn, stride_gc, stride_wc, stride_wi, stride_wj,
-        SKIP: tl.constexpr, HAS_GATE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
-    """dL/dx of one tile: the transposed convolution of gp, plus the gradient through the skip."""
-    t, row, col, chan, mask = _tile(tl.program_id(0) * BLOCK_N, N, W, T, channels, BLOCK_N, BLOCK_C)
-    dx = _conv3x3(_tile_ptrs(gp_ptr, t, N, chan, stride_pb, stride_pn, stride_pc), mask, row, col,
-                  H, W, stride_pn, w_ptr, chan, channels, stride_wc, stride_wi, stride_wj, True,
-                  BLOCK_N, BLOCK_C)
-    if SKIP:
-        gs = _load(_tile_ptrs(grad_ptr, t, N, chan, stride_db, stride_dn, stride_dc), mask)
-        if HAS_GATE:
-            gate = _load(_tile_ptrs(gate_ptr, t, N, chan, stride_gb, stride_gn, stride_gc), mask)
-            gs = gs * (gate * tl.sigmoid(gate))
-        dx += gs
-    _store(dx_ptr + _out_offsets(t, chan, channels), mask, dx)
+        SKIP: tl.constexpr, HAS_GATE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr,
+        BLOCK_K: tl.constexpr):
+    """Two roles by program, one launch. Programs below cdiv(T, BLOCK_N) on axis 0: dL/dx of one tile,
+    the transposed convolution of gp plus the gradient through the skip. The 10 programs after them:
+    the weight's and bias's gradients (:func:`_reduce_tap`), from the partials the map kernel wrote
+    before this launch began."""
+    tiles = tl.cdiv(T, BLOCK_N)
+    if tl.program_id(0) >= tiles:
+        _reduce_tap(tl.program_id(0) - tiles, part_ptr, dw_ptr, db_ptr, num_chunks, channels,
+                    BLOCK_K, BLOCK_C)
+    else:
+        t, row, col, chan, mask = _tile(tl.program_id(0) * BLOCK_N, N, W, T, channels, BLOCK_N, BLOCK_C)
+        dx = _conv3x3(_tile_ptrs(gp_ptr, t, N, chan, stride_pb, stride_pn, stride_pc), mask, row, col,
+                      H, W, stride_pn, w_ptr, chan, channels, stride_wc, stride_wi, stride_wj, True,
+                      BLOCK_N, BLOCK_C)
+        if SKIP:
+            gs = _load(_tile_ptrs(grad_ptr, t, N, chan, stride_db, stride_dn, stride_dc), mask)
+            if HAS_GATE:
+                gate = _load(_tile_ptrs(gate_ptr, t, N, chan, stride_gb, stride_gn, stride_gc), mask)
+                gs = gs * (gate * tl.sigmoid(gate))
+            dx += gs
+        _store(dx_ptr + _out_offsets(t, chan, channels), mask, dx)
 
 
 @triton.jit
-def _dwconv_bwd_reduce_kernel(part_ptr, dw_ptr, db_ptr, num_chunks, channels,
-                              BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr):
-    """The gradient of one tap (axis 0 of the grid: i * 3 + j, or 9 for the bias) for a block of
-    channels: the sum of the chunks' partials, BLOCK_K chunks at a time, in the parameter's dtype."""
-    tap = tl.program_id(0)
+def _reduce_tap(tap, part_ptr, dw_ptr, db_ptr, num_chunks, channels,
+                BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr):
+    """The gradient of one tap (i * 3 + j, or 9 for the bias) for the block of channels of axis 1:
+    the sum of the chunks' partials, BLOCK_K chunks at a time, stored in the parameter's dtype."""
     chan = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     cmask = chan < channels
     base = part_ptr + tap.to(tl.int64) * num_chunks * channels
@@ -386,15 +395,13 @@ def dwconv_bwd(grad, x, weight, bias, hw: tuple[int, int], residual, gate, skip:
         SILU=silu, SKIP=skip, HAS_RES=has_res, HAS_GATE=has_gate,
         BLOCK_N=cfg.map_block_n, BLOCK_C=cfg.block_c, num_warps=cfg.num_warps)
     dx = torch.empty((B, N, C), dtype=x.dtype, device=dev)
-    wrap_triton(_dwconv_bwd_input_kernel)[(triton.cdiv(T, cfg.block_n), c_blocks)](
-        gp, grad, x if gate is None else gate, weight, dx, T, N, hw[0], hw[1], C,
-        *gp.stride(), *grad.stride(), *_strides(gate), *w_strides,
-        SKIP=skip, HAS_GATE=has_gate, BLOCK_N=cfg.block_n, BLOCK_C=cfg.block_c,
-        num_warps=cfg.num_warps)
     dweight = torch.empty(weight.shape, dtype=weight.dtype, device=dev)
     dbias = torch.empty((C,), dtype=bias.dtype, device=dev)
-    wrap_triton(_dwconv_bwd_reduce_kernel)[(10, c_blocks)](
-        part, dweight, dbias, cfg.num_chunks, C, BLOCK_K=32, BLOCK_C=cfg.block_c, num_warps=4)
+    wrap_triton(_dwconv_bwd_input_kernel)[(triton.cdiv(T, cfg.block_n) + 10, c_blocks)](
+        gp, grad, x if gate is None else gate, weight, dx, part, dweight, dbias, T, N, hw[0], hw[1], C,
+        cfg.num_chunks, *gp.stride(), *grad.stride(), *_strides(gate), *w_strides,
+        SKIP=skip, HAS_GATE=has_gate, BLOCK_N=cfg.block_n, BLOCK_C=cfg.block_c, BLOCK_K=32,
+        num_warps=cfg.num_warps)
     return dx, dweight, dbias, dres, dgate
 
 
