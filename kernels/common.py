@@ -113,6 +113,85 @@ def _store_pairs(ptr, even, odd, HALF: tl.constexpr, D: tl.constexpr):
     tl.store(ptr + (rows + 1)[:, None] * D + cols[None, :], odd)
 
 
+@triton.jit
+def _last_of_head(counter_ptr, num_chunks):
+    """Whether this program is the last of its (batch, head)'s ``num_chunks`` reduction programs to
+    finish, after its partial sums are stored; the last one resets the counter to 0 for the next launch.
+
+    Every thread's stores are done before the count (the barrier), and the count is an acq_rel
+    atomic at GPU scope: the last program sees every other program's partial (read with ``.cg``).
+    """
+    tl.debug_barrier()
+    done = tl.atomic_add(counter_ptr, 1, sem='acq_rel', scope='gpu')
+    last = done == num_chunks - 1
+    if last:
+        tl.atomic_xchg(counter_ptr, 0, sem='relaxed', scope='gpu')
+    return last
+
+
+@triton.jit
+def _sum_records(rec_ptr, num_chunks, stride_rec, extra_ptr, scale, out_ptr,
+                 SIZE: tl.constexpr, CHUNK_BLOCK: tl.constexpr, HAS_EXTRA: tl.constexpr):
+    """out[:SIZE] = scale * (sum over c < num_chunks of rec[c * stride_rec + :SIZE] (+ extra[:SIZE])).
+
+    The chunks' float32 partials are summed in a fixed order (CHUNK_BLOCK records at a time, then
+    over the blocks): the result does not depend on which program ran last.
+    """
+    cols = tl.arange(0, SIZE)
+    rows = tl.arange(0, CHUNK_BLOCK)
+    acc = tl.zeros((SIZE,), dtype=tl.float32)
+    for c0 in range(0, num_chunks, CHUNK_BLOCK):
+        r = c0 + rows
+        x = tl.load(rec_ptr + r.to(tl.int64)[:, None] * stride_rec + cols[None, :],
+                    mask=(r < num_chunks)[:, None], other=0.0, cache_modifier='.cg')
+        acc += tl.sum(x, axis=0)
+    if HAS_EXTRA:
+        acc += tl.load(extra_ptr + cols).to(tl.float32)
+    tl.store(out_ptr + cols, acc * scale)
+
+
+@triton.jit
+def _finish_head_sums(part_ptr, counter_ptr, bh, chunk, num_chunks, N, acc_even, acc_odd, acc_vec,
+                      extra_mat_ptr, extra_vec_ptr, mat_ptr, vec_ptr,
+                      D: tl.constexpr, HAS_EXTRA: tl.constexpr):
+    """Store this chunk's partial (D x D matrix as even and odd rows, D vector) as one record of
+    ``part_ptr`` (B*nh, num_chunks, D*D + D), then, in the last program of the (batch, head), write
+    the chunks' sum (+ the extras, read contiguous) times 1/N to ``mat_ptr`` (D*D) and ``vec_ptr`` (D)."""
+    HALF: tl.constexpr = D // 2
+    REC: tl.constexpr = D * D + D
+    head_parts = part_ptr + bh.to(tl.int64) * num_chunks * REC
+    record = head_parts + chunk * REC
+    _store_pairs(record, acc_even, acc_odd, HALF, D)
+    tl.store(record + D * D + tl.arange(0, D), acc_vec)
+    if _last_of_head(counter_ptr + bh, num_chunks):
+        scale = 1.0 / N
+        _sum_records(head_parts, num_chunks, REC, extra_mat_ptr + bh.to(tl.int64) * D * D, scale,
+                     mat_ptr + bh.to(tl.int64) * D * D, D * D, 8, HAS_EXTRA)
+        _sum_records(head_parts + D * D, num_chunks, REC, extra_vec_ptr + bh.to(tl.int64) * D, scale,
+                     vec_ptr + bh.to(tl.int64) * D, D, 8, HAS_EXTRA)
+
+
+_counters: dict = {}
+
+
+def chunk_counters(batch_heads: int, device: torch.device) -> torch.Tensor:
+    """int32 counters, at least one per (batch, head), all 0 between launches.
+
+    The reduction kernels count their finished chunks in them (:func:`_last_of_head`) and the last
+    program resets its counter, so one buffer serves every launch in a stream's order: it is made
+    once per (device, stream) in eager mode. While a graph is captured (:func:`capturing_graph`) a
+    fresh zeroed buffer is made instead (a cached tensor must not enter a traced graph).
+    """
+    if capturing_graph():
+        return torch.zeros(batch_heads, dtype=torch.int32, device=device)
+    stream = torch.cuda.current_stream(device).cuda_stream if device.type == 'cuda' else 0
+    buf = _counters.get((device, stream))
+    if buf is None or buf.numel() < batch_heads:
+        buf = torch.zeros(max(batch_heads, 64), dtype=torch.int32, device=device)
+        _counters[(device, stream)] = buf
+    return buf
+
+
 def rope_theta(channels: int, device: torch.device, base: float = 10000.0) -> torch.Tensor:
     """:func:`mmmila.ops.rope2d.rope2d_theta` (the reference's own frequencies, bit for bit), cached per
     (C, device) in eager mode; at most a handful of widths exist in a model. Built from ops while a

@@ -5,7 +5,9 @@ Per (batch, head), with g = dL/do (docs/kernel_math.md, "Backward"):
 A. ``_mila_attn_bwd_reduce_kernel``, grid (num_chunks, B * nh): recomputes q, q_r and z per tile,
    accumulates the partial dS = sum z q_r^T g (d x d) and dm = -sum dz z^2 q (d) in float32, and,
    since dL/dq needs only the forward's S and m, also writes dL/da = dL/dq * phi'(a) for the
-   tile (the first C channels of dL/dqk). Partials are added over chunks by a tiny torch sum.
+   tile (the first C channels of dL/dqk). The last program of each (batch, head) to finish adds the
+   chunks' partials (and dL/dS, dL/dm when S and m have gradients of their own) and scales them by
+   1/N: the dS/N and dm/N that pass B reads.
 B. ``_mila_attn_bwd_map_kernel``, grid (cdiv(N, BLOCK_N), B * nh): recomputes k and k_r and
    writes dL/dc = (R^T (v dS^T) / N + dm / N) * phi'(c) and dL/dv = k_r dS / N.
 
@@ -19,20 +21,21 @@ import triton
 import triton.language as tl
 from torch.library import wrap_triton
 
-from .common import (EPS, _dphi, _head_ptr, _join_pairs, _load_pairs, _load_tile, _phi,
-                     _program_head, _rope_cos_sin, _split_pairs, _store_pairs, _store_tile,
-                     _token_tile, rope_theta)
+from .common import (EPS, _dphi, _finish_head_sums, _head_ptr, _join_pairs, _load_pairs, _load_tile,
+                     _phi, _program_head, _rope_cos_sin, _split_pairs, _store_tile, _token_tile,
+                     chunk_counters, rope_theta)
 from .heuristics import LaunchConfig
 
 
 @triton.jit
 def _mila_attn_bwd_reduce_kernel(
-        qk_ptr, g_ptr, s_ptr, m_ptr, theta_ptr, dqk_ptr, ds_part_ptr, dm_part_ptr,
-        N, width, channels, num_heads, chunk_tokens,
+        qk_ptr, g_ptr, s_ptr, m_ptr, theta_ptr, dqk_ptr, part_ptr, counter_ptr, grad_s_ptr, grad_m_ptr,
+        ds_ptr, dm_ptr, N, width, channels, num_heads, chunk_tokens,
         stride_qk_b, stride_qk_n, stride_qk_c, stride_g_b, stride_g_n, stride_g_c,
         stride_dqk_b, stride_dqk_n, stride_dqk_c,
-        D: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PRECISION: tl.constexpr):
-    """Partial dS and dm of one token chunk, and dL/da of its tokens, for one (batch, head)."""
+        D: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PRECISION: tl.constexpr, HAS_GRAD_SM: tl.constexpr):
+    """Partial dS and dm of one token chunk, and dL/da of its tokens, for one (batch, head); the last
+    chunk to finish writes (dS + dL/dS) / N and (dm + dL/dm) / N (the extra terms when HAS_GRAD_SM)."""
     HALF: tl.constexpr = D // 2
     chunk = tl.program_id(0)
     bh, batch, head = _program_head(num_heads)
@@ -74,9 +77,8 @@ def _mila_attn_bwd_reduce_kernel(
         dq = _join_pairs(dq_re, dq_im, BLOCK_N, HALF)
         _store_tile(dq_base, offs, mask, chan, stride_dqk_n, stride_dqk_c, dq * _dphi(a, q))
 
-    part = bh.to(tl.int64) * tl.num_programs(0) + chunk
-    _store_pairs(ds_part_ptr + part * D * D, acc_even, acc_odd, HALF, D)
-    tl.store(dm_part_ptr + part * D + chan, acc_m)
+    _finish_head_sums(part_ptr, counter_ptr, bh, chunk, tl.num_programs(0), N, acc_even, acc_odd, acc_m,
+                      grad_s_ptr, grad_m_ptr, ds_ptr, dm_ptr, D, HAS_GRAD_SM)
 
 
 @triton.jit
@@ -120,7 +122,8 @@ def _mila_attn_bwd_map_kernel(
 
 def mila_attn_bwd(grad_out, qk, v, s, m, hw: tuple[int, int], num_heads: int, cfg: LaunchConfig,
                   grad_s=None, grad_m=None):
-    """Launch the backward passes.
+    """Launch the backward passes: two kernels and the allocations of their outputs, nothing else
+    (S, m or a gradient of S or m that is not contiguous is made so first).
 
     Args:
         grad_out (Tensor): (B, N, C), dL/d(out), any strides, any supported dtype.
@@ -130,38 +133,38 @@ def mila_attn_bwd(grad_out, qk, v, s, m, hw: tuple[int, int], num_heads: int, cf
         m (Tensor): (B, nh, d) float32, mean(k) from the forward.
         hw (tuple[int, int]): (H, W).
         num_heads (int): nh.
-        cfg (LaunchConfig): block sizes and chunking.
+        cfg (LaunchConfig): block sizes, chunking and grids (``heuristics.launch_config``).
         grad_s (Tensor, optional): (B, nh, d, d), dL/dS when S is used besides the output.
-        grad_m (Tensor, optional): (B, nh, d), dL/dm likewise.
+        grad_m (Tensor, optional): (B, nh, d), dL/dm likewise; given together with ``grad_s`` or
+            not at all (a missing one of the two is taken as zeros).
 
     Returns:
         tuple[Tensor, Tensor]: dL/dqk (B, N, 2C) in qk's dtype and dL/dv (B, N, C) in v's dtype.
     """
     B, N, C = v.shape
     d = C // num_heads
-    bh = B * num_heads
-    theta = rope_theta(C, qk.device)
-    dqk = torch.empty((B, N, 2 * C), dtype=qk.dtype, device=qk.device)
-    dv = torch.empty((B, N, C), dtype=v.dtype, device=v.device)
-    ds_part = torch.empty((bh, cfg.num_chunks, d, d), dtype=torch.float32, device=qk.device)
-    dm_part = torch.empty((bh, cfg.num_chunks, d), dtype=torch.float32, device=qk.device)
-    s = s.reshape(bh, d, d).contiguous()
-    m = m.reshape(bh, d).contiguous()
-    wrap_triton(_mila_attn_bwd_reduce_kernel)[(cfg.num_chunks, bh)](
-        qk, grad_out, s, m, theta, dqk, ds_part, dm_part, N, hw[1], C, num_heads, cfg.chunk_tokens,
+    device = qk.device
+    theta = rope_theta(C, device)
+    dqk = torch.empty((B, N, 2 * C), dtype=qk.dtype, device=device)
+    dv = torch.empty((B, N, C), dtype=v.dtype, device=device)
+    part = torch.empty((cfg.reduce_grid[1], cfg.num_chunks, d * d + d), dtype=torch.float32, device=device)
+    ds = torch.empty((cfg.reduce_grid[1], d, d), dtype=torch.float32, device=device)   # dS / N
+    dm = torch.empty((cfg.reduce_grid[1], d), dtype=torch.float32, device=device)      # dm / N
+    s, m = s.contiguous(), m.contiguous()   # as the forward made them: no copy
+    has_grad_sm = grad_s is not None or grad_m is not None
+    if has_grad_sm:   # S and m are outputs of the op too: their own gradients join dS and dm
+        grad_s = s.new_zeros(s.shape) if grad_s is None else grad_s.contiguous()
+        grad_m = m.new_zeros(m.shape) if grad_m is None else grad_m.contiguous()
+    else:
+        grad_s, grad_m = ds, dm   # not read
+    wrap_triton(_mila_attn_bwd_reduce_kernel)[cfg.reduce_grid](
+        qk, grad_out, s, m, theta, dqk, part, chunk_counters(cfg.reduce_grid[1], device), grad_s, grad_m,
+        ds, dm, N, hw[1], C, num_heads, cfg.chunk_tokens,
         *qk.stride(), *grad_out.stride(), *dqk.stride(),
-        D=d, BLOCK_N=cfg.reduce_block_n, DOT_PRECISION=cfg.dot_precision, num_warps=cfg.num_warps)
-    # dS / N and dm / N: the only forms pass B uses (dL/dk_r = v dS^T / N, dL/dk gets dm / N).
-    ds = ds_part.sum(dim=1)
-    dm = dm_part.sum(dim=1)
-    if grad_s is not None:   # S and m are outputs of the op too: their own gradients
-        ds = ds + grad_s.reshape(bh, d, d)
-    if grad_m is not None:
-        dm = dm + grad_m.reshape(bh, d)
-    ds = ds * (1.0 / N)
-    dm = dm * (1.0 / N)
-    wrap_triton(_mila_attn_bwd_map_kernel)[(triton.cdiv(N, cfg.block_n), bh)](
+        D=d, BLOCK_N=cfg.reduce_block_n, DOT_PRECISION=cfg.dot_precision, HAS_GRAD_SM=has_grad_sm,
+        num_warps=cfg.reduce_warps, num_stages=cfg.num_stages)
+    wrap_triton(_mila_attn_bwd_map_kernel)[cfg.map_grid](
         qk, v, ds, dm, theta, dqk, dv, N, hw[1], C, num_heads,
         *qk.stride(), *v.stride(), *dqk.stride(), *dv.stride(),
-        D=d, BLOCK_N=cfg.block_n, DOT_PRECISION=cfg.dot_precision, num_warps=cfg.num_warps)
+        D=d, BLOCK_N=cfg.block_n, DOT_PRECISION=cfg.dot_precision, num_warps=cfg.map_warps)
     return dqk, dv

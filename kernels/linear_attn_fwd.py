@@ -4,8 +4,8 @@ Two passes over the tokens (docs/kernel_math.md), per (batch, head):
 
 1. ``_mila_attn_fwd_reduce_kernel``, grid (num_chunks, B * nh): each program walks one chunk of
    tokens in tiles of BLOCK_N, recomputes k = elu(c) + 1 and its rotation, and accumulates the
-   partial sums k_r^T v (d x d) and sum(k) (d) in float32. The partials are then added over chunks
-   (a tiny torch sum) and scaled by 1/N: S and m.
+   partial sums k_r^T v (d x d) and sum(k) (d) in float32. The last program of each (batch, head)
+   to finish adds the chunks' partials (in chunk order) and scales them by 1/N: S and m.
 2. ``_mila_attn_fwd_map_kernel``, grid (cdiv(N, BLOCK_N), B * nh): each program recomputes
    q = elu(a) + 1, z = 1 / (q . m + eps) and q_r, and writes o = z * (q_r S).
 
@@ -19,18 +19,19 @@ import triton
 import triton.language as tl
 from torch.library import wrap_triton
 
-from .common import (EPS, _head_ptr, _load_pairs, _load_tile, _phi, _program_head, _rope_cos_sin,
-                     _split_pairs, _store_pairs, _store_tile, _token_tile, rope_theta)
+from .common import (EPS, _finish_head_sums, _head_ptr, _load_pairs, _load_tile, _phi, _program_head,
+                     _rope_cos_sin, _split_pairs, _store_tile, _token_tile, chunk_counters, rope_theta)
 from .heuristics import LaunchConfig
 
 
 @triton.jit
 def _mila_attn_fwd_reduce_kernel(
-        qk_ptr, v_ptr, theta_ptr, s_part_ptr, m_part_ptr,
+        qk_ptr, v_ptr, theta_ptr, part_ptr, counter_ptr, s_ptr, m_ptr,
         N, width, channels, num_heads, chunk_tokens,
         stride_qk_b, stride_qk_n, stride_qk_c, stride_v_b, stride_v_n, stride_v_c,
         D: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PRECISION: tl.constexpr):
-    """Partial S (D x D, un-normalised) and sum(k) (D) of one token chunk of one (batch, head)."""
+    """Partial S (D x D, un-normalised) and sum(k) (D) of one token chunk of one (batch, head); the
+    last chunk of the (batch, head) to finish writes S = sum / N and m = sum(k) / N."""
     HALF: tl.constexpr = D // 2
     chunk = tl.program_id(0)
     bh, batch, head = _program_head(num_heads)
@@ -57,9 +58,8 @@ def _mila_attn_fwd_reduce_kernel(
         acc_even = tl.dot(tl.trans(kr_re), v, acc_even, input_precision=DOT_PRECISION)
         acc_odd = tl.dot(tl.trans(kr_im), v, acc_odd, input_precision=DOT_PRECISION)
 
-    part = bh.to(tl.int64) * tl.num_programs(0) + chunk
-    _store_pairs(s_part_ptr + part * D * D, acc_even, acc_odd, HALF, D)
-    tl.store(m_part_ptr + part * D + chan, acc_k)
+    _finish_head_sums(part_ptr, counter_ptr, bh, chunk, tl.num_programs(0), N, acc_even, acc_odd, acc_k,
+                      s_ptr, m_ptr, s_ptr, m_ptr, D, False)
 
 
 @triton.jit
@@ -88,14 +88,14 @@ def _mila_attn_fwd_map_kernel(
 
 
 def mila_attn_fwd(qk, v, hw: tuple[int, int], num_heads: int, cfg: LaunchConfig):
-    """Launch the forward passes. Inputs are checked by the caller (``function.py``).
+    """Launch the forward passes: two kernels and the allocations of their outputs, nothing else.
 
     Args:
         qk (Tensor): (B, N, 2C), float32 / float16 / bfloat16, any strides.
         v (Tensor): (B, N, C), same device; any of the three dtypes.
         hw (tuple[int, int]): (H, W), H * W = N.
         num_heads (int): nh; d = C / nh is in ``SUPPORTED_HEAD_DIMS`` (32).
-        cfg (LaunchConfig): block sizes and chunking.
+        cfg (LaunchConfig): block sizes, chunking and grids (``heuristics.launch_config``).
 
     Returns:
         tuple[Tensor, Tensor, Tensor]: out (B, N, C) in v's dtype, S (B, nh, d, d) and
@@ -103,20 +103,18 @@ def mila_attn_fwd(qk, v, hw: tuple[int, int], num_heads: int, cfg: LaunchConfig)
     """
     B, N, C = v.shape
     d = C // num_heads
-    bh = B * num_heads
-    theta = rope_theta(C, qk.device)
-    s_part = torch.empty((bh, cfg.num_chunks, d, d), dtype=torch.float32, device=qk.device)
-    m_part = torch.empty((bh, cfg.num_chunks, d), dtype=torch.float32, device=qk.device)
-    wrap_triton(_mila_attn_fwd_reduce_kernel)[(cfg.num_chunks, bh)](
-        qk, v, theta, s_part, m_part, N, hw[1], C, num_heads, cfg.chunk_tokens,
-        *qk.stride(), *v.stride(),
-        D=d, BLOCK_N=cfg.reduce_block_n, DOT_PRECISION=cfg.dot_precision, num_warps=cfg.num_warps)
-    # Combine the chunks in float32; the mean is a float32 sum times 1/N (docs/kernel_math.md).
-    s = s_part.sum(dim=1).mul_(1.0 / N)
-    m = m_part.sum(dim=1).mul_(1.0 / N)
-    out = torch.empty((B, N, C), dtype=v.dtype, device=v.device)
-    wrap_triton(_mila_attn_fwd_map_kernel)[(triton.cdiv(N, cfg.block_n), bh)](
-        qk, s, m, theta, out, N, hw[1], C, num_heads,
-        *qk.stride(), *out.stride(),
-        D=d, BLOCK_N=cfg.block_n, DOT_PRECISION=cfg.dot_precision, num_warps=cfg.num_warps)
-    return out, s.view(B, num_heads, d, d), m.view(B, num_heads, d)
+    device = qk.device
+    theta = rope_theta(C, device)
+    part = torch.empty((cfg.reduce_grid[1], cfg.num_chunks, d * d + d), dtype=torch.float32, device=device)
+    s = torch.empty((B, num_heads, d, d), dtype=torch.float32, device=device)
+    m = torch.empty((B, num_heads, d), dtype=torch.float32, device=device)
+    wrap_triton(_mila_attn_fwd_reduce_kernel)[cfg.reduce_grid](
+        qk, v, theta, part, chunk_counters(cfg.reduce_grid[1], device), s, m,
+        N, hw[1], C, num_heads, cfg.chunk_tokens, *qk.stride(), *v.stride(),
+        D=d, BLOCK_N=cfg.reduce_block_n, DOT_PRECISION=cfg.dot_precision,
+        num_warps=cfg.reduce_warps, num_stages=cfg.num_stages)
+    out = torch.empty((B, N, C), dtype=v.dtype, device=device)
+    wrap_triton(_mila_attn_fwd_map_kernel)[cfg.map_grid](
+        qk, s, m, theta, out, N, hw[1], C, num_heads, *qk.stride(), *out.stride(),
+        D=d, BLOCK_N=cfg.block_n, DOT_PRECISION=cfg.dot_precision, num_warps=cfg.map_warps)
+    return out, s, m

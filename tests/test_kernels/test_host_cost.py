@@ -1,0 +1,57 @@
+"""Host cost of the Triton op: a call is its kernel launches and the allocations of their outputs,
+and a call of a known shape computes no launch configuration."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mmmila.bench.launch_count import CallCounter, attention_launches
+from mmmila.kernels import tuning
+
+DEVICE = 'cuda' if torch.cuda.is_available() else 'cpu'
+
+
+@pytest.mark.parametrize('hw,nh,dtype', [((8, 8), 2, torch.float32), ((5, 13), 4, torch.bfloat16)])
+def test_forward_and_backward_are_two_launches_each(hw, nh, dtype):
+    counts = attention_launches(hw, nh, batch=2, dtype=dtype, device=DEVICE)
+    assert counts['fwd']['launches'] == ['_mila_attn_fwd_reduce_kernel', '_mila_attn_fwd_map_kernel']
+    assert counts['bwd']['launches'] == ['_mila_attn_bwd_reduce_kernel', '_mila_attn_bwd_map_kernel']
+    assert counts['fwd']['aten'] == [] and counts['bwd']['aten'] == []
+    # out, S, m and the partial sums; dqk, dv, dS / N, dm / N and the partial sums
+    assert len(counts['fwd']['allocations']) == 4 and len(counts['bwd']['allocations']) == 5
+
+
+def test_the_counter_sees_inside_a_registered_op():
+    """The PyTorch op does its work in ATen ops, inside the registered op: they are counted."""
+    counts = attention_launches((8, 8), 2, device='cpu', backend='torch')
+    assert counts['fwd']['launches'] == [] and counts['bwd']['launches'] == []
+    assert {'bmm', 'exp2_'} <= set(counts['fwd']['aten'])
+    assert {'bmm', 'baddbmm_'} <= set(counts['bwd']['aten'])
+
+
+def test_gradients_of_s_and_m_join_in_the_kernel():
+    """A loss that uses S and m as well: their gradients are added by the reduction kernel, no
+    ATen op runs (the op's autograd passes absent gradients as None, not as zeros)."""
+    qk = torch.randn(1, 40, 128, device=DEVICE).requires_grad_()
+    v = torch.randn(1, 40, 64, device=DEVICE).requires_grad_()
+    op = torch.ops.mmmila.linear_attention_triton
+    out, s, m = op(qk, v, 5, 8, 2)
+    grads = (torch.ones_like(out), torch.full_like(s, 0.5), torch.full_like(m, 2.0))
+    torch.autograd.grad((out, s, m), (qk, v), grads)   # warm-up
+    out, s, m = op(qk, v, 5, 8, 2)
+    with CallCounter() as counted:
+        torch.autograd.grad((out, s, m), (qk, v), grads)
+    assert counted.aten == [] and len(counted.launches) == 2
+
+
+def test_a_known_shape_reuses_its_launch_configuration(monkeypatch):
+    qk = torch.randn(1, 35, 128, device=DEVICE)
+    v = torch.randn(1, 35, 64, device=DEVICE)
+    torch.ops.mmmila.linear_attention_triton(qk, v, 5, 7, 2)
+    computed = []
+    real = tuning.launch_config
+    monkeypatch.setattr(tuning, 'launch_config', lambda *a, **k: computed.append(a) or real(*a, **k))
+    torch.ops.mmmila.linear_attention_triton(qk, v, 5, 7, 2)
+    assert computed == []
+    torch.ops.mmmila.linear_attention_triton(qk[:, :30], v[:, :30], 5, 6, 2)   # a new shape
+    assert [a[0] for a in computed] == [30]
