@@ -34,20 +34,23 @@ def autotune_requested(device: torch.device) -> bool:
     return device.type == 'cuda' and os.environ.get(ENV_VAR, '').strip() not in ('', '0')
 
 
-def tune(run: Callable[[BlockParams], object], start: BlockParams, warmup_ms: int = 5,
-         rep_ms: int = 25) -> tuple[BlockParams, float]:
-    """The fastest :class:`BlockParams` found from ``start`` one field at a time, and its median ms.
-
-    ``run(params)`` launches the pass once with ``params``; it must not change its inputs.
-    """
+def bench_ms(fn: Callable[[], object], warmup_ms: int = 5, rep_ms: int = 25) -> float:
+    """Median ms of ``fn()`` by ``triton.testing.do_bench`` (CUDA)."""
     from triton.testing import do_bench
+    return float(do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode='median'))
 
-    def time_of(params):
-        return float(do_bench(lambda: run(params), warmup=warmup_ms, rep=rep_ms, return_mode='median'))
+
+def tune(time_of: Callable[[BlockParams], float], start: BlockParams) -> tuple[BlockParams, float]:
+    """The fastest :class:`BlockParams` found from ``start`` changing one field at a time over
+    :data:`TUNING_SPACE` (each field in turn, keeping a change that is faster), and its time.
+
+    ``time_of(params)`` is the time of the pass with ``params``.
+    """
     best, best_ms = start, time_of(start)
     for field in TUNING_SPACE:
-        for params in neighbours(best, field):
-            if params != best:
+        timed = best
+        for params in neighbours(timed, field):
+            if params != timed:
                 ms = time_of(params)
                 if ms < best_ms:
                     best, best_ms = params, ms
@@ -75,7 +78,8 @@ def config_for(kind: str, qk: torch.Tensor, v: torch.Tensor, num_heads: int, num
     if cfg is None:
         params = default_params(kind, qk.dtype)
         if run is not None and autotune_requested(qk.device):
-            params, _ = tune(lambda p: run(launch_config(*problem, kind=kind, params=p)), params)
+            params, _ = tune(lambda p: bench_ms(lambda: run(launch_config(*problem, kind=kind, params=p))),
+                             params)
             _tuned[key] = params
         cfg = _configs[key] = launch_config(*problem, kind=kind, params=params)
     return cfg

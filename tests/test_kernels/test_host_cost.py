@@ -55,3 +55,43 @@ def test_a_known_shape_reuses_its_launch_configuration(monkeypatch):
     assert computed == []
     torch.ops.mmmila.linear_attention_triton(qk[:, :30], v[:, :30], 5, 6, 2)   # a new shape
     assert [a[0] for a in computed] == [30]
+
+
+def test_autotuning_is_off_by_default_and_only_on_cuda(monkeypatch):
+    monkeypatch.delenv(tuning.ENV_VAR, raising=False)
+    assert not tuning.autotune_requested(torch.device('cuda', 0))
+    monkeypatch.setenv(tuning.ENV_VAR, '1')
+    assert tuning.autotune_requested(torch.device('cuda', 0))
+    assert not tuning.autotune_requested(torch.device('cpu'))
+    monkeypatch.setenv(tuning.ENV_VAR, '0')
+    assert not tuning.autotune_requested(torch.device('cuda', 0))
+
+
+def test_autotuning_keeps_the_fastest_and_tunes_a_shape_once(monkeypatch):
+    """With a made-up timing in which 16-token reduction tiles and 4 map warps are fastest, the search
+    finds them from the defaults, timing each candidate once; the choice is cached for the shape."""
+    from mmmila.kernels.heuristics import TUNING_SPACE
+    timed = []
+
+    def fake_bench(fn):
+        fn()    # launches the pass with the candidate's configuration: record it
+        cfg = launched[-1]
+        timed.append(cfg)
+        return (cfg.reduce_block_n / 16) + (cfg.map_warps / 4) + (cfg.num_chunks / 2)
+
+    launched = []
+    monkeypatch.setattr(tuning, 'autotune_requested', lambda device: True)
+    monkeypatch.setattr(tuning, 'bench_ms', fake_bench)
+    tuning.clear_cache()
+    try:
+        qk = torch.randn(1, 48 * 16, 128, device=DEVICE)
+        v = torch.randn(1, 48 * 16, 64, device=DEVICE)
+        cfg = tuning.config_for('fwd', qk, v, 2, None, run=launched.append)
+        assert (cfg.reduce_block_n, cfg.map_warps) == (16, 4)
+        assert len(timed) == 1 + sum(len(values) - 1 for values in TUNING_SPACE.values())
+        (key, params), = tuning.tuned_choices().items()
+        assert key[:3] == ('fwd', 48 * 16, 2) and (params.reduce_block_n, params.map_warps) == (16, 4)
+        assert tuning.config_for('fwd', qk, v, 2, None, run=launched.append) is cfg
+        assert len(timed) == 1 + sum(len(values) - 1 for values in TUNING_SPACE.values())
+    finally:
+        tuning.clear_cache()
