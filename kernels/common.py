@@ -31,21 +31,21 @@ def _dphi(t, phi):
 
 
 @triton.jit
-def _rope_cos_sin(offs, theta_ptr, head, width, channels, HALF: tl.constexpr):
-    """cos and sin, (BLOCK_N, HALF) float32, of the RoPE angles of one head's pairs.
+def _rope_cos_sin(offs, mask, rope_ptr, head, width, channels, HALF: tl.constexpr):
+    """cos and sin, (BLOCK_N, HALF) float32, of the RoPE angles of one head's pairs (0 on masked rows).
 
-    Pair i of the whole C channels (i = head * HALF + j) turns by row * theta_i for
-    i < C/4 and by col * theta_(i - C/4) otherwise. Angles come from integer positions in
-    float32 (never accumulated), like the reference tables.
+    Pair i of the whole C channels (i = head * HALF + j) turns by row * theta_i for i < C/4 and
+    by col * theta_(i - C/4) otherwise: both are p * theta_f of one position p (row or column) and
+    one frequency f, read from the table of :func:`rope_table` (cos and sin of p * theta_f).
     """
     pair = head * HALF + tl.arange(0, HALF)
     quarter = channels // 4
     is_col = pair >= quarter
-    theta = tl.load(theta_ptr + tl.where(is_col, pair - quarter, pair))
-    row = (offs // width).to(tl.float32)
-    col = (offs % width).to(tl.float32)
-    angle = tl.where(is_col[None, :], col[:, None], row[:, None]) * theta[None, :]
-    return tl.cos(angle), tl.sin(angle)
+    freq = tl.where(is_col, pair - quarter, pair)
+    pos = tl.where(is_col[None, :], (offs % width)[:, None], (offs // width)[:, None])
+    entry = rope_ptr + (pos * quarter + freq[None, :]) * 2
+    return (tl.load(entry, mask=mask[:, None], other=0.0),
+            tl.load(entry + 1, mask=mask[:, None], other=0.0))
 
 
 @triton.jit
@@ -192,13 +192,24 @@ def chunk_counters(batch_heads: int, device: torch.device) -> torch.Tensor:
     return buf
 
 
-def rope_theta(channels: int, device: torch.device, base: float = 10000.0) -> torch.Tensor:
-    """:func:`mmmila.ops.rope2d.rope2d_theta` (the reference's own frequencies, bit for bit), cached per
-    (C, device) in eager mode; at most a handful of widths exist in a model. Built from ops while a
-    graph is captured (a cached tensor must not enter a traced graph)."""
+def rope_table(positions: int, channels: int, device: torch.device, base: float = 10000.0) -> torch.Tensor:
+    """cos and sin of p * theta_f, (positions, C/4, 2) float32 ([..., 0] cos, [..., 1] sin), for the
+    positions p < max(H, W) of a map and the frequencies of
+    :func:`mmmila.ops.rope2d.rope2d_theta`: the angles of the reference's tables bit for bit (float32
+    products of integer positions), turned by the same torch cos and sin.
+
+    Cached per (positions, C, device) in eager mode (a handful exist in a model); built from ops
+    while a graph is captured (a cached tensor must not enter a traced graph).
+    """
     if capturing_graph():
-        return rope2d_theta(channels, device, base)
-    return _cached_theta(channels, device, base)
+        return _rope_table(positions, channels, device, base)
+    return _cached_table(int(positions), channels, device, base)
 
 
-_cached_theta = lru_cache(maxsize=32)(rope2d_theta)
+def _rope_table(positions, channels: int, device: torch.device, base: float) -> torch.Tensor:
+    theta = rope2d_theta(channels, device, base)
+    angles = torch.arange(positions, dtype=torch.float32, device=device)[:, None] * theta[None]
+    return torch.stack([angles.cos(), angles.sin()], dim=-1)
+
+
+_cached_table = lru_cache(maxsize=64)(_rope_table)

@@ -23,13 +23,13 @@ from torch.library import wrap_triton
 
 from .common import (EPS, _dphi, _finish_head_sums, _head_ptr, _join_pairs, _load_pairs, _load_tile,
                      _phi, _program_head, _rope_cos_sin, _split_pairs, _store_tile, _token_tile,
-                     chunk_counters, rope_theta)
+                     chunk_counters, rope_table)
 from .heuristics import LaunchConfig
 
 
 @triton.jit
 def _mila_attn_bwd_reduce_kernel(
-        qk_ptr, g_ptr, s_ptr, m_ptr, theta_ptr, dqk_ptr, part_ptr, counter_ptr, grad_s_ptr, grad_m_ptr,
+        qk_ptr, g_ptr, s_ptr, m_ptr, rope_ptr, dqk_ptr, part_ptr, counter_ptr, grad_s_ptr, grad_m_ptr,
         ds_ptr, dm_ptr, N, width, channels, num_heads, chunk_tokens,
         stride_qk_b, stride_qk_n, stride_qk_c, stride_g_b, stride_g_n, stride_g_c,
         stride_dqk_b, stride_dqk_n, stride_dqk_c,
@@ -59,7 +59,7 @@ def _mila_attn_bwd_reduce_kernel(
         q = _phi(a)
         g = _load_tile(g_base, offs, mask, chan, stride_g_n, stride_g_c)  # 0 on tail rows
         z = 1.0 / (tl.sum(q * m[None, :], axis=1) + EPS)
-        cos, sin = _rope_cos_sin(offs, theta_ptr, head, width, channels, HALF)
+        cos, sin = _rope_cos_sin(offs, mask, rope_ptr, head, width, channels, HALF)
         q_re, q_im = _split_pairs(q, BLOCK_N, HALF)
         qr_re = q_re * cos - q_im * sin
         qr_im = q_re * sin + q_im * cos
@@ -83,7 +83,7 @@ def _mila_attn_bwd_reduce_kernel(
 
 @triton.jit
 def _mila_attn_bwd_map_kernel(
-        qk_ptr, v_ptr, ds_ptr, dm_ptr, theta_ptr, dqk_ptr, dv_ptr,
+        qk_ptr, v_ptr, ds_ptr, dm_ptr, rope_ptr, dqk_ptr, dv_ptr,
         N, width, channels, num_heads,
         stride_qk_b, stride_qk_n, stride_qk_c, stride_v_b, stride_v_n, stride_v_c,
         stride_dqk_b, stride_dqk_n, stride_dqk_c, stride_dv_b, stride_dv_n, stride_dv_c,
@@ -102,7 +102,7 @@ def _mila_attn_bwd_map_kernel(
     dm = tl.load(dm_ptr + bh.to(tl.int64) * D + chan)
     dm_re, dm_im = _split_pairs(tl.reshape(dm, (1, D)), 1, HALF)
 
-    cos, sin = _rope_cos_sin(offs, theta_ptr, head, width, channels, HALF)
+    cos, sin = _rope_cos_sin(offs, mask, rope_ptr, head, width, channels, HALF)
     k_re, k_im = _split_pairs(k, BLOCK_N, HALF)
     kr_re = k_re * cos - k_im * sin
     kr_im = k_re * sin + k_im * cos
@@ -144,7 +144,7 @@ def mila_attn_bwd(grad_out, qk, v, s, m, hw: tuple[int, int], num_heads: int, cf
     B, N, C = v.shape
     d = C // num_heads
     device = qk.device
-    theta = rope_theta(C, device)
+    rope = rope_table(torch.sym_max(hw[0], hw[1]), C, device)
     dqk = torch.empty((B, N, 2 * C), dtype=qk.dtype, device=device)
     dv = torch.empty((B, N, C), dtype=v.dtype, device=device)
     part = torch.empty((cfg.reduce_grid[1], cfg.num_chunks, d * d + d), dtype=torch.float32, device=device)
@@ -158,13 +158,13 @@ def mila_attn_bwd(grad_out, qk, v, s, m, hw: tuple[int, int], num_heads: int, cf
     else:
         grad_s, grad_m = ds, dm   # not read
     wrap_triton(_mila_attn_bwd_reduce_kernel)[cfg.reduce_grid](
-        qk, grad_out, s, m, theta, dqk, part, chunk_counters(cfg.reduce_grid[1], device), grad_s, grad_m,
+        qk, grad_out, s, m, rope, dqk, part, chunk_counters(cfg.reduce_grid[1], device), grad_s, grad_m,
         ds, dm, N, hw[1], C, num_heads, cfg.chunk_tokens,
         *qk.stride(), *grad_out.stride(), *dqk.stride(),
         D=d, BLOCK_N=cfg.reduce_block_n, DOT_PRECISION=cfg.dot_precision, HAS_GRAD_SM=has_grad_sm,
         num_warps=cfg.reduce_warps, num_stages=cfg.num_stages)
     wrap_triton(_mila_attn_bwd_map_kernel)[cfg.map_grid](
-        qk, v, ds, dm, theta, dqk, dv, N, hw[1], C, num_heads,
+        qk, v, ds, dm, rope, dqk, dv, N, hw[1], C, num_heads,
         *qk.stride(), *v.stride(), *dqk.stride(), *dv.stride(),
         D=d, BLOCK_N=cfg.block_n, DOT_PRECISION=cfg.dot_precision, num_warps=cfg.map_warps)
     return dqk, dv

@@ -20,13 +20,13 @@ import triton.language as tl
 from torch.library import wrap_triton
 
 from .common import (EPS, _finish_head_sums, _head_ptr, _load_pairs, _load_tile, _phi, _program_head,
-                     _rope_cos_sin, _split_pairs, _store_tile, _token_tile, chunk_counters, rope_theta)
+                     _rope_cos_sin, _split_pairs, _store_tile, _token_tile, chunk_counters, rope_table)
 from .heuristics import LaunchConfig
 
 
 @triton.jit
 def _mila_attn_fwd_reduce_kernel(
-        qk_ptr, v_ptr, theta_ptr, part_ptr, counter_ptr, s_ptr, m_ptr,
+        qk_ptr, v_ptr, rope_ptr, part_ptr, counter_ptr, s_ptr, m_ptr,
         N, width, channels, num_heads, chunk_tokens,
         stride_qk_b, stride_qk_n, stride_qk_c, stride_v_b, stride_v_n, stride_v_c,
         D: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PRECISION: tl.constexpr):
@@ -51,7 +51,7 @@ def _mila_attn_fwd_reduce_kernel(
         k = tl.where(mask[:, None], k, 0.0)              # phi(0) = 1: zero the tail rows
         v = _load_tile(v_base, offs, mask, chan, stride_v_n, stride_v_c)
         acc_k += tl.sum(k, axis=0)
-        cos, sin = _rope_cos_sin(offs, theta_ptr, head, width, channels, HALF)
+        cos, sin = _rope_cos_sin(offs, mask, rope_ptr, head, width, channels, HALF)
         k_re, k_im = _split_pairs(k, BLOCK_N, HALF)
         kr_re = k_re * cos - k_im * sin
         kr_im = k_re * sin + k_im * cos
@@ -64,7 +64,7 @@ def _mila_attn_fwd_reduce_kernel(
 
 @triton.jit
 def _mila_attn_fwd_map_kernel(
-        qk_ptr, s_ptr, m_ptr, theta_ptr, out_ptr,
+        qk_ptr, s_ptr, m_ptr, rope_ptr, out_ptr,
         N, width, channels, num_heads,
         stride_qk_b, stride_qk_n, stride_qk_c, stride_o_b, stride_o_n, stride_o_c,
         D: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PRECISION: tl.constexpr):
@@ -78,7 +78,7 @@ def _mila_attn_fwd_map_kernel(
 
     m = tl.load(m_ptr + bh.to(tl.int64) * D + chan)
     z = 1.0 / (tl.sum(q * m[None, :], axis=1) + EPS)  # un-rotated q and mean k
-    cos, sin = _rope_cos_sin(offs, theta_ptr, head, width, channels, HALF)
+    cos, sin = _rope_cos_sin(offs, mask, rope_ptr, head, width, channels, HALF)
     q_re, q_im = _split_pairs(q, BLOCK_N, HALF)
     s_even, s_odd = _load_pairs(s_ptr + bh.to(tl.int64) * D * D, HALF, D)
     o = tl.dot(q_re * cos - q_im * sin, s_even, input_precision=DOT_PRECISION)
@@ -104,17 +104,17 @@ def mila_attn_fwd(qk, v, hw: tuple[int, int], num_heads: int, cfg: LaunchConfig)
     B, N, C = v.shape
     d = C // num_heads
     device = qk.device
-    theta = rope_theta(C, device)
+    rope = rope_table(torch.sym_max(hw[0], hw[1]), C, device)
     part = torch.empty((cfg.reduce_grid[1], cfg.num_chunks, d * d + d), dtype=torch.float32, device=device)
     s = torch.empty((B, num_heads, d, d), dtype=torch.float32, device=device)
     m = torch.empty((B, num_heads, d), dtype=torch.float32, device=device)
     wrap_triton(_mila_attn_fwd_reduce_kernel)[cfg.reduce_grid](
-        qk, v, theta, part, chunk_counters(cfg.reduce_grid[1], device), s, m,
+        qk, v, rope, part, chunk_counters(cfg.reduce_grid[1], device), s, m,
         N, hw[1], C, num_heads, cfg.chunk_tokens, *qk.stride(), *v.stride(),
         D=d, BLOCK_N=cfg.reduce_block_n, DOT_PRECISION=cfg.dot_precision,
         num_warps=cfg.reduce_warps, num_stages=cfg.num_stages)
     out = torch.empty((B, N, C), dtype=v.dtype, device=device)
     wrap_triton(_mila_attn_fwd_map_kernel)[cfg.map_grid](
-        qk, s, m, theta, out, N, hw[1], C, num_heads, *qk.stride(), *out.stride(),
+        qk, s, m, rope, out, N, hw[1], C, num_heads, *qk.stride(), *out.stride(),
         D=d, BLOCK_N=cfg.block_n, DOT_PRECISION=cfg.dot_precision, num_warps=cfg.map_warps)
     return out, s, m
