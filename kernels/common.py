@@ -1,8 +1,9 @@
 """Device helpers shared by the forward and backward kernels (feature map, 2-D RoPE, tiles).
 
 Notation inside kernels: ``D`` head dim, ``HALF = D // 2`` channel pairs per head, ``BLOCK_N``
-tokens per tile. A head's tile of D channels is handled as two (BLOCK_N, HALF) halves: the even
-("re") and odd ("im") channel of each RoPE pair, so the rotation never shuffles lanes.
+tokens per tile. A tile that is rotated is loaded (and stored) as two (BLOCK_N, HALF) halves: the
+even ("re") and odd ("im") channel of each RoPE pair, so the rotation never shuffles lanes and no
+layout conversion splits or joins a tile in registers.
 """
 from __future__ import annotations
 
@@ -49,18 +50,6 @@ def _rope_cos_sin(offs, mask, rope_ptr, head, width, channels, HALF: tl.constexp
 
 
 @triton.jit
-def _split_pairs(x, BLOCK_N: tl.constexpr, HALF: tl.constexpr):
-    """(BLOCK_N, 2 * HALF) -> even and odd channels, each (BLOCK_N, HALF)."""
-    return tl.split(tl.reshape(x, (BLOCK_N, HALF, 2)))
-
-
-@triton.jit
-def _join_pairs(re, im, BLOCK_N: tl.constexpr, HALF: tl.constexpr):
-    """Inverse of :func:`_split_pairs`: interleave even and odd channels back."""
-    return tl.reshape(tl.join(re, im), (BLOCK_N, 2 * HALF))
-
-
-@triton.jit
 def _program_head(num_heads):
     """(bh, batch, head) of this program: axis 1 of every grid is batch * num_heads + head."""
     bh = tl.program_id(1)
@@ -92,6 +81,30 @@ def _store_tile(ptr, offs, mask, chan, stride_n, stride_c, value):
     """Store a float32 (BLOCK_N, D) tile in the dtype of ``ptr``."""
     ptrs = ptr + offs.to(tl.int64)[:, None] * stride_n + chan[None, :] * stride_c
     tl.store(ptrs, value.to(ptr.dtype.element_ty), mask=mask[:, None])
+
+
+@triton.jit
+def _load_halves(ptr, offs, mask, stride_n, stride_c, HALF: tl.constexpr):
+    """The even and the odd channel of each RoPE pair of a (BLOCK_N, 2 * HALF) tile, each
+    (BLOCK_N, HALF) float32 (masked rows 0): loaded apart, so no register shuffle splits them."""
+    even = 2 * tl.arange(0, HALF)
+    return (_load_tile(ptr, offs, mask, even, stride_n, stride_c),
+            _load_tile(ptr, offs, mask, even + 1, stride_n, stride_c))
+
+
+@triton.jit
+def _store_halves(ptr, offs, mask, stride_n, stride_c, re, im, HALF: tl.constexpr):
+    """Inverse of :func:`_load_halves`: store even and odd channels, in the dtype of ``ptr``."""
+    even = 2 * tl.arange(0, HALF)
+    _store_tile(ptr, offs, mask, even, stride_n, stride_c, re)
+    _store_tile(ptr, offs, mask, even + 1, stride_n, stride_c, im)
+
+
+@triton.jit
+def _load_vec_halves(ptr, HALF: tl.constexpr):
+    """Even and odd entries of a float32 vector of 2 * HALF, each (HALF,)."""
+    even = 2 * tl.arange(0, HALF)
+    return tl.load(ptr + even), tl.load(ptr + even + 1)
 
 
 @triton.jit
@@ -151,10 +164,10 @@ def _sum_records(rec_ptr, num_chunks, stride_rec, extra_ptr, scale, out_ptr,
 
 
 @triton.jit
-def _finish_head_sums(part_ptr, counter_ptr, bh, chunk, num_chunks, N, acc_even, acc_odd, acc_vec,
+def _finish_head_sums(part_ptr, counter_ptr, bh, chunk, num_chunks, N, acc_even, acc_odd, vec_even, vec_odd,
                       extra_mat_ptr, extra_vec_ptr, mat_ptr, vec_ptr,
                       D: tl.constexpr, HAS_EXTRA: tl.constexpr):
-    """Store this chunk's partial (D x D matrix as even and odd rows, D vector) as one record of
+    """Store this chunk's partial (D x D matrix and D vector, each as even and odd rows) as one record of
     ``part_ptr`` (B*nh, num_chunks, D*D + D), then, in the last program of the (batch, head), write
     the chunks' sum (+ the extras, read contiguous) times 1/N to ``mat_ptr`` (D*D) and ``vec_ptr`` (D)."""
     HALF: tl.constexpr = D // 2
@@ -162,7 +175,8 @@ def _finish_head_sums(part_ptr, counter_ptr, bh, chunk, num_chunks, N, acc_even,
     head_parts = part_ptr + bh.to(tl.int64) * num_chunks * REC
     record = head_parts + chunk * REC
     _store_pairs(record, acc_even, acc_odd, HALF, D)
-    tl.store(record + D * D + tl.arange(0, D), acc_vec)
+    tl.store(record + D * D + 2 * tl.arange(0, HALF), vec_even)
+    tl.store(record + D * D + 2 * tl.arange(0, HALF) + 1, vec_odd)
     if _last_of_head(counter_ptr + bh, num_chunks):
         scale = 1.0 / N
         _sum_records(head_parts, num_chunks, REC, extra_mat_ptr + bh.to(tl.int64) * D * D, scale,

@@ -21,9 +21,9 @@ import triton
 import triton.language as tl
 from torch.library import wrap_triton
 
-from .common import (EPS, _dphi, _finish_head_sums, _head_ptr, _join_pairs, _load_pairs, _load_tile,
-                     _phi, _program_head, _rope_cos_sin, _split_pairs, _store_tile, _token_tile,
-                     chunk_counters, rope_table)
+from .common import (EPS, _dphi, _finish_head_sums, _head_ptr, _load_halves, _load_pairs, _load_tile,
+                     _load_vec_halves, _phi, _program_head, _rope_cos_sin, _store_halves, _store_tile,
+                     _token_tile, chunk_counters, rope_table)
 from .heuristics import LaunchConfig
 
 
@@ -44,41 +44,42 @@ def _mila_attn_bwd_reduce_kernel(
     g_base = _head_ptr(g_ptr, batch, stride_g_b, head * D, stride_g_c)
     dq_base = _head_ptr(dqk_ptr, batch, stride_dqk_b, head * D, stride_dqk_c)
     s_even, s_odd = _load_pairs(s_ptr + bh.to(tl.int64) * D * D, HALF, D)
-    m = tl.load(m_ptr + bh.to(tl.int64) * D + chan)
-    m_re, m_im = _split_pairs(tl.reshape(m, (1, D)), 1, HALF)
+    m_re, m_im = _load_vec_halves(m_ptr + bh.to(tl.int64) * D, HALF)
 
     acc_even = tl.zeros((HALF, D), dtype=tl.float32)   # rows 2i of dS
     acc_odd = tl.zeros((HALF, D), dtype=tl.float32)
-    acc_m = tl.zeros((D,), dtype=tl.float32)
+    acc_m_re = tl.zeros((HALF,), dtype=tl.float32)     # entries 2i of dm
+    acc_m_im = tl.zeros((HALF,), dtype=tl.float32)
     start = chunk * chunk_tokens
     end = tl.minimum(start + chunk_tokens, N)
     for n0 in range(start, end, BLOCK_N):
         offs = n0 + tl.arange(0, BLOCK_N)
         mask = offs < end
-        a = _load_tile(q_base, offs, mask, chan, stride_qk_n, stride_qk_c)
-        q = _phi(a)
+        a_re, a_im = _load_halves(q_base, offs, mask, stride_qk_n, stride_qk_c, HALF)
+        q_re = _phi(a_re)
+        q_im = _phi(a_im)
         g = _load_tile(g_base, offs, mask, chan, stride_g_n, stride_g_c)  # 0 on tail rows
-        z = 1.0 / (tl.sum(q * m[None, :], axis=1) + EPS)
+        z = 1.0 / (tl.sum(q_re * m_re[None, :], axis=1) + tl.sum(q_im * m_im[None, :], axis=1) + EPS)
         cos, sin = _rope_cos_sin(offs, mask, rope_ptr, head, width, channels, HALF)
-        q_re, q_im = _split_pairs(q, BLOCK_N, HALF)
         qr_re = q_re * cos - q_im * sin
         qr_im = q_re * sin + q_im * cos
         # g S^T, split by pairs; dz = g . (q_r S) = q_r . (g S^T) needs no product of its own.
         gs_re = tl.dot(g, tl.trans(s_even), input_precision=DOT_PRECISION)
         gs_im = tl.dot(g, tl.trans(s_odd), input_precision=DOT_PRECISION)
-        dz = tl.sum(qr_re * gs_re, axis=1) + tl.sum(qr_im * gs_im, axis=1)
+        dz = tl.sum(qr_re * gs_re + qr_im * gs_im, axis=1)
         acc_even = tl.dot(tl.trans(qr_re * z[:, None]), g, acc_even, input_precision=DOT_PRECISION)
         acc_odd = tl.dot(tl.trans(qr_im * z[:, None]), g, acc_odd, input_precision=DOT_PRECISION)
         w = dz * z * z
-        acc_m -= tl.sum(w[:, None] * q, axis=0)
+        acc_m_re -= tl.sum(w[:, None] * q_re, axis=0)
+        acc_m_im -= tl.sum(w[:, None] * q_im, axis=0)
         # dL/dq_r = z g S^T, rotated back (R^T: sin negated), minus dz z^2 m.
-        dq_re = (gs_re * cos + gs_im * sin) * z[:, None] - w[:, None] * m_re
-        dq_im = (gs_im * cos - gs_re * sin) * z[:, None] - w[:, None] * m_im
-        dq = _join_pairs(dq_re, dq_im, BLOCK_N, HALF)
-        _store_tile(dq_base, offs, mask, chan, stride_dqk_n, stride_dqk_c, dq * _dphi(a, q))
+        dq_re = (gs_re * cos + gs_im * sin) * z[:, None] - w[:, None] * m_re[None, :]
+        dq_im = (gs_im * cos - gs_re * sin) * z[:, None] - w[:, None] * m_im[None, :]
+        _store_halves(dq_base, offs, mask, stride_dqk_n, stride_dqk_c,
+                      dq_re * _dphi(a_re, q_re), dq_im * _dphi(a_im, q_im), HALF)
 
-    _finish_head_sums(part_ptr, counter_ptr, bh, chunk, tl.num_programs(0), N, acc_even, acc_odd, acc_m,
-                      grad_s_ptr, grad_m_ptr, ds_ptr, dm_ptr, D, HAS_GRAD_SM)
+    _finish_head_sums(part_ptr, counter_ptr, bh, chunk, tl.num_programs(0), N, acc_even, acc_odd, acc_m_re,
+                      acc_m_im, grad_s_ptr, grad_m_ptr, ds_ptr, dm_ptr, D, HAS_GRAD_SM)
 
 
 @triton.jit
@@ -94,16 +95,15 @@ def _mila_attn_bwd_map_kernel(
     chan = tl.arange(0, D)
     offs, mask = _token_tile(N, BLOCK_N)
     k_base = _head_ptr(qk_ptr, batch, stride_qk_b, channels + head * D, stride_qk_c)
-    c = _load_tile(k_base, offs, mask, chan, stride_qk_n, stride_qk_c)
-    k = _phi(c)
+    c_re, c_im = _load_halves(k_base, offs, mask, stride_qk_n, stride_qk_c, HALF)
+    k_re = _phi(c_re)
+    k_im = _phi(c_im)
     v = _load_tile(_head_ptr(v_ptr, batch, stride_v_b, head * D, stride_v_c), offs, mask, chan,
                    stride_v_n, stride_v_c)
     ds_even, ds_odd = _load_pairs(ds_ptr + bh.to(tl.int64) * D * D, HALF, D)
-    dm = tl.load(dm_ptr + bh.to(tl.int64) * D + chan)
-    dm_re, dm_im = _split_pairs(tl.reshape(dm, (1, D)), 1, HALF)
+    dm_re, dm_im = _load_vec_halves(dm_ptr + bh.to(tl.int64) * D, HALF)
 
     cos, sin = _rope_cos_sin(offs, mask, rope_ptr, head, width, channels, HALF)
-    k_re, k_im = _split_pairs(k, BLOCK_N, HALF)
     kr_re = k_re * cos - k_im * sin
     kr_im = k_re * sin + k_im * cos
     dv = tl.dot(kr_re, ds_even, input_precision=DOT_PRECISION)
@@ -111,11 +111,10 @@ def _mila_attn_bwd_map_kernel(
     # dL/dk_r = v dS^T / N, rotated back, plus dm / N.
     gk_re = tl.dot(v, tl.trans(ds_even), input_precision=DOT_PRECISION)
     gk_im = tl.dot(v, tl.trans(ds_odd), input_precision=DOT_PRECISION)
-    dk_re = gk_re * cos + gk_im * sin + dm_re
-    dk_im = gk_im * cos - gk_re * sin + dm_im
-    dk = _join_pairs(dk_re, dk_im, BLOCK_N, HALF)
-    _store_tile(_head_ptr(dqk_ptr, batch, stride_dqk_b, channels + head * D, stride_dqk_c),
-                offs, mask, chan, stride_dqk_n, stride_dqk_c, dk * _dphi(c, k))
+    dk_re = gk_re * cos + gk_im * sin + dm_re[None, :]
+    dk_im = gk_im * cos - gk_re * sin + dm_im[None, :]
+    _store_halves(_head_ptr(dqk_ptr, batch, stride_dqk_b, channels + head * D, stride_dqk_c), offs, mask,
+                  stride_dqk_n, stride_dqk_c, dk_re * _dphi(c_re, k_re), dk_im * _dphi(c_im, k_im), HALF)
     _store_tile(_head_ptr(dv_ptr, batch, stride_dv_b, head * D, stride_dv_c), offs, mask, chan,
                 stride_dv_n, stride_dv_c, dv)
 

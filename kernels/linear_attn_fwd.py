@@ -19,8 +19,8 @@ import triton
 import triton.language as tl
 from torch.library import wrap_triton
 
-from .common import (EPS, _finish_head_sums, _head_ptr, _load_pairs, _load_tile, _phi, _program_head,
-                     _rope_cos_sin, _split_pairs, _store_tile, _token_tile, chunk_counters, rope_table)
+from .common import (EPS, _finish_head_sums, _head_ptr, _load_halves, _load_pairs, _load_tile, _load_vec_halves,
+                     _phi, _program_head, _rope_cos_sin, _store_tile, _token_tile, chunk_counters, rope_table)
 from .heuristics import LaunchConfig
 
 
@@ -41,25 +41,27 @@ def _mila_attn_fwd_reduce_kernel(
 
     acc_even = tl.zeros((HALF, D), dtype=tl.float32)   # rows 2i of k_r^T v
     acc_odd = tl.zeros((HALF, D), dtype=tl.float32)    # rows 2i+1
-    acc_k = tl.zeros((D,), dtype=tl.float32)
+    acc_k_re = tl.zeros((HALF,), dtype=tl.float32)     # entries 2i of sum(k)
+    acc_k_im = tl.zeros((HALF,), dtype=tl.float32)
     start = chunk * chunk_tokens
     end = tl.minimum(start + chunk_tokens, N)
     for n0 in range(start, end, BLOCK_N):
         offs = n0 + tl.arange(0, BLOCK_N)
         mask = offs < end
-        k = _phi(_load_tile(k_base, offs, mask, chan, stride_qk_n, stride_qk_c))
-        k = tl.where(mask[:, None], k, 0.0)              # phi(0) = 1: zero the tail rows
+        c_re, c_im = _load_halves(k_base, offs, mask, stride_qk_n, stride_qk_c, HALF)
+        k_re = tl.where(mask[:, None], _phi(c_re), 0.0)   # phi(0) = 1: zero the tail rows
+        k_im = tl.where(mask[:, None], _phi(c_im), 0.0)
         v = _load_tile(v_base, offs, mask, chan, stride_v_n, stride_v_c)
-        acc_k += tl.sum(k, axis=0)
+        acc_k_re += tl.sum(k_re, axis=0)
+        acc_k_im += tl.sum(k_im, axis=0)
         cos, sin = _rope_cos_sin(offs, mask, rope_ptr, head, width, channels, HALF)
-        k_re, k_im = _split_pairs(k, BLOCK_N, HALF)
         kr_re = k_re * cos - k_im * sin
         kr_im = k_re * sin + k_im * cos
         acc_even = tl.dot(tl.trans(kr_re), v, acc_even, input_precision=DOT_PRECISION)
         acc_odd = tl.dot(tl.trans(kr_im), v, acc_odd, input_precision=DOT_PRECISION)
 
-    _finish_head_sums(part_ptr, counter_ptr, bh, chunk, tl.num_programs(0), N, acc_even, acc_odd, acc_k,
-                      s_ptr, m_ptr, s_ptr, m_ptr, D, False)
+    _finish_head_sums(part_ptr, counter_ptr, bh, chunk, tl.num_programs(0), N, acc_even, acc_odd, acc_k_re,
+                      acc_k_im, s_ptr, m_ptr, s_ptr, m_ptr, D, False)
 
 
 @triton.jit
@@ -74,12 +76,13 @@ def _mila_attn_fwd_map_kernel(
     chan = tl.arange(0, D)
     offs, mask = _token_tile(N, BLOCK_N)
     q_base = _head_ptr(qk_ptr, batch, stride_qk_b, head * D, stride_qk_c)
-    q = _phi(_load_tile(q_base, offs, mask, chan, stride_qk_n, stride_qk_c))
+    a_re, a_im = _load_halves(q_base, offs, mask, stride_qk_n, stride_qk_c, HALF)
+    q_re = _phi(a_re)
+    q_im = _phi(a_im)
 
-    m = tl.load(m_ptr + bh.to(tl.int64) * D + chan)
-    z = 1.0 / (tl.sum(q * m[None, :], axis=1) + EPS)  # un-rotated q and mean k
+    m_re, m_im = _load_vec_halves(m_ptr + bh.to(tl.int64) * D, HALF)
+    z = 1.0 / (tl.sum(q_re * m_re[None, :] + q_im * m_im[None, :], axis=1) + EPS)  # un-rotated q, mean k
     cos, sin = _rope_cos_sin(offs, mask, rope_ptr, head, width, channels, HALF)
-    q_re, q_im = _split_pairs(q, BLOCK_N, HALF)
     s_even, s_odd = _load_pairs(s_ptr + bh.to(tl.int64) * D * D, HALF, D)
     o = tl.dot(q_re * cos - q_im * sin, s_even, input_precision=DOT_PRECISION)
     o = tl.dot(q_re * sin + q_im * cos, s_odd, o, input_precision=DOT_PRECISION)
