@@ -188,15 +188,25 @@ def _finish_head_sums(part_ptr, counter_ptr, bh, chunk, num_chunks, N, acc_even,
 _counters: dict = {}
 
 
-def chunk_counters(batch_heads: int, device: torch.device) -> torch.Tensor:
+def launch_buffers(positions: int, channels: int, batch_heads: int, device: torch.device
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The RoPE table (:func:`rope_table`) and the chunk counters (:func:`chunk_counters`) of a
+    launch, with one look at whether a graph is being captured."""
+    capturing = capturing_graph()
+    return (rope_table(positions, channels, device, capturing=capturing),
+            chunk_counters(batch_heads, device, capturing=capturing))
+
+
+def chunk_counters(batch_heads: int, device: torch.device, capturing: bool | None = None) -> torch.Tensor:
     """int32 counters, at least one per (batch, head), all 0 between launches.
 
     The reduction kernels count their finished chunks in them (:func:`_last_of_head`) and the last
     program resets its counter, so one buffer serves every launch in a stream's order: it is made
-    once per (device, stream) in eager mode. While a graph is captured (:func:`capturing_graph`) a
-    fresh zeroed buffer is made instead (a cached tensor must not enter a traced graph).
+    once per (device, stream) in eager mode. While a graph is captured (``capturing``, default
+    :func:`capturing_graph`) a fresh zeroed buffer is made instead (a cached tensor must not enter a
+    traced graph).
     """
-    if capturing_graph():
+    if capturing_graph() if capturing is None else capturing:
         return torch.zeros(batch_heads, dtype=torch.int32, device=device)
     stream = torch.cuda.current_stream(device).cuda_stream if device.type == 'cuda' else 0
     buf = _counters.get((device, stream))
@@ -206,16 +216,18 @@ def chunk_counters(batch_heads: int, device: torch.device) -> torch.Tensor:
     return buf
 
 
-def rope_table(positions: int, channels: int, device: torch.device, base: float = 10000.0) -> torch.Tensor:
+def rope_table(positions: int, channels: int, device: torch.device, base: float = 10000.0,
+               capturing: bool | None = None) -> torch.Tensor:
     """cos and sin of p * theta_f, (positions, C/4, 2) float32 ([..., 0] cos, [..., 1] sin), for the
     positions p < max(H, W) of a map and the frequencies of
     :func:`mmmila.ops.rope2d.rope2d_theta`: the angles of the reference's tables bit for bit (float32
     products of integer positions), turned by the same torch cos and sin.
 
     Cached per (positions, C, device) in eager mode (a handful exist in a model); built from ops
-    while a graph is captured (a cached tensor must not enter a traced graph).
+    while a graph is captured (``capturing``, default :func:`capturing_graph`: a cached tensor must
+    not enter a traced graph, and a symbolic size cannot be a key).
     """
-    if capturing_graph():
+    if capturing_graph() if capturing is None else capturing:
         return _rope_table(positions, channels, device, base)
     return _cached_table(int(positions), channels, device, base)
 

@@ -78,11 +78,10 @@ class LaunchConfig:
 
 # Reasoned defaults per pass and input dtype (docs/kernels.md, "Launch parameters": bytes in flight
 # per SM from the ptxas register reports; no GPU has timed them yet).
-_MAP = dict(block_n=64, map_warps=8, max_chunks=64)
-_FWD_16 = BlockParams(reduce_block_n=32, reduce_warps=4, num_stages=3, **_MAP)
-_BWD_16 = BlockParams(reduce_block_n=32, reduce_warps=8, num_stages=3, **_MAP)
-_FWD_32 = BlockParams(reduce_block_n=32, reduce_warps=8, num_stages=3, **_MAP)
-_BWD_32 = BlockParams(reduce_block_n=32, reduce_warps=8, num_stages=2, **_MAP)
+_FWD_16 = BlockParams(block_n=64, map_warps=4, reduce_block_n=32, reduce_warps=4, num_stages=3, max_chunks=64)
+_BWD_16 = BlockParams(block_n=64, map_warps=4, reduce_block_n=32, reduce_warps=4, num_stages=3, max_chunks=64)
+_FWD_32 = BlockParams(block_n=64, map_warps=4, reduce_block_n=32, reduce_warps=8, num_stages=3, max_chunks=64)
+_BWD_32 = BlockParams(block_n=32, map_warps=4, reduce_block_n=32, reduce_warps=8, num_stages=2, max_chunks=64)
 DEFAULT_PARAMS = {
     ('fwd', torch.bfloat16): _FWD_16, ('fwd', torch.float16): _FWD_16, ('fwd', torch.float32): _FWD_32,
     ('bwd', torch.bfloat16): _BWD_16, ('bwd', torch.float16): _BWD_16, ('bwd', torch.float32): _BWD_32,

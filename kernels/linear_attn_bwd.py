@@ -23,7 +23,7 @@ from torch.library import wrap_triton
 
 from .common import (EPS, _dphi, _finish_head_sums, _head_ptr, _load_halves, _load_pairs, _load_tile,
                      _load_vec_halves, _phi, _program_head, _rope_cos_sin, _store_halves, _store_tile,
-                     _token_tile, chunk_counters, rope_table)
+                     _token_tile, launch_buffers)
 from .heuristics import LaunchConfig
 
 
@@ -48,8 +48,8 @@ def _mila_attn_bwd_reduce_kernel(
 
     acc_even = tl.zeros((HALF, D), dtype=tl.float32)   # rows 2i of dS
     acc_odd = tl.zeros((HALF, D), dtype=tl.float32)
-    acc_m_re = tl.zeros((HALF,), dtype=tl.float32)     # entries 2i of dm
-    acc_m_im = tl.zeros((HALF,), dtype=tl.float32)
+    acc_m_re = tl.zeros((BLOCK_N, HALF), dtype=tl.float32)   # entries 2i of dm, per tile row
+    acc_m_im = tl.zeros((BLOCK_N, HALF), dtype=tl.float32)
     start = chunk * chunk_tokens
     end = tl.minimum(start + chunk_tokens, N)
     for n0 in range(start, end, BLOCK_N):
@@ -70,16 +70,16 @@ def _mila_attn_bwd_reduce_kernel(
         acc_even = tl.dot(tl.trans(qr_re * z[:, None]), g, acc_even, input_precision=DOT_PRECISION)
         acc_odd = tl.dot(tl.trans(qr_im * z[:, None]), g, acc_odd, input_precision=DOT_PRECISION)
         w = dz * z * z
-        acc_m_re -= tl.sum(w[:, None] * q_re, axis=0)
-        acc_m_im -= tl.sum(w[:, None] * q_im, axis=0)
+        acc_m_re -= w[:, None] * q_re   # summed over the rows once, after the loop
+        acc_m_im -= w[:, None] * q_im
         # dL/dq_r = z g S^T, rotated back (R^T: sin negated), minus dz z^2 m.
         dq_re = (gs_re * cos + gs_im * sin) * z[:, None] - w[:, None] * m_re[None, :]
         dq_im = (gs_im * cos - gs_re * sin) * z[:, None] - w[:, None] * m_im[None, :]
         _store_halves(dq_base, offs, mask, stride_dqk_n, stride_dqk_c,
                       dq_re * _dphi(a_re, q_re), dq_im * _dphi(a_im, q_im), HALF)
 
-    _finish_head_sums(part_ptr, counter_ptr, bh, chunk, tl.num_programs(0), N, acc_even, acc_odd, acc_m_re,
-                      acc_m_im, grad_s_ptr, grad_m_ptr, ds_ptr, dm_ptr, D, HAS_GRAD_SM)
+    _finish_head_sums(part_ptr, counter_ptr, bh, chunk, tl.num_programs(0), N, acc_even, acc_odd,
+                      tl.sum(acc_m_re, axis=0), tl.sum(acc_m_im, axis=0), grad_s_ptr, grad_m_ptr, ds_ptr, dm_ptr, D, HAS_GRAD_SM)
 
 
 @triton.jit
@@ -143,7 +143,7 @@ def mila_attn_bwd(grad_out, qk, v, s, m, hw: tuple[int, int], num_heads: int, cf
     B, N, C = v.shape
     d = C // num_heads
     device = qk.device
-    rope = rope_table(torch.sym_max(hw[0], hw[1]), C, device)
+    rope, counters = launch_buffers(torch.sym_max(hw[0], hw[1]), C, cfg.reduce_grid[1], device)
     dqk = torch.empty((B, N, 2 * C), dtype=qk.dtype, device=device)
     dv = torch.empty((B, N, C), dtype=v.dtype, device=device)
     part = torch.empty((cfg.reduce_grid[1], cfg.num_chunks, d * d + d), dtype=torch.float32, device=device)
@@ -157,7 +157,7 @@ def mila_attn_bwd(grad_out, qk, v, s, m, hw: tuple[int, int], num_heads: int, cf
     else:
         grad_s, grad_m = ds, dm   # not read
     wrap_triton(_mila_attn_bwd_reduce_kernel)[cfg.reduce_grid](
-        qk, grad_out, s, m, rope, dqk, part, chunk_counters(cfg.reduce_grid[1], device), grad_s, grad_m,
+        qk, grad_out, s, m, rope, dqk, part, counters, grad_s, grad_m,
         ds, dm, N, hw[1], C, num_heads, cfg.chunk_tokens,
         *qk.stride(), *grad_out.stride(), *dqk.stride(),
         D=d, BLOCK_N=cfg.reduce_block_n, DOT_PRECISION=cfg.dot_precision, HAS_GRAD_SM=has_grad_sm,

@@ -20,7 +20,7 @@ import triton.language as tl
 from torch.library import wrap_triton
 
 from .common import (EPS, _finish_head_sums, _head_ptr, _load_halves, _load_pairs, _load_tile, _load_vec_halves,
-                     _phi, _program_head, _rope_cos_sin, _store_tile, _token_tile, chunk_counters, rope_table)
+                     _phi, _program_head, _rope_cos_sin, _store_tile, _token_tile, launch_buffers)
 from .heuristics import LaunchConfig
 
 
@@ -41,8 +41,8 @@ def _mila_attn_fwd_reduce_kernel(
 
     acc_even = tl.zeros((HALF, D), dtype=tl.float32)   # rows 2i of k_r^T v
     acc_odd = tl.zeros((HALF, D), dtype=tl.float32)    # rows 2i+1
-    acc_k_re = tl.zeros((HALF,), dtype=tl.float32)     # entries 2i of sum(k)
-    acc_k_im = tl.zeros((HALF,), dtype=tl.float32)
+    acc_k_re = tl.zeros((BLOCK_N, HALF), dtype=tl.float32)   # entries 2i of sum(k), per tile row
+    acc_k_im = tl.zeros((BLOCK_N, HALF), dtype=tl.float32)
     start = chunk * chunk_tokens
     end = tl.minimum(start + chunk_tokens, N)
     for n0 in range(start, end, BLOCK_N):
@@ -52,16 +52,16 @@ def _mila_attn_fwd_reduce_kernel(
         k_re = tl.where(mask[:, None], _phi(c_re), 0.0)   # phi(0) = 1: zero the tail rows
         k_im = tl.where(mask[:, None], _phi(c_im), 0.0)
         v = _load_tile(v_base, offs, mask, chan, stride_v_n, stride_v_c)
-        acc_k_re += tl.sum(k_re, axis=0)
-        acc_k_im += tl.sum(k_im, axis=0)
+        acc_k_re += k_re   # summed over the rows once, after the loop
+        acc_k_im += k_im
         cos, sin = _rope_cos_sin(offs, mask, rope_ptr, head, width, channels, HALF)
         kr_re = k_re * cos - k_im * sin
         kr_im = k_re * sin + k_im * cos
         acc_even = tl.dot(tl.trans(kr_re), v, acc_even, input_precision=DOT_PRECISION)
         acc_odd = tl.dot(tl.trans(kr_im), v, acc_odd, input_precision=DOT_PRECISION)
 
-    _finish_head_sums(part_ptr, counter_ptr, bh, chunk, tl.num_programs(0), N, acc_even, acc_odd, acc_k_re,
-                      acc_k_im, s_ptr, m_ptr, s_ptr, m_ptr, D, False)
+    _finish_head_sums(part_ptr, counter_ptr, bh, chunk, tl.num_programs(0), N, acc_even, acc_odd,
+                      tl.sum(acc_k_re, axis=0), tl.sum(acc_k_im, axis=0), s_ptr, m_ptr, s_ptr, m_ptr, D, False)
 
 
 @triton.jit
@@ -107,12 +107,12 @@ def mila_attn_fwd(qk, v, hw: tuple[int, int], num_heads: int, cfg: LaunchConfig)
     B, N, C = v.shape
     d = C // num_heads
     device = qk.device
-    rope = rope_table(torch.sym_max(hw[0], hw[1]), C, device)
+    rope, counters = launch_buffers(torch.sym_max(hw[0], hw[1]), C, cfg.reduce_grid[1], device)
     part = torch.empty((cfg.reduce_grid[1], cfg.num_chunks, d * d + d), dtype=torch.float32, device=device)
     s = torch.empty((B, num_heads, d, d), dtype=torch.float32, device=device)
     m = torch.empty((B, num_heads, d), dtype=torch.float32, device=device)
     wrap_triton(_mila_attn_fwd_reduce_kernel)[cfg.reduce_grid](
-        qk, v, rope, part, chunk_counters(cfg.reduce_grid[1], device), s, m,
+        qk, v, rope, part, counters, s, m,
         N, hw[1], C, num_heads, cfg.chunk_tokens, *qk.stride(), *v.stride(),
         D=d, BLOCK_N=cfg.reduce_block_n, DOT_PRECISION=cfg.dot_precision,
         num_warps=cfg.reduce_warps, num_stages=cfg.num_stages)

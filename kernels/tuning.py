@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch
 
-from mmmila.ops.rope2d import capturing_graph
+from mmmila.ops.capture import capturing_graph
 
 from .heuristics import TUNING_SPACE, BlockParams, LaunchConfig, default_params, launch_config, neighbours
 
