@@ -16,7 +16,10 @@ import triton.language as tl
 from mmmila.ops.capture import capturing_graph
 from mmmila.ops.rope2d import rope2d_theta
 
+from . import heuristics
+
 EPS = tl.constexpr(1e-6)  # a constexpr: compiled kernels may only read constexpr globals
+CHUNK_GROUP = tl.constexpr(heuristics.CHUNK_GROUP)
 
 
 @triton.jit
@@ -127,16 +130,16 @@ def _store_pairs(ptr, even, odd, HALF: tl.constexpr, D: tl.constexpr):
 
 
 @triton.jit
-def _last_of_head(counter_ptr, num_chunks):
-    """Whether this program is the last of its (batch, head)'s ``num_chunks`` reduction programs to
-    finish, after its partial sums are stored; the last one resets the counter to 0 for the next launch.
+def _last_to_finish(counter_ptr, count):
+    """Whether this program is the last of ``count`` programs that count in ``counter_ptr`` (after
+    storing what they made); the last one resets the counter to 0 for the next launch.
 
     Every thread's stores are done before the count (the barrier), and the count is an acq_rel
-    atomic at GPU scope: the last program sees every other program's partial (read with ``.cg``).
+    atomic at GPU scope: the last program sees what the others stored (it reads with ``.cg``).
     """
     tl.debug_barrier()
     done = tl.atomic_add(counter_ptr, 1, sem='acq_rel', scope='gpu')
-    last = done == num_chunks - 1
+    last = done == count - 1
     if last:
         tl.atomic_xchg(counter_ptr, 0, sem='relaxed', scope='gpu')
     return last
@@ -167,51 +170,69 @@ def _sum_records(rec_ptr, num_chunks, stride_rec, extra_ptr, scale, out_ptr,
 def _finish_head_sums(part_ptr, counter_ptr, bh, chunk, num_chunks, N, acc_even, acc_odd, vec_even, vec_odd,
                       extra_mat_ptr, extra_vec_ptr, mat_ptr, vec_ptr,
                       D: tl.constexpr, HAS_EXTRA: tl.constexpr):
-    """Store this chunk's partial (D x D matrix and D vector, each as even and odd rows) as one record of
-    ``part_ptr`` (B*nh, num_chunks, D*D + D), then, in the last program of the (batch, head), write
-    the chunks' sum (+ the extras, read contiguous) times 1/N to ``mat_ptr`` (D*D) and ``vec_ptr`` (D)."""
+    """Add the chunks' partial sums of one (batch, head) in two levels, without a launch of its own.
+
+    This chunk's partial (a D x D matrix as even and odd rows, and a D vector) is stored as record
+    ``chunk`` of the head's ``num_chunks + num_groups`` records of ``part_ptr`` (D*D + D float32
+    each). The last program of each group of CHUNK_GROUP chunks to finish adds the group's records
+    into record ``num_chunks + group``; the last group to finish adds the group sums (+ the extras,
+    read contiguous) times 1/N into ``mat_ptr`` (D*D) and ``vec_ptr`` (D). Counters: ``num_groups``
+    for the groups, then one for the head, per (batch, head). No program adds more than
+    max(CHUNK_GROUP, num_groups) records, and the order of every sum is fixed.
+    """
     HALF: tl.constexpr = D // 2
     REC: tl.constexpr = D * D + D
-    head_parts = part_ptr + bh.to(tl.int64) * num_chunks * REC
+    num_groups = (num_chunks + CHUNK_GROUP - 1) // CHUNK_GROUP
+    head_parts = part_ptr + bh.to(tl.int64) * (num_chunks + num_groups) * REC
     record = head_parts + chunk * REC
     _store_pairs(record, acc_even, acc_odd, HALF, D)
     tl.store(record + D * D + 2 * tl.arange(0, HALF), vec_even)
     tl.store(record + D * D + 2 * tl.arange(0, HALF) + 1, vec_odd)
-    if _last_of_head(counter_ptr + bh, num_chunks):
-        scale = 1.0 / N
-        _sum_records(head_parts, num_chunks, REC, extra_mat_ptr + bh.to(tl.int64) * D * D, scale,
-                     mat_ptr + bh.to(tl.int64) * D * D, D * D, 8, HAS_EXTRA)
-        _sum_records(head_parts + D * D, num_chunks, REC, extra_vec_ptr + bh.to(tl.int64) * D, scale,
-                     vec_ptr + bh.to(tl.int64) * D, D, 8, HAS_EXTRA)
+    counters = counter_ptr + bh * (num_groups + 1)
+    group = chunk // CHUNK_GROUP
+    first = group * CHUNK_GROUP
+    if _last_to_finish(counters + group, tl.minimum(num_chunks - first, CHUNK_GROUP)):
+        members = head_parts + first * REC
+        group_sum = head_parts + (num_chunks + group) * REC
+        size = tl.minimum(num_chunks - first, CHUNK_GROUP)
+        _sum_records(members, size, REC, mat_ptr, 1.0, group_sum, D * D, CHUNK_GROUP, False)
+        _sum_records(members + D * D, size, REC, vec_ptr, 1.0, group_sum + D * D, D, CHUNK_GROUP, False)
+        if _last_to_finish(counters + num_groups, num_groups):
+            group_sums = head_parts + num_chunks * REC
+            scale = 1.0 / N
+            _sum_records(group_sums, num_groups, REC, extra_mat_ptr + bh.to(tl.int64) * D * D, scale,
+                         mat_ptr + bh.to(tl.int64) * D * D, D * D, CHUNK_GROUP, HAS_EXTRA)
+            _sum_records(group_sums + D * D, num_groups, REC, extra_vec_ptr + bh.to(tl.int64) * D, scale,
+                         vec_ptr + bh.to(tl.int64) * D, D, CHUNK_GROUP, HAS_EXTRA)
 
 
 _counters: dict = {}
 
 
-def launch_buffers(positions: int, channels: int, batch_heads: int, device: torch.device
+def launch_buffers(positions: int, channels: int, counters: int, device: torch.device
                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The RoPE table (:func:`rope_table`) and the chunk counters (:func:`chunk_counters`) of a
-    launch, with one look at whether a graph is being captured."""
+    """The RoPE table (:func:`rope_table`) and ``counters`` chunk counters (:func:`chunk_counters`)
+    of a launch, with one look at whether a graph is being captured."""
     capturing = capturing_graph()
     return (rope_table(positions, channels, device, capturing=capturing),
-            chunk_counters(batch_heads, device, capturing=capturing))
+            chunk_counters(counters, device, capturing=capturing))
 
 
-def chunk_counters(batch_heads: int, device: torch.device, capturing: bool | None = None) -> torch.Tensor:
-    """int32 counters, at least one per (batch, head), all 0 between launches.
+def chunk_counters(count: int, device: torch.device, capturing: bool | None = None) -> torch.Tensor:
+    """At least ``count`` int32 counters, all 0 between launches.
 
-    The reduction kernels count their finished chunks in them (:func:`_last_of_head`) and the last
-    program resets its counter, so one buffer serves every launch in a stream's order: it is made
-    once per (device, stream) in eager mode. While a graph is captured (``capturing``, default
-    :func:`capturing_graph`) a fresh zeroed buffer is made instead (a cached tensor must not enter a
-    traced graph).
+    The reduction kernels count their finished chunks and groups in them (:func:`_finish_head_sums`,
+    ``LaunchConfig.counters`` of them) and the last program of each count resets it, so one buffer
+    serves every launch in a stream's order: it is made once per (device, stream) in eager mode.
+    While a graph is captured (``capturing``, default :func:`capturing_graph`) a fresh zeroed buffer
+    is made instead (a cached tensor must not enter a traced graph).
     """
     if capturing_graph() if capturing is None else capturing:
-        return torch.zeros(batch_heads, dtype=torch.int32, device=device)
+        return torch.zeros(count, dtype=torch.int32, device=device)
     stream = torch.cuda.current_stream(device).cuda_stream if device.type == 'cuda' else 0
     buf = _counters.get((device, stream))
-    if buf is None or buf.numel() < batch_heads:
-        buf = torch.zeros(max(batch_heads, 64), dtype=torch.int32, device=device)
+    if buf is None or buf.numel() < count:
+        buf = torch.zeros(max(count, 256), dtype=torch.int32, device=device)
         _counters[(device, stream)] = buf
     return buf
 

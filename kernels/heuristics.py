@@ -35,8 +35,10 @@ class BlockParams:
         reduce_block_n (int): tokens per tile of the reduction passes (a program loops over tiles).
         reduce_warps (int): warps per reduction program.
         num_stages (int): software-pipelining stages of the reduction loops.
-        max_chunks (int): the most reduction programs per (batch, head): the last of them adds all
-            their partial sums (4.2 KB each at d = 32), alone, so this bounds that tail.
+        max_chunks (int): the most reduction programs per (batch, head). Their partial sums
+            (4.2 KB each at d = 32) are added in two levels by the last programs to finish
+            (:data:`CHUNK_GROUP` per group, then the groups): a tail of up to
+            ``CHUNK_GROUP + max_chunks / CHUNK_GROUP`` records read by one program.
     """
 
     block_n: int
@@ -62,6 +64,10 @@ class LaunchConfig:
         dot_precision (str): ``input_precision`` of ``tl.dot`` on float32 tiles.
         map_grid (tuple[int, int]): (cdiv(N, block_n), B * nh).
         reduce_grid (tuple[int, int]): (num_chunks, B * nh).
+        records (int): partial-sum records per (batch, head): one per chunk, one per group of
+            :data:`CHUNK_GROUP` chunks.
+        counters (int): int32 counters the reduction counts in: one per group and one per
+            (batch, head), for all B * nh.
     """
 
     block_n: int
@@ -74,14 +80,16 @@ class LaunchConfig:
     dot_precision: str
     map_grid: tuple[int, int]
     reduce_grid: tuple[int, int]
+    records: int
+    counters: int
 
 
 # Reasoned defaults per pass and input dtype (docs/kernels.md, "Launch parameters": bytes in flight
 # per SM from the ptxas register reports; no GPU has timed them yet).
-_FWD_16 = BlockParams(block_n=64, map_warps=4, reduce_block_n=32, reduce_warps=4, num_stages=3, max_chunks=64)
-_BWD_16 = BlockParams(block_n=64, map_warps=4, reduce_block_n=32, reduce_warps=4, num_stages=3, max_chunks=64)
-_FWD_32 = BlockParams(block_n=64, map_warps=4, reduce_block_n=32, reduce_warps=8, num_stages=3, max_chunks=64)
-_BWD_32 = BlockParams(block_n=32, map_warps=4, reduce_block_n=32, reduce_warps=8, num_stages=2, max_chunks=64)
+_FWD_16 = BlockParams(block_n=64, map_warps=4, reduce_block_n=32, reduce_warps=4, num_stages=3, max_chunks=256)
+_BWD_16 = BlockParams(block_n=64, map_warps=4, reduce_block_n=32, reduce_warps=4, num_stages=3, max_chunks=256)
+_FWD_32 = BlockParams(block_n=64, map_warps=4, reduce_block_n=32, reduce_warps=8, num_stages=3, max_chunks=256)
+_BWD_32 = BlockParams(block_n=32, map_warps=4, reduce_block_n=32, reduce_warps=8, num_stages=2, max_chunks=256)
 DEFAULT_PARAMS = {
     ('fwd', torch.bfloat16): _FWD_16, ('fwd', torch.float16): _FWD_16, ('fwd', torch.float32): _FWD_32,
     ('bwd', torch.bfloat16): _BWD_16, ('bwd', torch.float16): _BWD_16, ('bwd', torch.float32): _BWD_32,
@@ -97,9 +105,12 @@ TUNING_SPACE = {
     'num_stages': (1, 2, 3),
     'max_chunks': (16, 64, 256),
 }
+# The reduction adds its chunks' partial sums in groups of this many (the last program of a group
+# adds the group's, the last group the groups'): kernels/common.py, _finish_head_sums.
+CHUNK_GROUP = 8
 # The fewest reduction tiles a chunk gets on CUDA (a program's fixed work: loading S and m, storing
 # its partial, the count, amortised over at least this many tiles).
-MIN_TILES_PER_CHUNK = 4
+MIN_TILES_PER_CHUNK = 8
 
 
 def default_params(kind: str, dtype: torch.dtype) -> BlockParams:
@@ -131,9 +142,10 @@ def _sm_count(device: torch.device) -> int:
 
 
 def _parallel_slots(device: torch.device) -> int:
-    """How many reduction programs keep the device busy: two per SM on CUDA, a handful on CPU."""
+    """How many reduction programs keep the device busy: four per SM on CUDA (two to four fit at
+    once, and a second wave evens out the chunks' ends), a handful on CPU."""
     if device.type == 'cuda':
-        return 2 * _sm_count(device)
+        return 4 * _sm_count(device)
     # The interpreter runs programs one after another; a few chunks still exercise the
     # partial-sum combination exactly as on a GPU.
     return 4
@@ -145,7 +157,7 @@ def launch_config(num_tokens: int, batch_heads: int, head_dim: int, dtype: torch
     """The launch parameters for N tokens and B * nh (batch, head) pairs.
 
     Chunking: the reduction passes split each (batch, head)'s tokens into ``num_chunks`` runs of
-    whole tiles, enough for about two programs per SM over all heads (MILA-T's first stage at
+    whole tiles, enough for about four programs per SM over all heads (MILA-T's first stage at
     B = 1 has only 2 heads), at most ``params.max_chunks`` and, on CUDA, at least
     :data:`MIN_TILES_PER_CHUNK` tiles each; the last chunk may be ragged.
 
@@ -181,7 +193,9 @@ def launch_config(num_tokens: int, batch_heads: int, head_dim: int, dtype: torch
         dot_precision = 'ieee'
     else:
         dot_precision = 'tf32'
+    num_groups = _cdiv(num_chunks, CHUNK_GROUP)
     return LaunchConfig(params.block_n, reduce_block_n, num_chunks, chunk_tokens, params.map_warps,
                         params.reduce_warps, params.num_stages, dot_precision,
-                        (_cdiv(num_tokens, params.block_n), batch_heads), (num_chunks, batch_heads))
+                        (_cdiv(num_tokens, params.block_n), batch_heads), (num_chunks, batch_heads),
+                        num_chunks + num_groups, batch_heads * (num_groups + 1))
 

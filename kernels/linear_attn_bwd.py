@@ -143,10 +143,10 @@ def mila_attn_bwd(grad_out, qk, v, s, m, hw: tuple[int, int], num_heads: int, cf
     B, N, C = v.shape
     d = C // num_heads
     device = qk.device
-    rope, counters = launch_buffers(torch.sym_max(hw[0], hw[1]), C, cfg.reduce_grid[1], device)
+    rope, counters = launch_buffers(torch.sym_max(hw[0], hw[1]), C, cfg.counters, device)
     dqk = torch.empty((B, N, 2 * C), dtype=qk.dtype, device=device)
     dv = torch.empty((B, N, C), dtype=v.dtype, device=device)
-    part = torch.empty((cfg.reduce_grid[1], cfg.num_chunks, d * d + d), dtype=torch.float32, device=device)
+    part = torch.empty((cfg.reduce_grid[1], cfg.records, d * d + d), dtype=torch.float32, device=device)
     ds = torch.empty((cfg.reduce_grid[1], d, d), dtype=torch.float32, device=device)   # dS / N
     dm = torch.empty((cfg.reduce_grid[1], d), dtype=torch.float32, device=device)      # dm / N
     s, m = s.contiguous(), m.contiguous()   # as the forward made them: no copy

@@ -107,8 +107,8 @@ def mila_attn_fwd(qk, v, hw: tuple[int, int], num_heads: int, cfg: LaunchConfig)
     B, N, C = v.shape
     d = C // num_heads
     device = qk.device
-    rope, counters = launch_buffers(torch.sym_max(hw[0], hw[1]), C, cfg.reduce_grid[1], device)
-    part = torch.empty((cfg.reduce_grid[1], cfg.num_chunks, d * d + d), dtype=torch.float32, device=device)
+    rope, counters = launch_buffers(torch.sym_max(hw[0], hw[1]), C, cfg.counters, device)
+    part = torch.empty((cfg.reduce_grid[1], cfg.records, d * d + d), dtype=torch.float32, device=device)
     s = torch.empty((B, num_heads, d, d), dtype=torch.float32, device=device)
     m = torch.empty((B, num_heads, d), dtype=torch.float32, device=device)
     wrap_triton(_mila_attn_fwd_reduce_kernel)[cfg.reduce_grid](

@@ -21,6 +21,17 @@ def test_forward_and_backward_are_two_launches_each(hw, nh, dtype):
     assert len(counts['fwd']['allocations']) == 4 and len(counts['bwd']['allocations']) == 5
 
 
+def test_the_chunk_counters_are_zero_after_each_launch():
+    """The last program of each count resets it: the cached counters are all 0 between launches."""
+    from mmmila.kernels import common
+    qk = torch.randn(2, 300, 128, device=DEVICE).requires_grad_()
+    v = torch.randn(2, 300, 64, device=DEVICE).requires_grad_()
+    out = torch.ops.mmmila.linear_attention_triton(qk, v, 15, 20, 2, 10)[0]
+    torch.autograd.grad(out, (qk, v), torch.ones_like(out))
+    counters = [buf for (device, _), buf in common._counters.items() if device == qk.device]
+    assert counters and all(int(buf.abs().sum()) == 0 for buf in counters)
+
+
 def test_the_counter_sees_inside_a_registered_op():
     """The PyTorch op does its work in ATen ops, inside the registered op: they are counted."""
     counts = attention_launches((8, 8), 2, device='cpu', backend='torch')

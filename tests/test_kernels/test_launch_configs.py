@@ -3,8 +3,9 @@
 ``all_block_params()`` is the finite set the defaults and the autotuner choose from; on the
 interpreter only the tile sizes (map ``block_n`` x reduction ``reduce_block_n``) and the chunking
 change what the kernels compute (warps and pipelining stages are the compiler's business, checked by
-test_compile.py). Each tile pair runs in each chunking regime: one chunk, more chunks than the last
-program adds at a time (8) with a ragged last chunk, and a map smaller than every tile. The default
+test_compile.py). Each tile pair runs in each chunking regime: one chunk, more chunks than a group
+(CHUNK_GROUP = 8: two levels of sums, the last group short) with a ragged last chunk, and a map
+smaller than every tile; one case has many groups. The default
 suite runs every pair in float32 and the defaults of each pass in 16-bit; the slow suite runs every
 pair and regime in 16-bit.
 """
@@ -50,7 +51,7 @@ def _run(qk, v, g, hw, nh, num_chunks, params):
 def _check_regime(regime, cfg, n):
     if regime == 'one chunk':
         assert cfg.num_chunks == 1
-    elif regime == 'many chunks, ragged':   # more than the 8 partials the last program adds at once
+    elif regime == 'many chunks, ragged':   # two groups of chunks: 8 and 3
         assert cfg.num_chunks == 11 and cfg.chunk_tokens == cfg.reduce_block_n and n % cfg.chunk_tokens == 10
     else:
         assert n < cfg.block_n and n < cfg.reduce_block_n
@@ -81,6 +82,16 @@ def _half_case(tiles_by_pass, regime, dtype):
     for name, a, b, c in zip(('out', 'dqk', 'dv'), (out, dqk, dv), lowp, truth):
         assert a.dtype == dtype
         assert_flash_rule(f'{name} {regime}', a, b, c, rtol=2e-2, stored=stored_as(c, dtype))
+
+
+def test_many_groups_of_chunks():
+    """70 chunks: nine groups (eight of 8, one of 6), whose sums the last group adds in two blocks."""
+    hw = (2, 557)   # N = 1114 = 69 tiles of 16 + 10 tokens
+    qk, v, g = make_inputs(1, hw, 1, device=DEVICE)
+    got, cfg = _run(qk, v, g, hw, 1, 70, _params((64, 16), torch.float32))
+    assert cfg.num_chunks == 70 and cfg.records == 79 and cfg.counters == 10
+    for name, a, b in zip(('out', 'dqk', 'dv'), got, float64_truth(qk, v, g, hw, 1)):
+        assert_rel_close(f'{name} 70 chunks', a, b, 1e-4)
 
 
 def test_the_tuning_space_is_finite_and_holds_the_defaults():
