@@ -5,8 +5,10 @@
 The Triton interpreter runs the kernels' maths on CPU but does not apply the compiler's rules
 (constexpr-only globals, layouts, ``tl.dot`` shapes); this script runs the real compiler down to
 PTX and ptxas, with the launch parameters of ``mmmila.kernels.heuristics.launch_config`` (the defaults
-of each pass, or ``--params``). It prints one
-JSON object: ``{"<dtype> <kernel>": {"registers": r, "spill_bytes": s}}``. It must run in a
+of each pass, or ``--params``). It prints one JSON object:
+``{"<dtype> <kernel>": {"registers": r, "spill_bytes": s, "instructions_per_token": i}}``, where ``i``
+is the PTX instructions that one tile costs all its threads, per token (of one head): what the
+kernels spend per 64 (bf16) or 128 (float32) bytes of each tensor they read or write. It must run in a
 process where TRITON_INTERPRET is not set (the kernels are otherwise built for the interpreter).
 """
 from __future__ import annotations
@@ -46,6 +48,25 @@ def _ptxas() -> str:
     return found[0]
 
 
+def _tile_instructions(ptx: str, in_loop: bool) -> int:
+    """PTX instructions per thread for one tile: the body of the token loop (a reduction), or the
+    whole kernel (a map pass, one tile per program). Every element of a tile has its own unrolled
+    instructions, so this is what a thread issues per tile (branches aside)."""
+    lines = ptx.splitlines()
+    instruction = re.compile(r'\s+(@!?%p\d+\s+)?[a-z]')
+    if not in_loop:
+        return sum(1 for line in lines if instruction.match(line))
+    labels, body = {}, 0
+    for i, line in enumerate(lines):
+        label = re.match(r'^(\$L__\w+):', line.strip())
+        if label:
+            labels[label.group(1)] = i
+        back = re.search(r'bra(?:\.uni)?\s+(\$L__\w+);', line)
+        if back and labels.get(back.group(1), i) < i:   # a branch back: the loop
+            body = max(body, sum(1 for x in lines[labels[back.group(1)]:i + 1] if instruction.match(x)))
+    return body
+
+
 def compile_report(arch: int, dtype: str, params: BlockParams | None = None) -> dict:
     """Compile the four kernels for sm_<arch> with ``dtype`` inputs and the default launch parameters
     of each pass (or ``params`` for both); registers and spills of each."""
@@ -57,6 +78,9 @@ def compile_report(arch: int, dtype: str, params: BlockParams | None = None) -> 
                       'DOT_PRECISION': precision}
         if 'HAS_GRAD_SM' in kernel.arg_names:
             constexprs['HAS_GRAD_SM'] = False
+        for arg in kernel.arg_names:   # contiguous channels: Triton specialises an int equal to 1
+            if arg.startswith('stride_') and arg.endswith('_c'):
+                constexprs[arg] = 1
         signature = {}
         for arg in kernel.arg_names:
             if arg in constexprs:
@@ -77,9 +101,12 @@ def compile_report(arch: int, dtype: str, params: BlockParams | None = None) -> 
         res = subprocess.run([_ptxas(), '-v', f'--gpu-name={gpu}', f.name, '-o', os.devnull],
                              capture_output=True, text=True, check=True)
         os.unlink(f.name)
+        block_n = constexprs['BLOCK_N']
+        threads = 32 * options['num_warps']
         report[f'{dtype} {name}'] = {
             'registers': int(re.search(r'Used (\d+) registers', res.stderr).group(1)),
-            'spill_bytes': int(re.search(r'(\d+) bytes spill stores', res.stderr).group(1))}
+            'spill_bytes': int(re.search(r'(\d+) bytes spill stores', res.stderr).group(1)),
+            'instructions_per_token': round(_tile_instructions(compiled.asm['ptx'], is_reduce) * threads / block_n)}
     return report
 
 
