@@ -44,14 +44,20 @@ def tune(time_of: Callable[[BlockParams], float], start: BlockParams) -> tuple[B
     """The fastest :class:`BlockParams` found from ``start`` changing one field at a time over
     :data:`TUNING_SPACE` (each field in turn, keeping a change that is faster), and its time.
 
-    ``time_of(params)`` is the time of the pass with ``params``.
+    ``time_of(params)`` is the time of the pass with ``params``. A candidate that fails (e.g. it
+    needs more shared memory than the GPU has) is passed over; ``start`` must run.
     """
+    def time_or_inf(params):
+        try:
+            return time_of(params)
+        except Exception:  # noqa: BLE001  (triton's OutOfResources, a compilation error: not a choice)
+            return float('inf')
     best, best_ms = start, time_of(start)
     for field in TUNING_SPACE:
         timed = best
         for params in neighbours(timed, field):
             if params != timed:
-                ms = time_of(params)
+                ms = time_or_inf(params)
                 if ms < best_ms:
                     best, best_ms = params, ms
     return best, best_ms

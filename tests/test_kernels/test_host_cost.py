@@ -56,6 +56,7 @@ def test_gradients_of_s_and_m_join_in_the_kernel():
 
 
 def test_a_known_shape_reuses_its_launch_configuration(monkeypatch):
+    tuning.clear_cache()   # no shape known from other tests
     qk = torch.randn(1, 35, 128, device=DEVICE)
     v = torch.randn(1, 35, 64, device=DEVICE)
     torch.ops.mmmila.linear_attention_triton(qk, v, 5, 7, 2)
@@ -106,3 +107,16 @@ def test_autotuning_keeps_the_fastest_and_tunes_a_shape_once(monkeypatch):
         assert len(timed) == 1 + sum(len(values) - 1 for values in TUNING_SPACE.values())
     finally:
         tuning.clear_cache()
+
+
+def test_a_candidate_that_fails_is_passed_over():
+    """A candidate the GPU cannot run (here: 64-token reduction tiles) is not chosen, nor fatal."""
+    from mmmila.kernels.heuristics import default_params
+
+    def time_of(params):
+        if params.reduce_block_n == 64:
+            raise RuntimeError('out of resources: shared memory')
+        return params.reduce_block_n + params.block_n
+    best, ms = tuning.tune(time_of, default_params('fwd', torch.bfloat16))
+    assert (best.reduce_block_n, best.block_n) == (16, 32) and ms == 48
+
