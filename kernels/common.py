@@ -1,4 +1,5 @@
-"""Device helpers shared by the forward and backward kernels (feature map, 2-D RoPE, tiles).
+"""Device helpers shared by the forward and backward kernels (feature map, RoPE table, tiles, the
+in-kernel sum of the chunks' partial sums and its counters).
 
 Notation inside kernels: ``D`` head dim, ``HALF = D // 2`` channel pairs per head, ``BLOCK_N``
 tokens per tile. A tile that is rotated is loaded (and stored) as two (BLOCK_N, HALF) halves: the
