@@ -10,8 +10,9 @@ Autotuning: with ``MMMILA_AUTOTUNE=1`` in the environment, on CUDA and in eager 
 call of a shape times the pass (``triton.testing.do_bench``) with the reasoned defaults, then
 changes one field of :class:`~.heuristics.BlockParams` at a time over
 :data:`~.heuristics.TUNING_SPACE`, keeping each change that is faster; the winner is cached for
-that shape (about 15 candidates per pass, a fraction of a second each). Off by default: the
-defaults need no warm-up and give the same configuration in every process.
+that shape (11 timings per pass, each a compilation of the candidate and ~30 ms of calls). A
+candidate that fails to compile or run is passed over. Off by default: the defaults need no warm-up
+and give the same configuration in every process.
 """
 from __future__ import annotations
 
