@@ -10,8 +10,10 @@ before triton is first imported in the process.
 from .dwconv import DwconvLaunchConfig, dwconv_launch_config, dwconv_tokens_triton
 from .function import (device_problem, input_problem, is_interpreted, linear_attention_triton,
                        mila_linear_attention_triton)
-from .heuristics import SUPPORTED_DTYPES, SUPPORTED_HEAD_DIMS, LaunchConfig, launch_config
+from .heuristics import (SUPPORTED_DTYPES, SUPPORTED_HEAD_DIMS, BlockParams, LaunchConfig, all_block_params,
+                         default_params, launch_config)
 
 __all__ = ['linear_attention_triton', 'mila_linear_attention_triton', 'input_problem', 'device_problem',
-           'is_interpreted', 'launch_config', 'LaunchConfig', 'SUPPORTED_DTYPES', 'SUPPORTED_HEAD_DIMS',
-           'dwconv_tokens_triton', 'dwconv_launch_config', 'DwconvLaunchConfig']
+           'is_interpreted', 'launch_config', 'default_params', 'all_block_params', 'BlockParams',
+           'LaunchConfig', 'SUPPORTED_DTYPES', 'SUPPORTED_HEAD_DIMS', 'dwconv_tokens_triton',
+           'dwconv_launch_config', 'DwconvLaunchConfig']

@@ -17,9 +17,10 @@ from mmmila.ops.checks import check_attention_inputs
 from mmmila.ops.library import attention_backward_fake, attention_fake, register_attention_autograd
 
 from . import linear_attn_fwd
-from .heuristics import SUPPORTED_DTYPES, SUPPORTED_HEAD_DIMS, launch_config
+from .heuristics import SUPPORTED_DTYPES, SUPPORTED_HEAD_DIMS
 from .linear_attn_bwd import mila_attn_bwd
 from .linear_attn_fwd import mila_attn_fwd
+from .tuning import config_for
 
 
 def is_interpreted() -> bool:
@@ -68,12 +69,10 @@ def device_problem(device: torch.device) -> str | None:
 
 
 def _device_ctx(t: torch.Tensor):
-    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
-
-
-def _launch_config(qk: torch.Tensor, v: torch.Tensor, num_heads: int, num_chunks: int | None):
-    B, N, C = v.shape
-    return launch_config(N, B * num_heads, C // num_heads, qk.dtype, qk.device, num_chunks)
+    """Make ``t``'s GPU the current one while kernels launch (Triton launches on the current device)."""
+    if t.is_cuda and t.device.index != torch.cuda.current_device():
+        return torch.cuda.device(t.device)
+    return contextlib.nullcontext()
 
 
 @triton_op('mmmila::linear_attention_triton', mutates_args=())
@@ -85,9 +84,11 @@ def linear_attention_triton(qk: torch.Tensor, v: torch.Tensor, height: int, widt
     if B == 0 or N == 0:   # nothing to launch; S and m of an empty map are 0
         out, s, m = attention_fake(qk, v, height, width, num_heads)
         return out, s.zero_(), m.zero_()
+    hw = (height, width)
     with _device_ctx(qk):
-        return mila_attn_fwd(qk, v, (height, width), num_heads,
-                             _launch_config(qk, v, num_heads, num_chunks))
+        cfg = config_for('fwd', qk, v, num_heads, num_chunks,
+                         run=lambda c: mila_attn_fwd(qk, v, hw, num_heads, c))
+        return mila_attn_fwd(qk, v, hw, num_heads, cfg)
 
 
 @triton_op('mmmila::linear_attention_triton_backward', mutates_args=())
@@ -100,9 +101,11 @@ def linear_attention_triton_backward(grad_out: torch.Tensor, grad_s: torch.Tenso
     B, N, _ = v.shape
     if B == 0 or N == 0:
         return attention_backward_fake(grad_out, grad_s, grad_m, qk, v)
+    hw = (height, width)
     with _device_ctx(qk):
-        return mila_attn_bwd(grad_out, qk, v, s, m, (height, width), num_heads,
-                             _launch_config(qk, v, num_heads, num_chunks), grad_s, grad_m)
+        cfg = config_for('bwd', qk, v, num_heads, num_chunks,
+                         run=lambda c: mila_attn_bwd(grad_out, qk, v, s, m, hw, num_heads, c, grad_s, grad_m))
+        return mila_attn_bwd(grad_out, qk, v, s, m, hw, num_heads, cfg, grad_s, grad_m)
 
 
 # Shape propagation by allocation only (triton_op's default traces the launcher, whose launch

@@ -1,12 +1,21 @@
-"""Launch parameters of the MILA linear-attention kernels: block sizes, chunking, precision.
+"""Launch parameters of the MILA linear-attention kernels: block sizes, warps, chunking, precision.
 
-Pure functions of the problem size and the device; nothing is tuned or cached at import time.
-The values for CUDA are reasoned defaults (the op is memory-bound, see docs/kernels.md), not
-the result of an autotuning run.
+:func:`launch_config` turns a problem (N tokens, B * nh heads, head dim, dtype, device) and a set of
+:class:`BlockParams` into the :class:`LaunchConfig` of one call, grids included. It is a pure
+function; the op caches its result per problem in eager mode (:func:`mmmila.kernels.tuning.config_for`),
+so a call computes nothing on the host that an earlier call of the same shape computed already.
+
+The default :class:`BlockParams` are reasoned from the bytes each pass moves and from the
+compiler's register reports (docs/kernels.md, "Launch parameters"), not from timings: no GPU has
+timed them yet. :data:`TUNING_SPACE` is the finite set of values the autotuner
+(:mod:`.tuning`, on CUDA with ``MMMILA_AUTOTUNE=1``) may pick from, so that the interpreter
+tests can run every configuration a GPU can get.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import itertools
+from dataclasses import dataclass, replace
+from functools import lru_cache
 
 import torch
 
@@ -17,70 +26,166 @@ SUPPORTED_HEAD_DIMS = (32,)
 
 
 @dataclass(frozen=True)
+class BlockParams:
+    """What tuning may vary; the rest of a :class:`LaunchConfig` follows from these and the problem.
+
+    Attributes:
+        block_n (int): tokens per tile of the map passes (a program handles one tile).
+        map_warps (int): warps per map program.
+        reduce_block_n (int): tokens per tile of the reduction passes (a program loops over tiles).
+        reduce_warps (int): warps per reduction program.
+        num_stages (int): software-pipelining stages of the reduction loops.
+        max_chunks (int): the most reduction programs per (batch, head). Their partial sums
+            (4.2 KB each at d = 32) are added in two levels by the last programs to finish
+            (:data:`CHUNK_GROUP` per group, then the groups): a tail of up to
+            ``CHUNK_GROUP + max_chunks / CHUNK_GROUP`` records read by one program.
+    """
+
+    block_n: int
+    map_warps: int
+    reduce_block_n: int
+    reduce_warps: int
+    num_stages: int
+    max_chunks: int
+
+
+@dataclass(frozen=True)
 class LaunchConfig:
-    """Block sizes and grid of one call.
+    """Everything the launchers need for one call: block sizes, warps, chunking, precision, grids.
 
     Attributes:
         block_n (int): tokens per tile of the map passes (BLOCK_N).
         reduce_block_n (int): tokens per tile of the reduction passes.
         num_chunks (int): programs per (batch, head) in the reduction passes.
         chunk_tokens (int): tokens per reduction program, a multiple of ``reduce_block_n``.
-        num_warps (int): warps per program (ignored by the interpreter).
+        map_warps (int): warps per map program (ignored by the interpreter).
+        reduce_warps (int): warps per reduction program (ignored by the interpreter).
+        num_stages (int): pipelining stages of the reduction loops (ignored by the interpreter).
         dot_precision (str): ``input_precision`` of ``tl.dot`` on float32 tiles.
+        map_grid (tuple[int, int]): (cdiv(N, block_n), B * nh).
+        reduce_grid (tuple[int, int]): (num_chunks, B * nh).
+        records (int): partial-sum records per (batch, head): one per chunk, one per group of
+            :data:`CHUNK_GROUP` chunks.
+        counters (int): int32 counters the reduction counts in: one per group and one per
+            (batch, head), for all B * nh.
     """
 
     block_n: int
     reduce_block_n: int
     num_chunks: int
     chunk_tokens: int
-    num_warps: int
+    map_warps: int
+    reduce_warps: int
+    num_stages: int
     dot_precision: str
+    map_grid: tuple[int, int]
+    reduce_grid: tuple[int, int]
+    records: int
+    counters: int
+
+
+# Reasoned defaults per pass and input dtype (docs/kernels.md, "Launch parameters": bytes in flight
+# per SM from the ptxas register reports; no GPU has timed them yet).
+_FWD_16 = BlockParams(block_n=64, map_warps=4, reduce_block_n=32, reduce_warps=4, num_stages=3, max_chunks=256)
+_BWD_16 = BlockParams(block_n=64, map_warps=4, reduce_block_n=32, reduce_warps=4, num_stages=3, max_chunks=256)
+_FWD_32 = BlockParams(block_n=64, map_warps=4, reduce_block_n=32, reduce_warps=8, num_stages=3, max_chunks=256)
+_BWD_32 = BlockParams(block_n=32, map_warps=4, reduce_block_n=32, reduce_warps=8, num_stages=2, max_chunks=256)
+DEFAULT_PARAMS = {
+    ('fwd', torch.bfloat16): _FWD_16, ('fwd', torch.float16): _FWD_16, ('fwd', torch.float32): _FWD_32,
+    ('bwd', torch.bfloat16): _BWD_16, ('bwd', torch.float16): _BWD_16, ('bwd', torch.float32): _BWD_32,
+}
+PASSES = ('fwd', 'bwd')
+# What the autotuner may choose from, field by field (its search is one field at a time from the
+# default; the interpreter tests run every (block_n, reduce_block_n) pair of it).
+TUNING_SPACE = {
+    'block_n': (32, 64, 128),
+    'map_warps': (4, 8),
+    'reduce_block_n': (16, 32, 64),
+    'reduce_warps': (4, 8),
+    'num_stages': (1, 2, 3),
+    'max_chunks': (16, 64, 256),
+}
+# The reduction adds its chunks' partial sums in groups of this many (the last program of a group
+# adds the group's, the last group the groups'): kernels/common.py, _finish_head_sums.
+CHUNK_GROUP = 8
+# The fewest reduction tiles a chunk gets on CUDA (a program's fixed work: loading S and m, storing
+# its partial, the count, amortised over at least this many tiles).
+MIN_TILES_PER_CHUNK = 8
+
+
+def default_params(kind: str, dtype: torch.dtype) -> BlockParams:
+    """The reasoned defaults of the forward (``kind='fwd'``) or backward (``'bwd'``) kernels for
+    inputs of ``dtype`` (qk's)."""
+    return DEFAULT_PARAMS[(kind, dtype)]
+
+
+def all_block_params() -> list[BlockParams]:
+    """Every :class:`BlockParams` the defaults and the autotuner can give (the product of
+    :data:`TUNING_SPACE` with the defaults): the finite set the tests draw from."""
+    fields = list(TUNING_SPACE)
+    space = {BlockParams(**dict(zip(fields, values))) for values in itertools.product(*TUNING_SPACE.values())}
+    return sorted(space | set(DEFAULT_PARAMS.values()), key=lambda p: tuple(vars(p).values()))
+
+
+def neighbours(params: BlockParams, field: str) -> list[BlockParams]:
+    """``params`` with ``field`` set to each value of :data:`TUNING_SPACE` (the autotuner's step)."""
+    return [replace(params, **{field: value}) for value in TUNING_SPACE[field]]
 
 
 def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
+@lru_cache(maxsize=None)
+def _sm_count(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
 def _parallel_slots(device: torch.device) -> int:
-    """How many programs keep the device busy: a few per SM on CUDA, a handful on CPU."""
+    """How many reduction programs keep the device busy: four per SM on CUDA (two to four fit at
+    once, and a second wave evens out the chunks' ends), a handful on CPU."""
     if device.type == 'cuda':
-        return 4 * torch.cuda.get_device_properties(device).multi_processor_count
+        return 4 * _sm_count(device)
     # The interpreter runs programs one after another; a few chunks still exercise the
     # partial-sum combination exactly as on a GPU.
     return 4
 
 
 def launch_config(num_tokens: int, batch_heads: int, head_dim: int, dtype: torch.dtype,
-                  device: torch.device, num_chunks: int | None = None) -> LaunchConfig:
-    """Choose the launch parameters for N tokens and B * nh (batch, head) pairs.
+                  device: torch.device, num_chunks: int | None = None, kind: str = 'fwd',
+                  params: BlockParams | None = None) -> LaunchConfig:
+    """The launch parameters for N tokens and B * nh (batch, head) pairs.
 
-    The sizes come from ptxas register reports of the compiled kernels (sm_80 and sm_90, d = 32;
-    docs/kernels.md), not from timing: the reduction passes keep two (d/2 x d) accumulators and,
-    for float32 inputs, reduce over the token axis with FMA dots whose operands live in registers,
-    so they take 32-token tiles; the map passes take 64. Eight warps per program avoid spills in
-    every kernel at d = 32.
+    Chunking: the reduction passes split each (batch, head)'s tokens into ``num_chunks`` runs of
+    whole tiles, enough for about four programs per SM over all heads (MILA-T's first stage at
+    B = 1 has only 2 heads), at most ``params.max_chunks`` and, on CUDA, at least
+    :data:`MIN_TILES_PER_CHUNK` tiles each; the last chunk may be ragged.
 
     Args:
         num_tokens (int): N.
         batch_heads (int): B * nh.
         head_dim (int): d.
-        dtype (torch.dtype): dtype of the inputs; float32 inputs get IEEE float32 dots.
+        dtype (torch.dtype): dtype of the inputs (qk's); float32 inputs get IEEE float32 dots.
         device (torch.device): where the tensors live.
         num_chunks (int, optional): force the number of reduction chunks per (batch, head)
-            (tests use it to cover 1 and many chunks). Defaults to a device-based choice.
+            (tests use it to cover 1 and many chunks); clamped to the number of tiles.
+        kind (str): 'fwd' or 'bwd', the pass whose defaults apply when ``params`` is not given.
+        params (BlockParams, optional): block sizes and warps; default :func:`default_params`.
 
     Returns:
-        LaunchConfig: the parameters.
+        LaunchConfig: the parameters and grids.
     """
     if head_dim not in SUPPORTED_HEAD_DIMS:
         raise ValueError(f'head dim {head_dim} is not in {SUPPORTED_HEAD_DIMS}')
-    block_n, reduce_block_n = 64, 32
-    n_blocks = _cdiv(num_tokens, reduce_block_n)
+    params = params or default_params(kind, dtype)
+    reduce_block_n = params.reduce_block_n
+    n_tiles = _cdiv(num_tokens, reduce_block_n)
     if num_chunks is None:
-        # Split N so that all SMs share the reduction even at B * nh = 2 (MILA-T, stage 1).
-        num_chunks = _cdiv(_parallel_slots(device), batch_heads)
-    num_chunks = max(1, min(num_chunks, n_blocks))
-    chunk_tokens = _cdiv(n_blocks, num_chunks) * reduce_block_n
+        num_chunks = min(_cdiv(_parallel_slots(device), batch_heads), params.max_chunks)
+        if device.type == 'cuda':
+            num_chunks = min(num_chunks, _cdiv(n_tiles, MIN_TILES_PER_CHUNK))
+    num_chunks = max(1, min(num_chunks, n_tiles))
+    chunk_tokens = _cdiv(n_tiles, num_chunks) * reduce_block_n
     num_chunks = _cdiv(num_tokens, chunk_tokens)  # no empty trailing chunk
     # float32 inputs promise float32 accuracy: TF32 dots would cost ~1e-3 relative error.
     # For 16-bit inputs TF32 is more precise than the inputs themselves.
@@ -88,4 +193,9 @@ def launch_config(num_tokens: int, batch_heads: int, head_dim: int, dtype: torch
         dot_precision = 'ieee'
     else:
         dot_precision = 'tf32'
-    return LaunchConfig(block_n, reduce_block_n, num_chunks, chunk_tokens, 8, dot_precision)
+    num_groups = _cdiv(num_chunks, CHUNK_GROUP)
+    return LaunchConfig(params.block_n, reduce_block_n, num_chunks, chunk_tokens, params.map_warps,
+                        params.reduce_warps, params.num_stages, dot_precision,
+                        (_cdiv(num_tokens, params.block_n), batch_heads), (num_chunks, batch_heads),
+                        num_chunks + num_groups, batch_heads * (num_groups + 1))
+

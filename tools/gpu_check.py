@@ -14,23 +14,28 @@ so a run stopped by ``--budget-s`` or a crash keeps what was done):
    inputs each run (the seed is recorded) and the allocator's blocks of the output sizes filled with
    NaN before each call (an unwritten element shows as NaN); output, dqk and dv within 1e-4
    (float32) or 2e-2 (16-bit) of max |truth|, never NaN.
-3. ``backbone_correctness``: the whole MILA-T backbone, Triton path and PyTorch path
+3. ``op_targets``: the op's speed targets at MILA-T's stage 1 (C = 64, 2 heads, B = 1), bf16:
+   forward+backward at 8x8 tokens within 100 us; at 512x512 tokens at least half the copy bandwidth
+   (measured in the section; bytes = 4C + 7C elements per token) and at least 10x the authors'
+   chain; each row with its target and whether it is met; then the 512x512 call with
+   ``MMMILA_AUTOTUNE=1``, its share and the launch parameters it chose.
+4. ``backbone_correctness``: the whole MILA-T backbone, Triton path and PyTorch path
    (``MMMILA_ATTN_BACKEND`` switching) against the PyTorch path in float64 (same weights and input),
    forward and backward, float32 (TF32 off) and bf16 autocast, 800x1280 batch 2: the four outputs and
    every parameter gradient; the Triton path may err at most twice as much as the PyTorch path.
-4. ``op_speed``: forward and forward+backward at MILA-T's stage 1 for 800x1280 and 2048x2048:
+5. ``op_speed``: forward and forward+backward at MILA-T's stage 1 for 800x1280 and 2048x2048:
    Triton, the PyTorch path and the authors' chain (``mmmila.bench.authors_attention``); achieved
    GB/s from the bytes of docs/kernels.md against the measured copy bandwidth.
-5. ``backbone_speed``: forward and training step (bf16 autocast, batch 2, 800x1280) of MILA-T
+6. ``backbone_speed``: forward and training step (bf16 autocast, batch 2, 800x1280) of MILA-T
    (Triton), MILA-T (PyTorch path), timm's Swin-T and ConvNeXt-T, with peak memory.
-6. ``compile``: ``torch.compile`` of the backbone against eager, with graph breaks counted by
+7. ``compile``: ``torch.compile`` of the backbone against eager, with graph breaks counted by
    dynamo's counters; runs once ``torch.ops.mmmila.linear_attention`` exists, and a failure is
    recorded, never raised.
-7. ``compiled_speed``: MILA-T (Triton) and Swin-T, forward and training step, eager against
+8. ``compiled_speed``: MILA-T (Triton) and Swin-T, forward and training step, eager against
    ``torch.compile`` (inductor), with the compilation time (the compiled model's first call).
-8. ``profile``: torch.profiler over MILA-T (Triton) eager training steps: the top ops by device
+9. ``profile``: torch.profiler over MILA-T (Triton) eager training steps: the top ops by device
    time, the sum of all kernels' time against the step's wall time, kernel launches per step.
-9. ``sweep``: the backbones of 5. at 512^2 ... 2048^2.
+10. ``sweep``: the backbones of 6. at 512^2 ... 2048^2.
 
 Timing: ``triton.testing.do_bench`` medians (warm-up excluded, L2 flushed before each call) on
 CUDA; on CPU (``--dry-run``) a median of a few ``time.perf_counter`` calls. ``--dry-run`` forces

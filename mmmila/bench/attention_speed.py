@@ -22,6 +22,11 @@ from mmmila.ops import mila_linear_attention_cpu, mila_linear_attention_ref, rop
 STAGES = {1: (4, 64, 2), 2: (8, 128, 4), 3: (16, 256, 8), 4: (32, 512, 16)}
 OP_MODES = ('fwd', 'fwd+bwd')
 BASELINE = 'authors'
+# The op's speed targets on a GPU, at MILA-T's stage 1 (C = 64, 2 heads) with batch 1.
+TARGET_STAGE = dict(channels=64, heads=2, batch=1)
+TINY_US = 100.0          # forward+backward at 8x8 tokens, microseconds at most: the per-call cost
+COPY_SHARE = 0.5         # forward+backward bf16 at 512x512 tokens: bytes / time, of the copy bandwidth
+AUTHORS_SPEEDUP = 10.0   # the same call against the authors' chain, at least
 
 
 def stage_map(image_hw: tuple[int, int], stage: int) -> tuple[int, int]:
@@ -145,3 +150,47 @@ def keep_heap_warm() -> None:
     m_trim_threshold, m_mmap_threshold = -1, -3
     if not (libc.mallopt(m_mmap_threshold, 1 << 30) and libc.mallopt(m_trim_threshold, (1 << 31) - 1)):
         raise RuntimeError('mallopt failed: --warm-heap needs glibc')
+
+
+def copy_share(hw: tuple[int, int], mode: str, ms: float, copy_gb_s: float) -> float:
+    """The share of ``copy_gb_s`` that one call at :data:`TARGET_STAGE` with bf16 inputs reaches in
+    ``ms``: the op's bytes (:func:`mmmila.bench.traffic.fused_bytes`; 4C per token forward, + 7C
+    backward for 'fwd+bwd') / time / copy bandwidth."""
+    fwd_bytes, bwd_bytes = fused_bytes(TARGET_STAGE['batch'] * hw[0] * hw[1], TARGET_STAGE['channels'], 2)
+    nbytes = fwd_bytes + (bwd_bytes if mode == 'fwd+bwd' else 0)
+    return nbytes / (ms * 1e-3) / 1e9 / copy_gb_s
+
+
+def target_rows(time_ms, copy_gb_s: float, tiny_map: tuple[int, int], big_map: tuple[int, int],
+                judged: bool, measured_on: str) -> list[dict]:
+    """The op's speed targets as rows: item, value, unit, target, met (None when not ``judged``).
+
+    ``time_ms(hw, variant, mode)`` is the median ms of one call of ``variant`` ('triton' or
+    'authors') in ``mode`` ('fwd' or 'fwd+bwd', :data:`OP_MODES`) at map ``hw`` with bf16 inputs, at
+    :data:`TARGET_STAGE`. Bytes are the least the op must move
+    (:func:`mmmila.bench.traffic.fused_bytes`); the share is (bytes / time) / ``copy_gb_s``.
+    Rows without a target (forward alone) say where the time goes.
+    """
+    def row(item, value, unit, target=None, met=None):
+        return dict(item=item, value=value, unit=unit, target=target,
+                    met=met if judged and target is not None else None, measured_on=measured_on)
+
+    tiny = '%dx%d tokens' % tiny_map
+    big = '%dx%d tokens' % big_map
+    both_us = time_ms(tiny_map, 'triton', 'fwd+bwd') * 1e3
+    rows = [row(f'op fwd+bwd bf16 {tiny}: time', both_us, 'us', f'<= {TINY_US:g} us', both_us <= TINY_US),
+            row(f'op fwd bf16 {tiny}: time', time_ms(tiny_map, 'triton', 'fwd') * 1e3, 'us')]
+    both = time_ms(big_map, 'triton', 'fwd+bwd')
+    authors = time_ms(big_map, 'authors', 'fwd+bwd')
+    fwd = time_ms(big_map, 'triton', 'fwd')
+    both_share = copy_share(big_map, 'fwd+bwd', both, copy_gb_s)
+    rows += [row(f'op fwd+bwd bf16 {big}: share of copy bandwidth', both_share, 'of copy',
+                 f'>= {COPY_SHARE:g}', both_share >= COPY_SHARE),
+             row(f"op fwd+bwd bf16 {big}: Triton vs authors' chain", authors / both, 'x',
+                 f'>= {AUTHORS_SPEEDUP:g}x', authors / both >= AUTHORS_SPEEDUP),
+             row(f'op fwd+bwd bf16 {big}: time', both * 1e3, 'us'),
+             row(f"op fwd+bwd bf16 {big}: authors' chain time", authors * 1e3, 'us'),
+             row(f'op fwd bf16 {big}: share of copy bandwidth', copy_share(big_map, 'fwd', fwd, copy_gb_s),
+                 'of copy'),
+             row(f'op fwd bf16 {big}: time', fwd * 1e3, 'us')]
+    return rows

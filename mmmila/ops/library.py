@@ -52,6 +52,7 @@ def register_attention_autograd(op, backward_op: Callable) -> None:
         _, s, m = output
         ctx.save_for_backward(qk, v, s, m)
         ctx.args = args
+        ctx.set_materialize_grads(False)   # outputs without a gradient come as None, not zeros to add
 
     def backward(ctx, grad_out, grad_s, grad_m):
         qk, v, s, m = ctx.saved_tensors

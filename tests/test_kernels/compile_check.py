@@ -4,8 +4,11 @@
 
 The Triton interpreter runs the kernels' maths on CPU but does not apply the compiler's rules
 (constexpr-only globals, layouts, ``tl.dot`` shapes); this script runs the real compiler down to
-PTX and ptxas, with the block sizes of ``mmmila.kernels.heuristics.launch_config``. It prints one
-JSON object: ``{"<dtype> <kernel>": {"registers": r, "spill_bytes": s}}``. It must run in a
+PTX and ptxas, with the launch parameters of ``mmmila.kernels.heuristics.launch_config`` (the defaults
+of each pass, or ``--params``). It prints one JSON object:
+``{"<dtype> <kernel>": {"registers": r, "spill_bytes": s, "instructions_per_token": i}}``, where ``i``
+is the PTX instructions that one tile costs all its threads, per token (of one head): what the
+kernels spend per 64 (bf16) or 128 (float32) bytes of each tensor they read or write. It must run in a
 process where TRITON_INTERPRET is not set (the kernels are otherwise built for the interpreter).
 """
 from __future__ import annotations
@@ -23,16 +26,17 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from mmmila.kernels import launch_config
+from mmmila.kernels import BlockParams, launch_config
 from mmmila.kernels import linear_attn_bwd, linear_attn_fwd
 
 # Pointers to the op's own tensors carry the input dtype; the rest (theta, S, m, partials) float32.
 _IO_POINTERS = {'qk_ptr', 'v_ptr', 'out_ptr', 'g_ptr', 'dqk_ptr', 'dv_ptr'}
+# name: (kernel, pass, is a reduction)
 _KERNELS = {
-    '_mila_attn_fwd_reduce_kernel': (linear_attn_fwd._mila_attn_fwd_reduce_kernel, True),
-    '_mila_attn_fwd_map_kernel': (linear_attn_fwd._mila_attn_fwd_map_kernel, False),
-    '_mila_attn_bwd_reduce_kernel': (linear_attn_bwd._mila_attn_bwd_reduce_kernel, True),
-    '_mila_attn_bwd_map_kernel': (linear_attn_bwd._mila_attn_bwd_map_kernel, False),
+    '_mila_attn_fwd_reduce_kernel': (linear_attn_fwd._mila_attn_fwd_reduce_kernel, 'fwd', True),
+    '_mila_attn_fwd_map_kernel': (linear_attn_fwd._mila_attn_fwd_map_kernel, 'fwd', False),
+    '_mila_attn_bwd_reduce_kernel': (linear_attn_bwd._mila_attn_bwd_reduce_kernel, 'bwd', True),
+    '_mila_attn_bwd_map_kernel': (linear_attn_bwd._mila_attn_bwd_map_kernel, 'bwd', False),
 }
 _TORCH_DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 
@@ -44,33 +48,65 @@ def _ptxas() -> str:
     return found[0]
 
 
-def compile_report(arch: int, dtype: str) -> dict:
-    """Compile the four kernels for sm_<arch> with ``dtype`` inputs; registers and spills each."""
-    cfg = launch_config(64000, 2, 32, _TORCH_DTYPES[dtype], torch.device('cpu'))
+def _tile_instructions(ptx: str, in_loop: bool) -> int:
+    """PTX instructions per thread for one tile: the body of the token loop (a reduction), or the
+    whole kernel (a map pass, one tile per program). Every element of a tile has its own unrolled
+    instructions, so this is what a thread issues per tile (branches aside)."""
+    lines = ptx.splitlines()
+    instruction = re.compile(r'\s+(@!?%p\d+\s+)?[a-z]')
+    if not in_loop:
+        return sum(1 for line in lines if instruction.match(line))
+    labels, body = {}, 0
+    for i, line in enumerate(lines):
+        label = re.match(r'^(\$L__\w+):', line.strip())
+        if label:
+            labels[label.group(1)] = i
+        back = re.search(r'bra(?:\.uni)?\s+(\$L__\w+);', line)
+        if back and labels.get(back.group(1), i) < i:   # a branch back: the loop
+            body = max(body, sum(1 for x in lines[labels[back.group(1)]:i + 1] if instruction.match(x)))
+    return body
+
+
+def compile_report(arch: int, dtype: str, params: BlockParams | None = None) -> dict:
+    """Compile the four kernels for sm_<arch> with ``dtype`` inputs and the default launch parameters
+    of each pass (or ``params`` for both); registers and spills of each."""
     precision = 'ieee' if dtype == 'fp32' else 'tf32'
     report = {}
-    for name, (kernel, is_reduce) in _KERNELS.items():
+    for name, (kernel, kind, is_reduce) in _KERNELS.items():
+        cfg = launch_config(64000, 2, 32, _TORCH_DTYPES[dtype], torch.device('cpu'), kind=kind, params=params)
         constexprs = {'D': 32, 'BLOCK_N': cfg.reduce_block_n if is_reduce else cfg.block_n,
                       'DOT_PRECISION': precision}
+        if 'HAS_GRAD_SM' in kernel.arg_names:
+            constexprs['HAS_GRAD_SM'] = False
+        for arg in kernel.arg_names:   # contiguous channels: Triton specialises an int equal to 1
+            if arg.startswith('stride_') and arg.endswith('_c'):
+                constexprs[arg] = 1
         signature = {}
         for arg in kernel.arg_names:
             if arg in constexprs:
                 signature[arg] = 'constexpr'
+            elif arg == 'counter_ptr':
+                signature[arg] = '*i32'
             elif arg.endswith('_ptr'):
                 signature[arg] = f'*{dtype}' if arg in _IO_POINTERS else '*fp32'
             else:
                 signature[arg] = 'i32'
+        options = ({'num_warps': cfg.reduce_warps, 'num_stages': cfg.num_stages} if is_reduce
+                   else {'num_warps': cfg.map_warps})
         compiled = triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constexprs),
-                                  target=GPUTarget('cuda', arch, 32), options={'num_warps': cfg.num_warps})
+                                  target=GPUTarget('cuda', arch, 32), options=options)
         with tempfile.NamedTemporaryFile('w', suffix='.ptx', delete=False) as f:
             f.write(compiled.asm['ptx'])
         gpu = f'sm_{arch}a' if arch >= 90 else f'sm_{arch}'
         res = subprocess.run([_ptxas(), '-v', f'--gpu-name={gpu}', f.name, '-o', os.devnull],
                              capture_output=True, text=True, check=True)
         os.unlink(f.name)
+        block_n = constexprs['BLOCK_N']
+        threads = 32 * options['num_warps']
         report[f'{dtype} {name}'] = {
             'registers': int(re.search(r'Used (\d+) registers', res.stderr).group(1)),
-            'spill_bytes': int(re.search(r'(\d+) bytes spill stores', res.stderr).group(1))}
+            'spill_bytes': int(re.search(r'(\d+) bytes spill stores', res.stderr).group(1)),
+            'instructions_per_token': round(_tile_instructions(compiled.asm['ptx'], is_reduce) * threads / block_n)}
     return report
 
 
@@ -79,12 +115,15 @@ def main():
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--arch', type=int, default=80, help='compute capability, e.g. 80 or 90')
     parser.add_argument('--dtypes', default='bf16', help='comma-separated: fp32,bf16,fp16')
+    parser.add_argument('--params', help='BlockParams fields as JSON, for both passes (default: the '
+                        'defaults of each pass)')
     args = parser.parse_args()
+    params = BlockParams(**json.loads(args.params)) if args.params else None
     if os.environ.get('TRITON_INTERPRET', '0') not in ('', '0'):
         raise SystemExit('unset TRITON_INTERPRET: the kernels must be built for the compiler')
     report = {}
     for dtype in args.dtypes.split(','):
-        report.update(compile_report(args.arch, dtype))
+        report.update(compile_report(args.arch, dtype, params))
     print(json.dumps(report))
 
 

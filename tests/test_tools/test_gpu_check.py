@@ -94,7 +94,9 @@ def dry_run(tmp_path_factory):
     make_wheel(wheels, 'mmmila_kit_probe', 'mmmila_kit_probe')
     make_wheel(wheels, 'fake_json', 'json')
     out = tmp / 'out'
-    res = run_kit('--dry-run', '--out', out, '--wheels', wheels, '--seed', seed_for(7))
+    # The budget only stops a run early; on 2 loaded cores the interpreter's dry run takes ~5 min
+    # since the depthwise-conv kernels run in it too, over the default 300 s.
+    res = run_kit('--dry-run', '--out', out, '--wheels', wheels, '--seed', seed_for(7), '--budget-s', 1200)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     return res, json.loads((out / 'gpu_check.json').read_text()), out
 
@@ -202,6 +204,55 @@ def test_dry_run_speed_rows_and_files(dry_run):
     assert all(line.startswith('| section ') or line.startswith('| op ') for line in table)
 
 
+def test_dry_run_target_rows(dry_run):
+    """The op's three speed targets, each with its target, not judged in the dry run; the values
+    follow from the timed rows and the copy bandwidth measured in the section."""
+    res, report, _ = dry_run
+    section = report['sections']['op_targets']
+    assert section['status'] == 'ok' and section['copy_gb_s'] > 0
+    assert section['autotune'] == 'not run: autotuning times candidates on CUDA only'
+    rows = {r['item']: r for r in section['rows']}
+    big = 'op fwd+bwd bf16 16x16 tokens'
+    assert {item: r['target'] for item, r in rows.items() if r['target']} == {
+        'op fwd+bwd bf16 8x8 tokens: time': '<= 100 us', f'{big}: share of copy bandwidth': '>= 0.5',
+        f"{big}: Triton vs authors' chain": '>= 10x'}
+    for row in rows.values():
+        assert row['met'] is None and 'dry run' in row['measured_on'] and row['value'] > 0, row
+    both_us = rows[f'{big}: time']['value']
+    # 11 C elements per token (4 C forward, 7 C backward), 2 bytes each, C = 64, 16 x 16 tokens
+    assert rows[f'{big}: share of copy bandwidth']['value'] == pytest.approx(
+        11 * 64 * 256 * 2 / (both_us * 1e-6) / 1e9 / section['copy_gb_s'])
+    assert rows[f"{big}: Triton vs authors' chain"]['value'] == pytest.approx(
+        rows[f"{big}: authors' chain time"]['value'] / both_us)
+    summary = {r['item']: r for r in report['summary']}
+    for item in ('op fwd+bwd bf16 8x8 tokens: time', f'{big}: share of copy bandwidth'):
+        assert summary[item]['target'] == rows[item]['target'] and summary[item]['met'] is None
+    assert "| op fwd+bwd bf16 16x16 tokens: Triton vs authors' chain |" in res.stdout
+
+
+def test_the_autotuned_row(monkeypatch):
+    """The kit's autotuned call (CUDA only in a run): the environment variable set for the call
+    alone, each pass's choice recorded, the cache left empty (later sections use the defaults)."""
+    import torch
+
+    from mmmila.bench.gpu_kit.speed import autotuned_call
+    from mmmila.kernels import tuning
+    monkeypatch.delenv(tuning.ENV_VAR, raising=False)
+    monkeypatch.setattr(tuning, 'autotune_requested',
+                        lambda device: os.environ.get(tuning.ENV_VAR) == '1')
+    monkeypatch.setattr(tuning, 'bench_ms', lambda fn: 1.0)
+    qk, v = torch.randn(1, 64, 128, requires_grad=True), torch.randn(1, 64, 64, requires_grad=True)
+
+    def timed():
+        torch.ops.mmmila.linear_attention_triton(qk, v, 8, 8, 2)[0].sum().backward()
+        return 0.5
+    section = autotuned_call(timed, (8, 8), copy_gb_s=1.0, measured_on='test')
+    assert sorted(section['autotune']['chosen']) == ['bwd', 'fwd'] and section['autotune']['fwd_bwd_ms'] == 0.5
+    row = section['row']
+    assert row['value'] == pytest.approx(11 * 64 * 64 * 2 / 0.5e-3 / 1e9) and row['met'] is False
+    assert tuning.ENV_VAR not in os.environ and tuning.tuned_choices() == {}
+
+
 @pytest.mark.parametrize('fault', ['scale', 'nan'])
 def test_a_broken_op_fails_the_check(tmp_path, fault):
     """A 1e-3 relative error fails float32 (limit 1e-4), not 16-bit (2e-2); an unwritten token fails all."""
@@ -239,7 +290,7 @@ def test_the_report_records_the_command_as_typed(dry_run):
     repository keep their last part only)."""
     _, report, out = dry_run
     assert report['command'] == (f'python tools/gpu_check.py --dry-run --out .../out --wheels .../wheels '
-                                 f'--seed {seed_for(7)}')
+                                 f'--seed {seed_for(7)} --budget-s 1200')
     md = (out / 'gpu_check.md').read_text()
     assert f"command `{report['command']}`" in md
     assert str(out.parent) not in md and str(REPO) not in md

@@ -24,6 +24,20 @@ def build_mila(ctx):
 
 
 @contextmanager
+def env_var(name: str, value: str):
+    """Set the environment variable ``name`` to ``value`` inside the block, then restore it."""
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+
+@contextmanager
 def attn_backend(name: str | None):
     """Route every 'auto' attention call to ``name`` through the documented environment variable
     (``None``: leave it as it is)."""
@@ -31,15 +45,8 @@ def attn_backend(name: str | None):
         yield
         return
     from mmmila.ops import ENV_VAR
-    old = os.environ.get(ENV_VAR)
-    os.environ[ENV_VAR] = name
-    try:
+    with env_var(ENV_VAR, name):
         yield
-    finally:
-        if old is None:
-            os.environ.pop(ENV_VAR, None)
-        else:
-            os.environ[ENV_VAR] = old
 
 
 def median_ms(ctx, fn, **kwargs) -> float:

@@ -7,13 +7,14 @@ import math
 from datetime import datetime, timezone
 from pathlib import Path
 
-from mmmila.bench.gpu_kit.plan import CORRECTNESS_SECTIONS, PLAN
+from mmmila.bench.gpu_kit.plan import CORRECTNESS_SECTIONS
 
 SECTION_COLUMNS = {
     'op_correctness': ['shape', 'dtype', 'out', 'dqk', 'dv', 'limit', 'nan', 'ok'],
     'backbone_correctness': ['precision', 'outputs', 'output_limit', 'worst_param_grad', 'worst_param',
                              'limit', 'all_grads', 'all_grads_limit', 'torch_path_outputs',
                              'torch_path_worst_param_grad', 'triton_calls', 'torch_calls', 'ok'],
+    'op_targets': ['item', 'value', 'unit', 'target', 'met', 'measured_on'],
     'op_speed': ['map', 'dtype', 'mode', 'variant', 'ms', 'speedup_vs_authors', 'gb_s', 'of_copy_bw',
                  'peak_mb'],
     'backbone_speed': ['model', 'size', 'mode', 'ms', 'images_s', 'peak_mb', 'peak_above_start_mb', 'error'],
@@ -113,17 +114,8 @@ def summary(data: dict) -> list[dict]:
         return status == 'ok' if name in CORRECTNESS_SECTIONS and status != 'skipped' else None
     rows = [dict(item=f'section {name}', value=s['status'], target='ok' if name in CORRECTNESS_SECTIONS
                  else '-', met=met(name, s['status'])) for name, s in sections.items()]
-    speed = sections.get('op_speed', {}).get('rows', [])
-    big = [r for r in speed if r['dtype'] == 'bfloat16' and r['mode'] == 'fwd+bwd'
-           and r['map'] == '%dx%d' % tuple(PLAN['dry' if data['dry_run'] else 'gpu']['op_speed_maps'][-1])]
-    tri = next((r for r in big if r['variant'] == 'triton'), None)
-    if tri is not None:
-        up = tri.get('speedup_vs_authors')
-        rows.append(dict(item=f"op fwd+bwd bf16 {tri['map']}: Triton vs authors' chain", value=up,
-                         target='>= 10x', met=None if up is None else up >= 10))
-        frac = tri.get('of_copy_bw')
-        rows.append(dict(item=f"op fwd+bwd bf16 {tri['map']}: share of copy bandwidth", value=frac,
-                         target='>= 0.5', met=None if frac is None else frac >= 0.5))
+    rows += [dict(item=r['item'], value=r['value'], target=r['target'], met=r['met'])
+             for r in sections.get('op_targets', {}).get('rows', []) if r['target'] is not None]
     models = {(r['model'], r['mode']): r for r in sections.get('backbone_speed', {}).get('rows', [])
               if 'error' not in r}
     mila, swin = models.get(('MILA-T (Triton)', 'train step')), models.get(('Swin-T (timm)', 'train step'))

@@ -14,10 +14,11 @@ from mmmila.bench.gpu_kit.env import section_env
 from mmmila.bench.gpu_kit.plan import MIN_SECONDS, PLAN, SECTIONS
 from mmmila.bench.gpu_kit.report import SUMMARY_COLUMNS, Report, md_table
 from mmmila.bench.gpu_kit.speed import (section_backbone_speed, section_compiled_speed, section_op_speed,
-                                        section_profile, section_sweep)
+                                        section_op_targets, section_profile, section_sweep)
 
 SECTION_FUNCS = {'env': section_env, 'op_correctness': section_op_correctness,
-                 'backbone_correctness': section_backbone_correctness, 'op_speed': section_op_speed,
+                 'op_targets': section_op_targets, 'backbone_correctness': section_backbone_correctness,
+                 'op_speed': section_op_speed,
                  'backbone_speed': section_backbone_speed, 'compile': section_compile,
                  'compiled_speed': section_compiled_speed, 'profile': section_profile, 'sweep': section_sweep}
 

@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from mmmila.bench.gpu_kit.common import attn_backend, build_mila, compile_ready, free, median_ms
+from mmmila.bench.gpu_kit.common import attn_backend, build_mila, compile_ready, env_var, free, median_ms
 from mmmila.bench.launches import count_launches
 from mmmila.bench.memory import peak_memory
 from mmmila.bench.models import build_backbone, label
@@ -41,6 +41,93 @@ def authors_chain(hw, channels, device):
     return chain
 
 
+def op_call(fn, qk, v, g, leaves, nh, mode):
+    """One timed call of an attention variant: 'fwd' under no_grad on ``qk``, ``v``; 'fwd+bwd' on the
+    leaf copies ``leaves``, back-propagating ``g`` (their ``.grad`` reset by the timer)."""
+    if mode == 'fwd':
+        def call():
+            with torch.no_grad():
+                fn(qk, v, nh)
+    else:
+        def call():
+            fn(*leaves, nh).backward(g)
+    return call
+
+
+def section_op_targets(ctx) -> dict:
+    """The op's speed targets at MILA-T's stage 1, B = 1, bf16 (``attention_speed.target_rows``):
+    forward+backward at 8x8 tokens within 100 us; at 512x512 tokens at least half the copy
+    bandwidth (measured here, right before) and at least 10x the authors' chain. On CUDA, when time
+    is left, the 512x512 call again with autotuning (``MMMILA_AUTOTUNE=1``): its time and choice."""
+    from mmmila.bench.attention_speed import TARGET_STAGE, target_rows
+    from mmmila.bench.gpu_kit.env import copy_bandwidth
+    from mmmila.ops import mila_linear_attention
+    device, gen, dry = ctx['device'], ctx['gen'], ctx['dry']
+    channels, nh, batch = TARGET_STAGE['channels'], TARGET_STAGE['heads'], TARGET_STAGE['batch']
+    tiny_map, big_map = ctx['plan']['target_maps']
+    copy = copy_bandwidth(ctx)
+    inputs = {}
+
+    def time_ms(hw, variant, mode):
+        if hw not in inputs:
+            n = hw[0] * hw[1]
+            qk, v, g = (torch.randn(batch, n, c, generator=gen).to(device, torch.bfloat16)
+                        for c in (2 * channels, channels, channels))
+            inputs[hw] = (qk, v, g, [qk.clone().requires_grad_(), v.clone().requires_grad_()])
+        qk, v, g, leaves = inputs[hw]
+        if variant == 'triton':
+            def fn(a, b, heads):
+                return mila_linear_attention(a, b, hw, heads, backend='triton')
+        else:
+            fn = authors_chain(hw, channels, device)
+        return median_ms(ctx, op_call(fn, qk, v, g, leaves, nh, mode), grad_to_none=leaves)
+
+    measured_on = ('CPU, Triton interpreter (dry run): not a measure of the targets' if dry
+                   else torch.cuda.get_device_name(device))
+    rows = target_rows(time_ms, copy['copy_gb_s'], tiny_map, big_map, judged=not dry,
+                       measured_on=measured_on)
+    section = dict(status='ok', rows=rows, **copy, channels=channels, heads=nh, batch=batch)
+    if dry:
+        section['autotune'] = 'not run: autotuning times candidates on CUDA only'
+    elif ctx['deadline'] - time.monotonic() < 90:
+        section['autotune'] = 'not run: less than 90 s of the budget left'
+    else:
+        section.update(autotuned_call(lambda: time_ms(big_map, 'triton', 'fwd+bwd'), big_map,
+                                      copy['copy_gb_s'], measured_on))
+        rows.append(section.pop('row'))
+    section['note'] = (f'MILA-T stage 1 (C = {channels}, {nh} heads, B = {batch}), bf16 inputs, the public op '
+                       "(mmmila.ops.mila_linear_attention, backend='triton'); authors = the authors' chain under "
+                       'bf16 autocast. Share of copy bandwidth = (4C + 7C elements per token for forward + '
+                       'backward, 4C forward alone, x 2 bytes) / median time / the copy bandwidth measured at '
+                       f"the start of this section ({copy['copy_gb_s']:.1f} GB/s). Launch parameters: the "
+                       'defaults of kernels/heuristics.py' + ('' if dry else '; the autotuned row after them')
+                       + '.')
+    return section
+
+
+def autotuned_call(timed, hw, copy_gb_s: float, measured_on: str) -> dict:
+    """``timed()`` (the median ms of the Triton op's forward+backward at ``hw``) with
+    ``MMMILA_AUTOTUNE=1``, once to tune (its first call tunes both passes) and once to measure; the
+    configurations chosen, and the row of the share of ``copy_gb_s`` it reaches."""
+    from mmmila.bench.attention_speed import COPY_SHARE, copy_share
+    from mmmila.kernels import tuning
+    tuning.clear_cache()
+    try:
+        with env_var(tuning.ENV_VAR, '1'):
+            start = time.monotonic()
+            timed()
+            tune_s = time.monotonic() - start
+            ms = timed()
+        chosen = {str(key[0]): vars(params) for key, params in tuning.tuned_choices().items()}
+    finally:
+        tuning.clear_cache()
+    share = copy_share(hw, 'fwd+bwd', ms, copy_gb_s)
+    row = dict(item='op fwd+bwd bf16 %dx%d tokens, autotuned: share of copy bandwidth' % hw, value=share,
+               unit='of copy', target=f'>= {COPY_SHARE:g}', met=share >= COPY_SHARE,
+               measured_on=measured_on)
+    return dict(row=row, autotune=dict(seconds=round(tune_s, 1), fwd_bwd_ms=ms, chosen=chosen))
+
+
 def section_op_speed(ctx) -> dict:
     """Forward and forward+backward at MILA-T's stage 1 for the plan's maps: Triton, the PyTorch path
     and the authors' chain; achieved GB/s from the bytes of docs/kernels.md against the copy bandwidth."""
@@ -65,13 +152,7 @@ def section_op_speed(ctx) -> dict:
             for mode in ('fwd', 'fwd+bwd'):
                 times = {}
                 for name, fn in variants.items():
-                    if mode == 'fwd':
-                        def call(fn=fn):
-                            with torch.no_grad():
-                                fn(qk, v, nh)
-                    else:
-                        def call(fn=fn):
-                            fn(*leaves, nh).backward(g)
+                    call = op_call(fn, qk, v, g, leaves, nh, mode)
                     times[name] = median_ms(ctx, call, grad_to_none=leaves)
                     peak = peak_memory(call, device) if device.type == 'cuda' else None
                     fwd_bytes, bwd_bytes = fused_bytes(batch * n, channels, qk.element_size())
