@@ -25,7 +25,8 @@ setup(
     # is not required here: OpenMMLab's `mmengine` and OneDL's `onedl-mmengine` both provide it, and pip
     # knows no "either"; `import mmmila` says which to install when neither is there. The extras pick
     # a stack: `pip install -e .[openmmlab]` or `.[onedl]`, never both in one environment.
-    install_requires=['torch>=2.1', 'numpy'],
+    # torch 2.6: the ops' `torch.library.triton_op` and autocast rules, and weights-only loading by default.
+    install_requires=['torch>=2.6', 'numpy'],
     extras_require={
         'openmmlab': ['mmengine>=0.10,<0.11', 'mmcv>=2.0.0,<2.2.0', 'mmdet>=3.3,<3.4',
                       'mmsegmentation>=1.2,<1.3', 'mmpretrain>=1.2,<1.3', 'pycocotools'],
