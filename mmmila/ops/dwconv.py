@@ -88,10 +88,10 @@ def _conv_params(weight: torch.Tensor, bias: torch.Tensor, dtype: torch.dtype):
     return w.as_strided(w.shape, (9, 1, 3, 1)), bias.to(dtype)
 
 
-def _pre_activation(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+def _pre_activation(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor,
                     hw: tuple[int, int]) -> torch.Tensor:
-    """p = dwconv3x3(x) + bias as a channels-last (B, C, H, W) map, a fresh tensor."""
-    w, b = _conv_params(weight, bias, x.dtype)
+    """p = dwconv3x3(x) + b as a channels-last (B, C, H, W) map, a fresh tensor; ``w``, ``b`` from
+    :func:`_conv_params`."""
     return F.conv2d(as_map(x, hw), w, b, padding=1, groups=x.shape[-1])
 
 
@@ -112,7 +112,8 @@ def dwconv_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, hw
     """The op's output by PyTorch ops (checked inputs); contiguous tokens in x's dtype."""
     if x.numel() == 0:
         return torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    s = _sum_before_gate(_pre_activation(x, weight, bias, hw), x, hw, residual, skip, act)
+    s = _sum_before_gate(_pre_activation(x, *_conv_params(weight, bias, x.dtype), hw), x, hw, residual,
+                         skip, act)
     if gate is not None:
         s.mul_(F.silu(as_map(gate, hw)))
     return as_tokens(s)
@@ -129,7 +130,8 @@ def dwconv_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, b
                 torch.zeros_like(x) if residual is not None and gate is not None else x.new_empty(0),
                 torch.zeros_like(x) if gate is not None else x.new_empty(0))
     g = as_map(grad, hw)
-    p = _pre_activation(x, weight, bias, hw) if act == 'silu' or gate is not None else None
+    w, b = _conv_params(weight, bias, x.dtype)   # once: the recomputation and the backward share it
+    p = _pre_activation(x, w, b, hw) if act == 'silu' or gate is not None else None
     dres, dgate = x.new_empty(0), x.new_empty(0)   # two tensors: outputs may not alias each other
     if gate is not None:
         gate_map = as_map(gate, hw)
@@ -140,7 +142,6 @@ def dwconv_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, b
         if residual is not None:
             dres = as_tokens(g)
     gp = torch.ops.aten.silu_backward(g, p) if act == 'silu' else g
-    w, _ = _conv_params(weight, bias, x.dtype)
     dx, dw, db = torch.ops.aten.convolution_backward(
         gp, as_map(x, hw), w, [C], [1, 1], [1, 1], [1, 1], False, [0, 0], C, [True, True, True])
     if skip:
