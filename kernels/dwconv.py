@@ -448,4 +448,5 @@ def dwconv_tokens_triton_backward(grad: torch.Tensor, x: torch.Tensor, weight: t
 
 # Fakes, autograd and autocast shared with the PyTorch op; shape propagation by allocation only
 # (triton_op's default traces the launchers, whose launch configuration reads the sizes).
-register_dwconv_op(dwconv_tokens_triton, dwconv_tokens_triton_backward, 'dwconv_tokens_triton')
+register_dwconv_op(dwconv_tokens_triton, dwconv_tokens_triton_backward, 'dwconv_tokens_triton',
+                   cast_params=False)

@@ -5,7 +5,9 @@ work is at least one kernel launch, each costing a few microseconds of CPU time 
 :class:`LaunchCounter` counts what a step would launch, on any device:
 
 - every aten call that does work: not views (``OpOverload.is_view``), not metadata queries, not bare
-  allocations (``empty``, ``empty_strided``, ... write nothing); a ``zeros`` or a copy counts;
+  allocations (``empty``, ``empty_strided``, ... write nothing); a ``zeros`` or a copy counts, and so
+  does the copy that a call which may return its input makes when it does not (``x.to(dtype)``,
+  ``x.contiguous()``, ``x.reshape(...)`` of a tensor that cannot be viewed so);
 - the calls made *inside* mmmila's registered ops (``torch.ops.mmmila.*``): such an op is not
   counted itself; its implementation runs under the counter, so a PyTorch implementation counts
   its aten calls and a Triton implementation its kernel launches;
@@ -40,6 +42,12 @@ _NO_WORK = {
 
 def _does_work(func) -> bool:
     return not func.is_view and func._schema.name not in _NO_WORK
+
+
+def _maybe_copies(func) -> bool:
+    """Whether a call that may return its input (``to``, ``contiguous``, ``reshape``, ...) may also
+    copy it: such ops are compositions (CompositeImplicitAutograd) of a view or a copy."""
+    return torch._C._dispatch_has_kernel_for_dispatch_key(func.name(), 'CompositeImplicitAutograd')
 
 
 def _implementation(func):
@@ -87,6 +95,9 @@ class LaunchCounter(TorchDispatchMode):
         if impl is not None:
             with self:   # the op's own calls are counted, not the op
                 return impl(*args, **kwargs)
+        if func.is_view and _maybe_copies(func):
+            with self:   # `to`, `contiguous`, `reshape`: count the copy they make, if they make one
+                return func.decompose(*args, **kwargs)
         if _does_work(func):
             self.launches.aten[func._schema.name] += 1
         return func(*args, **kwargs)

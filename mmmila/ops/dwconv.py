@@ -15,13 +15,15 @@ one op::
 PyTorch implementation (any device; on CPU the convolution reads a channels-last view of the
 tokens, oneDNN's fast layout, without a transposed copy). The Triton implementation registers
 ``torch.ops.mmmila.dwconv_tokens_triton`` with the same schema when ``mmmila.kernels`` is imported.
-Both share the fake implementations, the autograd wiring and the autocast rule below:
+Both share the fake implementations, the autograd wiring and the form of the autocast rule below:
 
 - autograd saves x, weight, bias, residual and gate, and recomputes ``p`` and ``s`` in backward,
   so nothing of the chain but its output is kept (``torch.ops.mmmila.dwconv_tokens_backward``);
-- under autocast the activations (x, residual, gate) run in the autocast dtype while weight and
-  bias stay as they are (float32): each implementation reads them as they are, so a weight is never
-  cast in backward (the Triton kernels never cast it at all) and its gradient comes back in its dtype.
+- under autocast the activations (x, residual, gate) run in the autocast dtype. The Triton kernels
+  read weight and bias as they are (float32): nothing is cast, and their gradients are float32. The
+  PyTorch implementation's convolution needs them in the activations' dtype: its rule casts them on
+  the way in, once per forward (autograd saves the casts for backward and casts their gradients
+  back).
 
 :func:`dwconv_tokens_ref` is the same maths in plain ops: the decomposition used while torch.jit
 traces and the TorchScript ONNX exporter runs (:mod:`mmmila.ops.dispatch`).
@@ -167,15 +169,17 @@ def dwconv_backward_fake(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tens
             x.new_empty(x.shape if with_gate else (0,)))
 
 
-def register_dwconv_op(op, backward_op, name: str) -> None:
+def register_dwconv_op(op, backward_op, name: str, cast_params: bool) -> None:
     """The wiring every implementation of the op shares: fake implementations, autograd and the
     autocast rule, for ``op`` (``torch.ops.mmmila.<name>``) and its ``backward_op``
     (``torch.ops.mmmila.<name>_backward``, called as ``backward_op(grad, x, weight, bias, H, W,
-    residual, gate, skip, act)``). Fakes allocate only, so sizes stay symbolic under tracing."""
+    residual, gate, skip, act)``). Fakes allocate only, so sizes stay symbolic under tracing.
+    Under autocast the activations are cast to its dtype, and weight and bias too if ``cast_params``
+    (an implementation that cannot read them in float32)."""
     op.register_fake(dwconv_fake)
     backward_op.register_fake(dwconv_backward_fake)
     _register_autograd(op, backward_op)
-    register_autocast_rule(name, cast=(0, 5, 6))   # x, residual, gate; weight and bias as they are
+    register_autocast_rule(name, cast=(0, 1, 2, 5, 6) if cast_params else (0, 5, 6))
     register_autocast_rule(f'{name}_backward', cast=())
 
 
@@ -219,4 +223,4 @@ def dwconv_tokens_backward_op(grad: torch.Tensor, x: torch.Tensor, weight: torch
     return dwconv_backward(grad, x, weight, bias, (height, width), residual, gate, skip, act)
 
 
-register_dwconv_op(dwconv_tokens_op, dwconv_tokens_backward_op, 'dwconv_tokens')
+register_dwconv_op(dwconv_tokens_op, dwconv_tokens_backward_op, 'dwconv_tokens', cast_params=True)

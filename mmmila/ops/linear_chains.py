@@ -13,7 +13,8 @@ for MILA-T that is 6C floats per token and block (about a fifth of what a block 
 
 Under autocast both run in the autocast dtype: the activations and the linear layers' weights are
 cast once, on the way in (recorded by autograd, whose backward casts the weights' gradients back),
-and the backward reuses the saved casts. The LayerNorm reads the activations in the autocast dtype
+and the backward reuses the saved casts. A bias stays float32: the op casts it for the matrix
+product's epilogue and sums its gradient straight into float32 (one reduction, no cast back). The LayerNorm reads the activations in the autocast dtype
 with its own float32 weight and bias and accumulates in float32 (no float32 copy of ``x``, no cast of
 its output): the LayerNorm chain costs no cast at all.
 
@@ -41,7 +42,7 @@ def norm_linears_op(x: torch.Tensor, norm_weight: torch.Tensor, norm_bias: torch
                     weights: list[torch.Tensor], biases: list[torch.Tensor]) -> list[torch.Tensor]:
     """``[linear(layer_norm(x), w, b) for w, b]``; x (..., C), weights (C_out, C)."""
     n = F.layer_norm(x, (x.shape[-1],), norm_weight, norm_bias, eps)
-    return [F.linear(n, w, b) for w, b in zip(weights, biases)]
+    return [F.linear(n, w, b.to(w.dtype)) for w, b in zip(weights, biases)]
 
 
 @torch.library.custom_op('mmmila::norm_linears_backward', mutates_args=())
@@ -54,14 +55,14 @@ def norm_linears_backward_op(grads: list[torch.Tensor], x: torch.Tensor, norm_we
     n, mean, rstd = torch.native_layer_norm(x2, shape, norm_weight, norm_bias, eps)
     dws, dbs = [], []
     gn = None
-    for grad, w in zip(grads, weights):
+    for grad, w, b in zip(grads, weights, biases):
         g = _rows(grad)
         dws.append(g.t().mm(n))
-        dbs.append(g.sum(0))
+        dbs.append(g.sum(0, dtype=b.dtype))
         gn = g.mm(w) if gn is None else gn.addmm_(g, w)
     dx, dnw, dnb = torch.ops.aten.native_layer_norm_backward(
         gn, x2, shape, mean, rstd, norm_weight, norm_bias, [True, True, True])
-    return [dx.view(x.shape), dnw, dnb] + dws + [db.to(b.dtype) for db, b in zip(dbs, biases)]
+    return [dx.view(x.shape), dnw, dnb] + dws + dbs
 
 
 @norm_linears_op.register_fake
@@ -100,7 +101,7 @@ norm_linears_op.register_autograd(_norm_linears_backward, setup_context=_norm_li
 @torch.library.custom_op('mmmila::gelu_linear', mutates_args=())
 def gelu_linear_op(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """``linear(gelu(h), weight, bias)``, exact GELU; h (..., C_in)."""
-    return F.linear(F.gelu(h), weight, bias)
+    return F.linear(F.gelu(h), weight, bias.to(weight.dtype))
 
 
 @torch.library.custom_op('mmmila::gelu_linear_backward', mutates_args=())
@@ -109,7 +110,7 @@ def gelu_linear_backward_op(grad: torch.Tensor, h: torch.Tensor, weight: torch.T
     """(dh, dweight, dbias) of :func:`gelu_linear_op`."""
     h2, g = _rows(h), _rows(grad)
     dw = g.t().mm(F.gelu(h2))
-    db = g.sum(0).to(bias.dtype)
+    db = g.sum(0, dtype=bias.dtype)
     dh = torch.ops.aten.gelu_backward(g.mm(weight), h2)
     return dh.view(h.shape), dw, db
 
@@ -135,11 +136,11 @@ def _gelu_linear_backward(ctx, grad):
 
 gelu_linear_op.register_autograd(_gelu_linear_backward, setup_context=_gelu_linear_setup)
 
-# activations and the linear layers' weights in the autocast dtype; the LayerNorm's own
-# parameters stay float32
-register_autocast_rule('norm_linears', cast=(0, 4, 5))
+# activations and the linear layers' weights in the autocast dtype; the biases and the LayerNorm's
+# own parameters stay float32 (a bias is cast inside, its gradient summed straight into float32)
+register_autocast_rule('norm_linears', cast=(0, 4))
 register_autocast_rule('norm_linears_backward', cast=())
-register_autocast_rule('gelu_linear', cast=(0, 1, 2))
+register_autocast_rule('gelu_linear', cast=(0, 1))
 register_autocast_rule('gelu_linear_backward', cast=())
 
 

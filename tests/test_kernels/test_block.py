@@ -63,9 +63,12 @@ def test_block_triton_vs_torch_vs_reference(blocks, hw, monkeypatch):
 
 @pytest.mark.parametrize('backend', ['torch', 'triton'])
 def test_autocast_casts_only_linear_weights_once(blocks, backend):
-    """Under bf16 autocast a block on bf16 tokens casts nothing but its linear layers' weights and
-    biases, once each in forward (their gradients once back in backward): the depthwise kernels,
-    biases and LayerNorm scales are read in float32, the activations stay bf16."""
+    """Under bf16 autocast a block on bf16 tokens casts its linear layers' weights and biases once
+    each in forward; in backward the weights' gradients are cast back once each, and of the biases'
+    only those of ``qk`` and ``out_proj`` (plain linear layers): the chain ops sum their biases'
+    gradients straight into float32. The LayerNorm scales are read in float32 and the activations
+    stay bf16. The Triton kernels read the depthwise kernels and their biases in float32 too; the
+    PyTorch convolutions need them in bf16, cast once per forward (and their gradients back)."""
     from mmmila.bench.launches import count_launches
 
     block = blocks[backend]
@@ -80,6 +83,11 @@ def test_autocast_casts_only_linear_weights_once(blocks, backend):
 
     assert step().dtype == torch.bfloat16
     linears = [m for m in block.modules() if isinstance(m, torch.nn.Linear)]
-    assert len(linears) == 6
-    assert count_launches(step).casts == 2 * 2 * len(linears)
+    convs = [m for m in block.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(linears) == 6 and len(convs) == 4
+    plain = [block.attn.qk, block.out_proj]
+    expected = 2 * len(linears) + len(linears) + len(plain)
+    if backend == 'torch':
+        expected += 2 * 2 * len(convs)
+    assert count_launches(step).casts == expected
     assert all(p.grad.dtype == torch.float32 for p in block.parameters())
