@@ -1,6 +1,6 @@
 """Compile the kernels for a CUDA target without a GPU, and report registers and spills.
 
-    python tests/test_kernels/compile_check.py --arch 90 --dtypes fp32,bf16,fp16
+    python tests/test_kernels/compile_check.py --arch 90 --dtypes fp32,bf16,fp16 [--kernels attention,dwconv]
 
 The Triton interpreter runs the kernels' maths on CPU but does not apply the compiler's rules
 (constexpr-only globals, layouts, ``tl.dot`` shapes); this script runs the real compiler down to
@@ -8,8 +8,12 @@ PTX and ptxas, with the launch parameters of ``mmmila.kernels.heuristics.launch_
 of each pass, or ``--params``). It prints one JSON object:
 ``{"<dtype> <kernel>": {"registers": r, "spill_bytes": s, "instructions_per_token": i}}``, where ``i``
 is the PTX instructions that one tile costs all its threads, per token (of one head): what the
-kernels spend per 64 (bf16) or 128 (float32) bytes of each tensor they read or write. It must run in a
-process where TRITON_INTERPRET is not set (the kernels are otherwise built for the interpreter).
+kernels spend per 64 (bf16) or 128 (float32) bytes of each tensor they read or write. The depthwise-conv
+kernels (``--kernels dwconv``) are compiled for each of the block's three uses of the op (``cpe``:
+the skip; ``dwc``: SiLU; ``lepe``: residual and gate), with the launch parameters of
+``mmmila.kernels.dwconv.dwconv_launch_config`` and float32 weights (as under autocast); their entries
+are ``"<dtype> <kernel> <use>": {"registers": r, "spill_bytes": s}``. It must run in a process where
+TRITON_INTERPRET is not set (the kernels are otherwise built for the interpreter).
 """
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from mmmila.kernels import BlockParams, launch_config
-from mmmila.kernels import linear_attn_bwd, linear_attn_fwd
+from mmmila.kernels import dwconv, linear_attn_bwd, linear_attn_fwd
 
 # Pointers to the op's own tensors carry the input dtype; the rest (theta, S, m, partials) float32.
 _IO_POINTERS = {'qk_ptr', 'v_ptr', 'out_ptr', 'g_ptr', 'dqk_ptr', 'dv_ptr'}
@@ -67,6 +71,60 @@ def _tile_instructions(ptx: str, in_loop: bool) -> int:
     return body
 
 
+def _ptxas_report(compiled, arch: int) -> tuple[int, int]:
+    """(registers, spill bytes) of a compiled kernel, by ptxas."""
+    with tempfile.NamedTemporaryFile('w', suffix='.ptx', delete=False) as f:
+        f.write(compiled.asm['ptx'])
+    gpu = f'sm_{arch}a' if arch >= 90 else f'sm_{arch}'
+    res = subprocess.run([_ptxas(), '-v', f'--gpu-name={gpu}', f.name, '-o', os.devnull],
+                         capture_output=True, text=True, check=True)
+    os.unlink(f.name)
+    return (int(re.search(r'Used (\d+) registers', res.stderr).group(1)),
+            int(re.search(r'(\d+) bytes spill stores', res.stderr).group(1)))
+
+
+# The block's uses of the depthwise-conv op: (SILU, SKIP, HAS_RES, HAS_GATE).
+_DWCONV_USES = {'cpe': (False, True, False, False), 'dwc': (True, False, False, False),
+                'lepe': (False, False, True, True)}
+# Pointers to tensors in the tokens' dtype; the weight, bias, partial sums and their gradients are
+# float32, and so is gp where the gate or SiLU changes it (else it is the incoming gradient).
+_DWCONV_IO = {'x_ptr', 'res_ptr', 'gate_ptr', 'out_ptr', 'grad_ptr', 'dres_ptr', 'dgate_ptr', 'dx_ptr'}
+
+
+def dwconv_compile_report(arch: int, dtype: str) -> dict:
+    """Compile the three depthwise-conv kernels for each use of the op for sm_<arch> with ``dtype``
+    tokens; registers and spills of each."""
+    cfg = dwconv.dwconv_launch_config(2, 128, 128, 64, _TORCH_DTYPES[dtype], 'cpu')
+    blocks = {'_dwconv_fwd_kernel': cfg.block_n, '_dwconv_bwd_map_kernel': cfg.map_block_n,
+              '_dwconv_bwd_input_kernel': cfg.block_n}
+    report = {}
+    for use, (silu, skip, has_res, has_gate) in _DWCONV_USES.items():
+        flags = {'SILU': silu, 'SKIP': skip, 'HAS_RES': has_res, 'HAS_GATE': has_gate}
+        for name, block_n in blocks.items():
+            kernel = getattr(dwconv, name)
+            constexprs = {k: v for k, v in flags.items() if k in kernel.arg_names}
+            constexprs.update(BLOCK_N=block_n, BLOCK_C=cfg.block_c)
+            if 'BLOCK_K' in kernel.arg_names:
+                constexprs['BLOCK_K'] = 32
+            gp_dtype = 'fp32' if silu or has_gate else dtype
+            signature = {}
+            for arg in kernel.arg_names:
+                if arg in constexprs:
+                    signature[arg] = 'constexpr'
+                elif arg == 'gp_ptr':
+                    signature[arg] = f'*{gp_dtype}'
+                elif arg.endswith('_ptr'):
+                    signature[arg] = f'*{dtype}' if arg in _DWCONV_IO else '*fp32'
+                else:
+                    signature[arg] = 'i32'
+            compiled = triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constexprs),
+                                      target=GPUTarget('cuda', arch, 32),
+                                      options={'num_warps': cfg.num_warps})
+            registers, spills = _ptxas_report(compiled, arch)
+            report[f'{dtype} {name} {use}'] = {'registers': registers, 'spill_bytes': spills}
+    return report
+
+
 def compile_report(arch: int, dtype: str, params: BlockParams | None = None) -> dict:
     """Compile the four kernels for sm_<arch> with ``dtype`` inputs and the default launch parameters
     of each pass (or ``params`` for both); registers and spills of each."""
@@ -95,17 +153,11 @@ def compile_report(arch: int, dtype: str, params: BlockParams | None = None) -> 
                    else {'num_warps': cfg.map_warps})
         compiled = triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constexprs),
                                   target=GPUTarget('cuda', arch, 32), options=options)
-        with tempfile.NamedTemporaryFile('w', suffix='.ptx', delete=False) as f:
-            f.write(compiled.asm['ptx'])
-        gpu = f'sm_{arch}a' if arch >= 90 else f'sm_{arch}'
-        res = subprocess.run([_ptxas(), '-v', f'--gpu-name={gpu}', f.name, '-o', os.devnull],
-                             capture_output=True, text=True, check=True)
-        os.unlink(f.name)
+        registers, spills = _ptxas_report(compiled, arch)
         block_n = constexprs['BLOCK_N']
         threads = 32 * options['num_warps']
         report[f'{dtype} {name}'] = {
-            'registers': int(re.search(r'Used (\d+) registers', res.stderr).group(1)),
-            'spill_bytes': int(re.search(r'(\d+) bytes spill stores', res.stderr).group(1)),
+            'registers': registers, 'spill_bytes': spills,
             'instructions_per_token': round(_tile_instructions(compiled.asm['ptx'], is_reduce) * threads / block_n)}
     return report
 
@@ -115,6 +167,8 @@ def main():
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--arch', type=int, default=80, help='compute capability, e.g. 80 or 90')
     parser.add_argument('--dtypes', default='bf16', help='comma-separated: fp32,bf16,fp16')
+    parser.add_argument('--kernels', default='attention',
+                        help='comma-separated: attention,dwconv (default: attention)')
     parser.add_argument('--params', help='BlockParams fields as JSON, for both passes (default: the '
                         'defaults of each pass)')
     args = parser.parse_args()
@@ -122,8 +176,15 @@ def main():
     if os.environ.get('TRITON_INTERPRET', '0') not in ('', '0'):
         raise SystemExit('unset TRITON_INTERPRET: the kernels must be built for the compiler')
     report = {}
+    kernels = args.kernels.split(',')
+    unknown = set(kernels) - {'attention', 'dwconv'}
+    if unknown:
+        parser.error(f'unknown --kernels {sorted(unknown)}: choose from attention, dwconv')
     for dtype in args.dtypes.split(','):
-        report.update(compile_report(args.arch, dtype, params))
+        if 'attention' in kernels:
+            report.update(compile_report(args.arch, dtype, params))
+        if 'dwconv' in kernels:
+            report.update(dwconv_compile_report(args.arch, dtype))
     print(json.dumps(report))
 
 

@@ -16,9 +16,10 @@ import pytest
 SCRIPT = Path(__file__).with_name('compile_check.py')
 
 
-def _compile(arch: int, dtypes: str) -> dict:
+def _compile(arch: int, dtypes: str, kernels: str = 'attention') -> dict:
     env = {k: v for k, v in os.environ.items() if k != 'TRITON_INTERPRET'}
-    res = subprocess.run([sys.executable, str(SCRIPT), '--arch', str(arch), '--dtypes', dtypes],
+    res = subprocess.run([sys.executable, str(SCRIPT), '--arch', str(arch), '--dtypes', dtypes,
+                          '--kernels', kernels],
                          capture_output=True, text=True, env=env, timeout=900)
     if 'no NVIDIA backend' in res.stderr:
         pytest.skip('this triton build has no NVIDIA backend')
@@ -47,7 +48,14 @@ def test_compiles_for_sm80_bf16():
     assert costs.keys() == INSTRUCTION_CEILINGS.keys() and not over, f'instructions per token above the ceiling: {over}'
 
 
+def test_dwconv_kernels_compile_for_sm80_bf16():
+    """The three depthwise-conv kernels, for each of the block's three uses of the op."""
+    report = _compile(80, 'bf16', kernels='dwconv')
+    _check(report, 9)
+    assert {name.split()[2] for name in report} == {'cpe', 'dwc', 'lepe'}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize('arch', [80, 90])
 def test_compiles_all_dtypes(arch):
-    _check(_compile(arch, 'fp32,bf16,fp16'), 12)
+    _check(_compile(arch, 'fp32,bf16,fp16', kernels='attention,dwconv'), 12 + 27)
