@@ -32,8 +32,9 @@ def graph_capture() -> str | None:
         return ONNX
     if torch.compiler.is_compiling():   # torch.export in non-strict mode
         return DYNAMO
-    from torch._guards import detect_fake_mode   # noqa: PLC0415 (private, imported where used)
-    return FAKE if detect_fake_mode() is not None else None
+    # an active FakeTensorMode (what torch._guards.detect_fake_mode() finds without inputs, outside
+    # dynamo), asked the fast way: this runs on every eager call of the ops
+    return FAKE if torch._C._get_dispatch_mode(torch._C._TorchDispatchModeKey.FAKE) is not None else None
 
 
 def capturing_graph() -> bool:
