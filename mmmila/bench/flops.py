@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 
 from mmmila.bench.models import tensor_mode
+from mmmila.ops.checks import check_head_layout
 
 ATTENTION_PACKAGES = ('mmmila.ops', 'mmmila.kernels')
 # The registered attention ops (torch.library): (out, S, m) = op(qk, v, H, W, num_heads, ...).
@@ -33,9 +34,7 @@ ATTENTION_OPS = ('mmmila::linear_attention', 'mmmila::linear_attention_triton')
 # ---- the attention's count ---------------------------------------------------------------------
 def attention_flops(batch: int, tokens: int, channels: int, num_heads: int) -> int:
     """FLOPs (multiply-adds) of one MILA linear attention call: B * N * C * (2 d + 1)."""
-    if num_heads < 1 or channels % num_heads:
-        raise ValueError(f'channels {channels} are not divisible by num_heads {num_heads}')
-    return batch * tokens * channels * (2 * (channels // num_heads) + 1)
+    return batch * tokens * channels * (2 * check_head_layout(channels, num_heads) + 1)
 
 
 def discover_autograd_functions(packages: Iterable[str] = ATTENTION_PACKAGES) -> list[type]:

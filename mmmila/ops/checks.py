@@ -12,6 +12,24 @@ from __future__ import annotations
 import torch
 
 
+def check_head_layout(channels: int, num_heads: int) -> int:
+    """The head layout MILA's attention needs: ``num_heads`` dividing ``channels`` into an even head
+    dim, and ``channels`` divisible by 4 (2-D RoPE). Returns the head dim; raises a ValueError naming
+    the rule that is broken. The one home of these rules: the op's input check, the model's and the
+    attention module's arguments and the FLOP count ask it."""
+    C = channels
+    if num_heads < 1 or C % num_heads:
+        raise ValueError(f'channels C={C} are not divisible by num_heads={num_heads}')
+    d = C // num_heads
+    if d % 2:
+        raise ValueError(f'head dim C / num_heads = {C} / {num_heads} = {d} must be even (RoPE rotates '
+                         'channel pairs)')
+    if C % 4:
+        raise ValueError(f'channels C={C} must be divisible by 4 (2-D RoPE rotates C/4 channel pairs by '
+                         'the row and C/4 by the column)')
+    return d
+
+
 def check_attention_inputs(qk: torch.Tensor, v: torch.Tensor, hw: tuple[int, int],
                            num_heads: int) -> tuple[int, int, int, int]:
     """Check the inputs of MILA's linear attention and return (B, N, C, d).
@@ -49,13 +67,4 @@ def check_attention_inputs(qk: torch.Tensor, v: torch.Tensor, hw: tuple[int, int
     H, W = hw
     if H * W != N:
         raise ValueError(f'map size H x W = {H} x {W} does not match N={N} tokens')
-    if num_heads < 1 or C % num_heads:
-        raise ValueError(f'channels C={C} are not divisible by num_heads={num_heads}')
-    d = C // num_heads
-    if d % 2:
-        raise ValueError(f'head dim C / num_heads = {C} / {num_heads} = {d} must be even (RoPE rotates '
-                         'channel pairs)')
-    if C % 4:
-        raise ValueError(f'channels C={C} must be divisible by 4 (2-D RoPE rotates C/4 channel pairs by '
-                         'the row and C/4 by the column)')
-    return B, N, C, d
+    return B, N, C, check_head_layout(C, num_heads)

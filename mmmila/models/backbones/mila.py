@@ -14,6 +14,7 @@ from mmengine.model import BaseModule
 
 from mmmila.checkpoint.loading import load_pretrained_backbone
 from mmmila.models.layers import MILAStage, Stem
+from mmmila.ops.checks import check_head_layout
 from mmmila.ops.dispatch import check_backend
 
 
@@ -56,11 +57,10 @@ class MILA(BaseModule):
         embed_dims, depths, num_heads = (self.arch[k] for k in ('embed_dims', 'depths', 'num_heads'))
         self.embed_dims = [embed_dims * 2**i for i in range(self.num_stages)]
         for i, (c, nh) in enumerate(zip(self.embed_dims, num_heads)):
-            if nh < 1 or c % nh:
-                raise ValueError(f'stage {i}: channels {c} are not divisible by num_heads {nh}')
-            if (c // nh) % 2 or c % 4:
-                raise ValueError(f'stage {i}: 2-D RoPE needs channels divisible by 4 and an even head dim, '
-                                 f'got channels {c} with {nh} heads')
+            try:
+                check_head_layout(c, nh)
+            except ValueError as err:
+                raise ValueError(f'stage {i}: {err}') from None
         self.out_indices = self._parse_out_indices(out_indices)
         if not -1 <= frozen_stages <= self.num_stages:
             raise ValueError(f'frozen_stages must be in [-1, {self.num_stages}], got {frozen_stages}')

@@ -5,6 +5,7 @@ import torch
 import torch.nn as nn
 
 from mmmila.ops import dwconv_tokens, mila_linear_attention
+from mmmila.ops.checks import check_head_layout
 
 
 class MILAAttention(nn.Module):
@@ -23,8 +24,7 @@ class MILAAttention(nn.Module):
     def __init__(self, channels: int, num_heads: int, qk_bias: bool = True,
                  backend: str = 'auto') -> None:
         super().__init__()
-        if channels % num_heads:
-            raise ValueError(f'channels ({channels}) must be divisible by num_heads ({num_heads})')
+        check_head_layout(channels, num_heads)
         self.channels = channels
         self.num_heads = num_heads
         self.backend = backend
