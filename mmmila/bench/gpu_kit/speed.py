@@ -196,6 +196,32 @@ def _kit_step(model, x, mode, opt, no_grad=torch.inference_mode):
     return model_step(model, x, mode, optimizer=opt, autocast=torch.bfloat16, no_grad=no_grad)
 
 
+def _out_of_time(ctx, notes: list[str], what: str) -> bool:
+    """Whether the kit's time budget is spent; if so, note that ``what`` was not run."""
+    if time.monotonic() > ctx['deadline']:
+        notes.append(f'time budget reached before {what}')
+        return True
+    return False
+
+
+def _run_model(device, factory, backend: str, run) -> str | None:
+    """Build a model with ``factory`` and its AdamW optimizer, call ``run(model, optimizer)`` under
+    the attention ``backend``, then free both before the next model. Returns the error as text if
+    building or running raised (one model failing must not stop the others), else None."""
+    model = opt = None
+    try:
+        model = factory()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        with attn_backend(backend):
+            run(model, opt)
+        return None
+    except Exception as err:  # noqa: BLE001
+        return f'{type(err).__name__}: {err}'
+    finally:
+        model = opt = None
+        free(device)
+
+
 def measure_models(ctx, sizes: list[tuple[int, int]]) -> tuple[list[dict], list[str]]:
     """Forward and training step (bf16 autocast) of each model at each size; errors become rows."""
     device, dry, batch, gen = ctx['device'], ctx['dry'], ctx['plan']['batch'], ctx['gen']
@@ -205,30 +231,25 @@ def measure_models(ctx, sizes: list[tuple[int, int]]) -> tuple[list[dict], list[
         if skipped:
             notes.append(skipped)
         x = torch.randn(batch, 3, *size_hw, generator=gen).to(device)
+        size = f'{size_hw[0]}x{size_hw[1]}'
         for name, (factory, backend) in factories.items():
-            if time.monotonic() > ctx['deadline']:
-                notes.append(f'time budget reached before {name} at {size_hw[0]}x{size_hw[1]}')
+            if _out_of_time(ctx, notes, f'{name} at {size}'):
                 continue
-            model = opt = None
-            try:
-                model = factory()
-                opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-                with attn_backend(backend):
-                    for mode in MODES:
-                        fn = _kit_step(model, x, mode, opt)
-                        if not dry:
-                            fn()   # warm-up and optimizer state
-                        peak = peak_memory(fn, device)
-                        ms = median_ms(ctx, fn, rep_ms=1000, warmup_ms=200)
-                        rows.append(dict(model=name, size=f'{size_hw[0]}x{size_hw[1]}', mode=mode,
-                                         batch=batch, ms=ms, images_s=batch / (ms * 1e-3),
-                                         peak_mb=_mb(peak.total), peak_above_start_mb=_mb(peak.above_start)))
-            except Exception as err:  # noqa: BLE001  (one model failing must not stop the others)
-                rows.append(dict(model=name, size=f'{size_hw[0]}x{size_hw[1]}', mode='-',
-                                 error=f'{type(err).__name__}: {err}'[:500]))
-            finally:
-                model = opt = None   # free before the next model
-                free(device)
+
+            def run(model, opt, name=name, size=size, x=x):
+                for mode in MODES:
+                    fn = _kit_step(model, x, mode, opt)
+                    if not dry:
+                        fn()   # warm-up and optimizer state
+                    peak = peak_memory(fn, device)
+                    ms = median_ms(ctx, fn, rep_ms=1000, warmup_ms=200)
+                    rows.append(dict(model=name, size=size, mode=mode, batch=batch, ms=ms,
+                                     images_s=batch / (ms * 1e-3), peak_mb=_mb(peak.total),
+                                     peak_above_start_mb=_mb(peak.above_start)))
+
+            error = _run_model(device, factory, backend, run)
+            if error:
+                rows.append(dict(model=name, size=size, mode='-', error=error[:500]))
     return rows, sorted(set(notes))
 
 
@@ -277,30 +298,23 @@ def section_compiled_speed(ctx) -> dict:
     for name in [w for w in wanted if w in factories]:
         factory, attn = factories[name]
         for mode in MODES:
-            if time.monotonic() > ctx['deadline']:
-                notes.append(f'time budget reached before {name} {mode}')
+            if _out_of_time(ctx, notes, f'{name} {mode}'):
                 continue
-            model = opt = compiled = None
-            try:
+            row = dict(model=name, size=f'{size_hw[0]}x{size_hw[1]}', mode=mode, batch=batch,
+                       backend=backend)
+
+            def run(model, opt, mode=mode, row=row):
                 torch._dynamo.reset()
-                model = factory()
-                opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
                 compiled = torch.compile(model, backend=backend)
-                row = dict(model=name, size=f'{size_hw[0]}x{size_hw[1]}', mode=mode, batch=batch,
-                           backend=backend)
-                with attn_backend(attn):
-                    for kind, net in (('eager', model), ('compiled', compiled)):
-                        step = _kit_step(net, x, mode, opt, no_grad=torch.no_grad)
-                        row[f'{kind}_first_call_s'] = first_call_s(step, device)
-                        row[f'{kind}_ms'] = median_ms(ctx, step, rep_ms=1000, warmup_ms=200)
+                for kind, net in (('eager', model), ('compiled', compiled)):
+                    step = _kit_step(net, x, mode, opt, no_grad=torch.no_grad)
+                    row[f'{kind}_first_call_s'] = first_call_s(step, device)
+                    row[f'{kind}_ms'] = median_ms(ctx, step, rep_ms=1000, warmup_ms=200)
                 row['compiled_speedup'] = row['eager_ms'] / row['compiled_ms']
-                rows.append(row)
-            except Exception as err:  # noqa: BLE001  (one model failing must not stop the others)
-                rows.append(dict(model=name, size=f'{size_hw[0]}x{size_hw[1]}', mode=mode,
-                                 error=f'{type(err).__name__}: {err}'[:1000]))
-            finally:
-                model = opt = compiled = None
-                free(device)
+
+            error = _run_model(device, factory, attn, run)
+            rows.append(row if error is None else
+                        dict(model=name, size=row['size'], mode=mode, error=error[:1000]))
     torch._dynamo.reset()
     status = 'error' if any('error' in r for r in rows) or not rows else 'ok'
     return dict(status=status, rows=rows,
@@ -353,23 +367,20 @@ def section_profile(ctx) -> dict:
     for name, (factory, backend) in factories.items():
         if name == 'MILA-T (PyTorch path)':
             continue
-        if time.monotonic() > ctx['deadline']:
-            notes.append(f'time budget reached before {name}')
+        if _out_of_time(ctx, notes, name):
             continue
-        model = opt = None
-        try:
-            model = factory()
-            opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        measured = {}
+
+        def run(model, opt, measured=measured):
             step = _kit_step(model, x, 'train step', opt)
-            with attn_backend(backend):
-                wall_ms, events = _profile_steps(step, device, steps)
-                counted = count_launches(step)
-        except Exception as err:  # noqa: BLE001  (one model failing must not stop the others)
-            models.append(dict(model=name, error=f'{type(err).__name__}: {err}'[:500]))
+            measured['wall_ms'], measured['events'] = _profile_steps(step, device, steps)
+            measured['counted'] = count_launches(step)
+
+        error = _run_model(device, factory, backend, run)
+        if error:
+            models.append(dict(model=name, error=error[:500]))
             continue
-        finally:
-            model = opt = None
-            free(device)
+        wall_ms, events, counted = measured['wall_ms'], measured['events'], measured['counted']
         timed = [(_self_time_us(e, device), e) for e in events]
         total_us = sum(t for t, _ in timed)
         launches = sum(e.count for e in events if e.key.startswith(('cudaLaunchKernel', 'cuLaunchKernel')))
