@@ -14,9 +14,10 @@ for MILA-T that is 6C floats per token and block (about a fifth of what a block 
 Under autocast both run in the autocast dtype: the activations and the linear layers' weights are
 cast once, on the way in (recorded by autograd, whose backward casts the weights' gradients back),
 and the backward reuses the saved casts. A bias stays float32: the op casts it for the matrix
-product's epilogue and sums its gradient straight into float32 (one reduction, no cast back). The LayerNorm reads the activations in the autocast dtype
-with its own float32 weight and bias and accumulates in float32 (no float32 copy of ``x``, no cast of
-its output): the LayerNorm chain costs no cast at all.
+product's epilogue and sums its gradient straight into float32 (one reduction, no cast back). The
+LayerNorm reads the activations in the autocast dtype with its own float32 weight and bias and
+accumulates in float32 (no float32 copy of ``x``, no cast of its output): the LayerNorm itself
+costs no cast.
 
 Both implementations are plain aten calls, the same on every device (matrix products and a norm:
 nothing for a hand-written kernel to fuse).
