@@ -86,6 +86,7 @@ class LaunchCounter(TorchDispatchMode):
         self.launches = Launches()
         self._patched = []
         self._in_kernel = False   # the Triton interpreter copies tensors in and out: not launches
+        self._depth = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -103,13 +104,17 @@ class LaunchCounter(TorchDispatchMode):
         return func(*args, **kwargs)
 
     def __enter__(self):
-        if not self._patched:
+        # entered again inside __torch_dispatch__ (where the mode is off the stack): count the depth
+        # of the entries, not the stack, so a nested exit does not unpatch the outer one's launches
+        if self._depth == 0:
             self._patch_triton()
+        self._depth += 1
         return super().__enter__()
 
     def __exit__(self, *exc):
         out = super().__exit__(*exc)
-        if not any(m is self for m in torch.utils._python_dispatch._get_current_dispatch_mode_stack()):
+        self._depth -= 1
+        if self._depth == 0:
             self._unpatch_triton()
         return out
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import torch
 
 from .checks import check_attention_inputs
-from .dispatch import BACKENDS, ENV_VAR, choose_backend, run_attention, run_dwconv
+from .dispatch import (BACKENDS, ENV_VAR, choose_backend, run_attention, run_dwconv, run_gelu_linear,
+                       run_norm_linears)
 from .library import mila_linear_attention_cpu
-from .linear_chains import gelu_linear, norm_linears
 from .reference import mila_linear_attention_ref
 from .rope2d import apply_rope2d, rope2d_cos_sin
 
@@ -64,6 +64,29 @@ def dwconv_tokens(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, hw:
     return run_dwconv(x, weight, bias, hw, residual, gate, skip, act, backend)
 
 
-__all__ = ['mila_linear_attention', 'dwconv_tokens', 'norm_linears', 'gelu_linear', 'mila_linear_attention_ref', 'mila_linear_attention_cpu',
+def norm_linears(x: torch.Tensor, norm, linears, backend: str = 'auto') -> tuple[torch.Tensor, ...]:
+    """``tuple(lin(norm(x)) for lin in linears)`` as one op (:mod:`mmmila.ops.linear_chains`), which
+    keeps x, not the norm's output, for backward.
+
+    Args:
+        x (Tensor): (..., C).
+        norm (nn.LayerNorm): over the last dim, with weight and bias.
+        linears (Sequence[nn.Linear]): layers with C input features and a bias.
+        backend (str): 'auto' | 'torch' | 'triton', chosen as for :func:`mila_linear_attention`.
+
+    Returns:
+        tuple[Tensor, ...]: one output per linear layer, in x's dtype.
+    """
+    return run_norm_linears(x, norm, linears, backend)
+
+
+def gelu_linear(h: torch.Tensor, linear, backend: str = 'auto') -> torch.Tensor:
+    """``linear(gelu(h))`` (exact GELU) as one op (:mod:`mmmila.ops.linear_chains`), which keeps h,
+    not GELU's output, for backward; ``linear`` has a bias. ``backend`` as for :func:`norm_linears`."""
+    return run_gelu_linear(h, linear, backend)
+
+
+__all__ = ['mila_linear_attention', 'dwconv_tokens', 'norm_linears', 'gelu_linear', 'mila_linear_attention_ref',
+           'mila_linear_attention_cpu',
            'rope2d_cos_sin', 'apply_rope2d', 'choose_backend', 'check_attention_inputs', 'BACKENDS',
            'ENV_VAR']

@@ -36,6 +36,7 @@ from . import library  # noqa: F401  (registers torch.ops.mmmila.linear_attentio
 from .capture import wants_plain_ops
 from .checks import check_attention_inputs
 from .dwconv import check_dwconv_inputs, dwconv_tokens_ref
+from .linear_chains import check_linear_chain, check_norm_linears, gelu_linear_ref, norm_linears_ref
 from .reference import mila_linear_attention_ref
 
 ENV_VAR = 'MMMILA_ATTN_BACKEND'
@@ -96,6 +97,23 @@ def dwconv_triton_problem(x: torch.Tensor) -> str | None:
     return kernels.device_problem(x.device)
 
 
+def chain_triton_problem(x: torch.Tensor, weights, norm: bool) -> str | None:
+    """Why the Triton kernels cannot run this :func:`run_norm_linears` (``norm``) or
+    :func:`run_gelu_linear` call, or None when they can."""
+    kernels = _triton_module()
+    if kernels is None:
+        return f'triton is not importable ({_import_error})'
+    for name, t in (('the input', x), *((f'weight {i}', w) for i, w in enumerate(weights))):
+        if t.dtype not in kernels.SUPPORTED_DTYPES:
+            return f'{name} has dtype {t.dtype}; the Triton kernels take float32, float16 or bfloat16'
+    if norm and len(weights) > kernels.MAX_CHAIN_LAYERS:
+        return f'the Triton kernels take at most {kernels.MAX_CHAIN_LAYERS} linear layers after a norm'
+    if norm and x.shape[-1] > kernels.MAX_NORM_FEATURES:
+        return (f'the Triton norm kernels hold whole rows: at most {kernels.MAX_NORM_FEATURES} '
+                f'features, got {x.shape[-1]}')
+    return kernels.device_problem(x.device)
+
+
 def _choose(x: torch.Tensor, problem: Callable[[], str | None], requested: str) -> tuple[str, str]:
     """(implementation, why) for checked inputs on x's device and a validated ``requested`` backend;
     ``problem()`` says why the Triton kernels cannot run the call (None: they can)."""
@@ -151,3 +169,27 @@ def run_dwconv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, hw: tu
         return dwconv_tokens_ref(x, weight, bias, hw, residual, gate, skip, act)
     op = torch.ops.mmmila.dwconv_tokens_triton if chosen == 'triton' else torch.ops.mmmila.dwconv_tokens
     return op(x, weight, bias, hw[0], hw[1], residual, gate, skip, act)
+
+
+def run_norm_linears(x: torch.Tensor, norm, linears, backend: str = 'auto') -> tuple[torch.Tensor, ...]:
+    """Run the LayerNorm-then-linear-layers chain of :mod:`mmmila.ops.linear_chains` with the chosen
+    backend (as for the attention: 'triton' for CUDA tensors under 'auto', plain ops while tracing
+    or exporting)."""
+    check_norm_linears(x, norm, linears)
+    weights = [lin.weight for lin in linears]
+    chosen = _choose(x, lambda: chain_triton_problem(x, weights, True), requested_backend(backend))[0]
+    if chosen == 'reference':
+        return norm_linears_ref(x, norm, linears)
+    op = torch.ops.mmmila.norm_linears_triton if chosen == 'triton' else torch.ops.mmmila.norm_linears
+    return tuple(op(x, norm.weight, norm.bias, norm.eps, weights, [lin.bias for lin in linears]))
+
+
+def run_gelu_linear(h: torch.Tensor, linear, backend: str = 'auto') -> torch.Tensor:
+    """Run the GELU-then-linear chain of :mod:`mmmila.ops.linear_chains` with the chosen backend."""
+    check_linear_chain(h, [linear])
+    chosen = _choose(h, lambda: chain_triton_problem(h, [linear.weight], False),
+                     requested_backend(backend))[0]
+    if chosen == 'reference':
+        return gelu_linear_ref(h, linear)
+    op = torch.ops.mmmila.gelu_linear_triton if chosen == 'triton' else torch.ops.mmmila.gelu_linear
+    return op(h, linear.weight, linear.bias)

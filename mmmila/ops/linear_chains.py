@@ -19,8 +19,14 @@ LayerNorm reads the activations in the autocast dtype with its own float32 weigh
 accumulates in float32 (no float32 copy of ``x``, no cast of its output): the LayerNorm itself
 costs no cast.
 
-Both implementations are plain aten calls, the same on every device (matrix products and a norm:
-nothing for a hand-written kernel to fuse).
+``torch.ops.mmmila.norm_linears`` and ``gelu_linear`` are the PyTorch implementations (plain aten
+calls, any device). The Triton implementations, ``torch.ops.mmmila.norm_linears_triton`` and
+``gelu_linear_triton`` (``mmmila/kernels/linear_chains.py``), fuse the norm or GELU into the matrix
+products: one launch forward and two backward, with the bias gradients reduced inside the weight
+gradient's launch. They read float32 weights and biases as they are, so under autocast only the
+activations are cast. Both share the fakes, the autograd wiring and the form of the autocast rule
+(:func:`register_norm_linears_op`, :func:`register_gelu_linear_op`). The backend is chosen as for
+the attention (:func:`mmmila.ops.dispatch.run_norm_linears`).
 """
 from __future__ import annotations
 
@@ -30,7 +36,6 @@ import torch
 import torch.nn.functional as F
 
 from .autocast import register_autocast_rule
-from .capture import wants_plain_ops
 
 
 def _rows(x: torch.Tensor) -> torch.Tensor:
@@ -66,36 +71,47 @@ def norm_linears_backward_op(grads: list[torch.Tensor], x: torch.Tensor, norm_we
     return [dx.view(x.shape), dnw, dnb] + dws + dbs
 
 
-@norm_linears_op.register_fake
-def _norm_linears_fake(x, norm_weight, norm_bias, eps, weights, biases):
+def norm_linears_fake(x, norm_weight, norm_bias, eps, weights, biases):
+    """Empty outputs of a ``norm_linears`` op (allocation only, sizes stay symbolic)."""
     return [x.new_empty((*x.shape[:-1], w.shape[0])) for w in weights]
 
 
-@norm_linears_backward_op.register_fake
-def _norm_linears_backward_fake(grads, x, norm_weight, norm_bias, eps, weights, biases):
+def norm_linears_backward_fake(grads, x, norm_weight, norm_bias, eps, weights, biases):
+    """Empty [dx, d norm_weight, d norm_bias, *d weights, *d biases] of a ``norm_linears`` op."""
     return ([x.new_empty(x.shape), norm_weight.new_empty(norm_weight.shape),
              norm_bias.new_empty(norm_bias.shape)] + [w.new_empty(w.shape) for w in weights]
             + [b.new_empty(b.shape) for b in biases])
 
 
-def _norm_linears_setup(ctx, inputs, output):
-    x, norm_weight, norm_bias, eps, weights, biases = inputs
-    ctx.save_for_backward(x, norm_weight, norm_bias, *weights, *biases)
-    ctx.eps = eps
-    ctx.num = len(weights)
+def register_norm_linears_op(op, backward_op, name: str, cast_weights: bool) -> None:
+    """The wiring every implementation of ``norm_linears`` shares: fakes, autograd (saves x, the
+    parameters; ``backward_op(grads, x, norm_weight, norm_bias, eps, weights, biases)`` recomputes
+    the norm) and the autocast rule (x in the autocast dtype, and the linear layers' weights too if
+    ``cast_weights``: an implementation that cannot read them in float32)."""
+    op.register_fake(norm_linears_fake)
+    backward_op.register_fake(norm_linears_backward_fake)
+
+    def setup_context(ctx, inputs, output):
+        x, norm_weight, norm_bias, eps, weights, biases = inputs
+        ctx.save_for_backward(x, norm_weight, norm_bias, *weights, *biases)
+        ctx.eps = eps
+        ctx.num = len(weights)
+
+    def backward(ctx, grads):
+        x, norm_weight, norm_bias, *params = ctx.saved_tensors
+        weights, biases = params[:ctx.num], params[ctx.num:]
+        grads = [g if g is not None else torch.zeros((*x.shape[:-1], w.shape[0]), dtype=x.dtype,
+                                                      device=x.device) for g, w in zip(grads, weights)]
+        dx, dnw, dnb, *rest = backward_op(grads, x, norm_weight, norm_bias, ctx.eps, list(weights),
+                                          list(biases))
+        return dx, dnw, dnb, None, rest[:ctx.num], rest[ctx.num:]
+
+    op.register_autograd(backward, setup_context=setup_context)
+    register_autocast_rule(name, cast=(0, 4) if cast_weights else (0,))
+    register_autocast_rule(f'{name}_backward', cast=())
 
 
-def _norm_linears_backward(ctx, grads):
-    x, norm_weight, norm_bias, *params = ctx.saved_tensors
-    weights, biases = params[:ctx.num], params[ctx.num:]
-    grads = [g if g is not None else torch.zeros((*x.shape[:-1], w.shape[0]), dtype=x.dtype,
-                                                  device=x.device) for g, w in zip(grads, weights)]
-    dx, dnw, dnb, *rest = torch.ops.mmmila.norm_linears_backward(
-        grads, x, norm_weight, norm_bias, ctx.eps, list(weights), list(biases))
-    return dx, dnw, dnb, None, rest[:ctx.num], rest[ctx.num:]
-
-
-norm_linears_op.register_autograd(_norm_linears_backward, setup_context=_norm_linears_setup)
+register_norm_linears_op(norm_linears_op, norm_linears_backward_op, 'norm_linears', cast_weights=True)
 
 
 # ---- GELU, then a linear layer -------------------------------------------------------------------
@@ -116,33 +132,37 @@ def gelu_linear_backward_op(grad: torch.Tensor, h: torch.Tensor, weight: torch.T
     return dh.view(h.shape), dw, db
 
 
-@gelu_linear_op.register_fake
-def _gelu_linear_fake(h, weight, bias):
+def gelu_linear_fake(h, weight, bias):
+    """Empty output of a ``gelu_linear`` op."""
     return h.new_empty((*h.shape[:-1], weight.shape[0]))
 
 
-@gelu_linear_backward_op.register_fake
-def _gelu_linear_backward_fake(grad, h, weight, bias):
+def gelu_linear_backward_fake(grad, h, weight, bias):
+    """Empty (dh, dweight, dbias) of a ``gelu_linear`` op."""
     return h.new_empty(h.shape), weight.new_empty(weight.shape), bias.new_empty(bias.shape)
 
 
-def _gelu_linear_setup(ctx, inputs, output):
-    ctx.save_for_backward(*inputs)
+def register_gelu_linear_op(op, backward_op, name: str, cast_weights: bool) -> None:
+    """As :func:`register_norm_linears_op`, for ``gelu_linear``: autograd saves h, weight and bias
+    and calls ``backward_op(grad, h, weight, bias)``."""
+    op.register_fake(gelu_linear_fake)
+    backward_op.register_fake(gelu_linear_backward_fake)
 
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
 
-def _gelu_linear_backward(ctx, grad):
-    h, weight, bias = ctx.saved_tensors
-    return torch.ops.mmmila.gelu_linear_backward(grad, h, weight, bias)
+    def backward(ctx, grad):
+        h, weight, bias = ctx.saved_tensors
+        return backward_op(grad, h, weight, bias)
 
+    op.register_autograd(backward, setup_context=setup_context)
+    register_autocast_rule(name, cast=(0, 1) if cast_weights else (0,))
+    register_autocast_rule(f'{name}_backward', cast=())
 
-gelu_linear_op.register_autograd(_gelu_linear_backward, setup_context=_gelu_linear_setup)
 
 # activations and the linear layers' weights in the autocast dtype; the biases and the LayerNorm's
 # own parameters stay float32 (a bias is cast inside, its gradient summed straight into float32)
-register_autocast_rule('norm_linears', cast=(0, 4))
-register_autocast_rule('norm_linears_backward', cast=())
-register_autocast_rule('gelu_linear', cast=(0, 1))
-register_autocast_rule('gelu_linear_backward', cast=())
+register_gelu_linear_op(gelu_linear_op, gelu_linear_backward_op, 'gelu_linear', cast_weights=True)
 
 
 # ---- the callers' functions ----------------------------------------------------------------------
@@ -154,32 +174,21 @@ def check_linear_chain(x: torch.Tensor, linears: Sequence) -> None:
                              f'got weight {tuple(lin.weight.shape)}, bias {lin.bias is not None}')
 
 
-def norm_linears(x: torch.Tensor, norm, linears: Sequence) -> tuple[torch.Tensor, ...]:
-    """``tuple(lin(norm(x)) for lin in linears)`` by ``torch.ops.mmmila.norm_linears``.
-
-    Args:
-        x (Tensor): (..., C).
-        norm (nn.LayerNorm): over the last dim, with weight and bias.
-        linears (Sequence[nn.Linear]): layers with C input features and a bias.
-
-    Returns:
-        tuple[Tensor, ...]: one output per linear layer.
-    """
+def check_norm_linears(x: torch.Tensor, norm, linears: Sequence) -> None:
+    """Raise a ValueError naming what keeps ``norm`` and ``linears`` from reading ``x`` (..., C)."""
     if tuple(norm.normalized_shape) != (x.shape[-1],) or norm.weight is None or norm.bias is None:
         raise ValueError(f'norm_linears needs an affine LayerNorm over the last dim ({x.shape[-1]}), '
                          f'got normalized_shape {tuple(norm.normalized_shape)}')
     check_linear_chain(x, linears)
-    if wants_plain_ops():
-        n = F.layer_norm(x, (x.shape[-1],), norm.weight, norm.bias, norm.eps)
-        return tuple(F.linear(n, lin.weight, lin.bias) for lin in linears)
-    return tuple(torch.ops.mmmila.norm_linears(x, norm.weight, norm.bias, norm.eps,
-                                               [lin.weight for lin in linears],
-                                               [lin.bias for lin in linears]))
 
 
-def gelu_linear(h: torch.Tensor, linear) -> torch.Tensor:
-    """``linear(gelu(h))`` (exact GELU) by ``torch.ops.mmmila.gelu_linear``; ``linear`` has a bias."""
-    check_linear_chain(h, [linear])
-    if wants_plain_ops():
-        return F.linear(F.gelu(h), linear.weight, linear.bias)
-    return torch.ops.mmmila.gelu_linear(h, linear.weight, linear.bias)
+def norm_linears_ref(x: torch.Tensor, norm, linears: Sequence) -> tuple[torch.Tensor, ...]:
+    """The maths of ``norm_linears`` in plain ops: its decomposition while torch.jit traces or the
+    TorchScript ONNX exporter runs."""
+    n = F.layer_norm(x, (x.shape[-1],), norm.weight, norm.bias, norm.eps)
+    return tuple(F.linear(n, lin.weight, lin.bias) for lin in linears)
+
+
+def gelu_linear_ref(h: torch.Tensor, linear) -> torch.Tensor:
+    """The maths of ``gelu_linear`` in plain ops (exact GELU)."""
+    return F.linear(F.gelu(h), linear.weight, linear.bias)

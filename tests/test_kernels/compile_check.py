@@ -1,6 +1,6 @@
 """Compile the kernels for a CUDA target without a GPU, and report registers and spills.
 
-    python tests/test_kernels/compile_check.py --arch 90 --dtypes fp32,bf16,fp16 [--kernels attention,dwconv]
+    python tests/test_kernels/compile_check.py --arch 90 --dtypes fp32,bf16,fp16 [--kernels attention,dwconv,chains]
 
 The Triton interpreter runs the kernels' maths on CPU but does not apply the compiler's rules
 (constexpr-only globals, layouts, ``tl.dot`` shapes); this script runs the real compiler down to
@@ -12,7 +12,11 @@ kernels spend per 64 (bf16) or 128 (float32) bytes of each tensor they read or w
 kernels (``--kernels dwconv``) are compiled for each of the block's three uses of the op (``cpe``:
 the skip; ``dwc``: SiLU; ``lepe``: residual and gate), with the launch parameters of
 ``mmmila.kernels.dwconv.dwconv_launch_config`` and float32 weights (as under autocast); their entries
-are ``"<dtype> <kernel> <use>": {"registers": r, "spill_bytes": s}``. It must run in a process where
+are ``"<dtype> <kernel> <use>": {"registers": r, "spill_bytes": s}``. The matrix-product chain
+kernels (``--kernels chains``) are compiled likewise for the block's three chains (``norm1``: the
+LayerNorm with ``act_proj`` and ``in_proj``; ``norm2``: with ``fc1``; ``mlp``: GELU with ``fc2``) at
+C = 512 and 768 (``norm1-512``, ...), with the launch parameters of
+``mmmila.kernels.linear_chains.chain_launch_config``. It must run in a process where
 TRITON_INTERPRET is not set (the kernels are otherwise built for the interpreter).
 """
 from __future__ import annotations
@@ -31,7 +35,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from mmmila.kernels import BlockParams, launch_config
-from mmmila.kernels import dwconv, linear_attn_bwd, linear_attn_fwd
+from mmmila.kernels import dwconv, linear_attn_bwd, linear_attn_fwd, linear_chains
 
 # Pointers to the op's own tensors carry the input dtype; the rest (theta, S, m, partials) float32.
 _IO_POINTERS = {'qk_ptr', 'v_ptr', 'out_ptr', 'g_ptr', 'dqk_ptr', 'dv_ptr'}
@@ -125,6 +129,57 @@ def dwconv_compile_report(arch: int, dtype: str) -> dict:
     return report
 
 
+# Pointers to tensors in the activations' dtype; weights, biases, norm parameters, statistics,
+# partial sums and the parameters' gradients are float32 (as under autocast).
+_CHAIN_IO = {'x_ptr', 'out0_ptr', 'out1_ptr', 'g_ptr', 'g0_ptr', 'g1_ptr', 'dx_ptr', 'h_ptr', 'dh_ptr', 'a_ptr'}
+# The chain kernels' uses in a block of MILA's widest stages, C = 512 (MILA-T and -S) and C = 768
+# (MILA-B): name: (K, the layers' output features, constexpr flags)
+_CHAIN_USES = {
+    f'{use}-{C}': use_of
+    for C in (512, 768)
+    for use, use_of in (('norm1', (C, [C, C], {'PROLOGUE': 1})), ('norm2', (C, [4 * C], {'PROLOGUE': 1})),
+                        ('mlp', (4 * C, [C], {'PROLOGUE': 2})))
+}
+
+
+def chains_compile_report(arch: int, dtype: str) -> dict:
+    """Compile the matrix-product chain kernels for sm_<arch> with ``dtype`` activations and float32
+    parameters, for each use in a block of the widest stages; registers and spills of each."""
+    report = {}
+    torch_dtype = _TORCH_DTYPES[dtype]
+    for use, (K, outs, flags) in _CHAIN_USES.items():
+        cfg = linear_chains.chain_launch_config(8000, K, outs, torch_dtype, torch.device('cpu'))
+        common = {'DOT_PRECISION': 'ieee' if dtype == 'fp32' else 'tf32', 'UPCAST': False}
+        kernels = {'_chain_fwd_kernel': (dict(flags, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
+                                              BLOCK_K=cfg.block_k), cfg.num_warps),
+                   '_chain_dw_kernel': (dict(flags, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
+                                             BLOCK_M=cfg.dw_block_m), cfg.num_warps)}
+        if flags['PROLOGUE'] == 1:
+            kernels['_norm_dx_kernel'] = (dict(TWO=len(outs) > 1, BLOCK_M=cfg.dx_block_m,
+                                               BLOCK_K=cfg.dx_block_k, BLOCK_N=16, BLOCK_P=16), cfg.dx_warps)
+        else:
+            kernels['_gelu_dx_kernel'] = (dict(BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k, BLOCK_N=32),
+                                          cfg.num_warps)
+        for name, (constexprs, num_warps) in kernels.items():
+            kernel = getattr(linear_chains, name)
+            constexprs = {k: v for k, v in {**constexprs, **common}.items() if k in kernel.arg_names}
+            signature = {}
+            for arg in kernel.arg_names:
+                if arg in constexprs:
+                    signature[arg] = 'constexpr'
+                elif arg == 'counter_ptr':
+                    signature[arg] = '*i32'
+                elif arg.endswith('_ptr'):
+                    signature[arg] = f'*{dtype}' if arg in _CHAIN_IO else '*fp32'
+                else:
+                    signature[arg] = 'fp32' if arg == 'eps' else 'i32'
+            compiled = triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constexprs),
+                                      target=GPUTarget('cuda', arch, 32), options={'num_warps': num_warps})
+            registers, spills = _ptxas_report(compiled, arch)
+            report[f'{dtype} {name} {use}'] = {'registers': registers, 'spill_bytes': spills}
+    return report
+
+
 def compile_report(arch: int, dtype: str, params: BlockParams | None = None) -> dict:
     """Compile the four kernels for sm_<arch> with ``dtype`` inputs and the default launch parameters
     of each pass (or ``params`` for both); registers and spills of each."""
@@ -168,7 +223,7 @@ def main():
     parser.add_argument('--arch', type=int, default=80, help='compute capability, e.g. 80 or 90')
     parser.add_argument('--dtypes', default='bf16', help='comma-separated: fp32,bf16,fp16')
     parser.add_argument('--kernels', default='attention',
-                        help='comma-separated: attention,dwconv (default: attention)')
+                        help='comma-separated: attention,dwconv,chains (default: attention)')
     parser.add_argument('--params', help='BlockParams fields as JSON, for both passes (default: the '
                         'defaults of each pass)')
     args = parser.parse_args()
@@ -177,14 +232,16 @@ def main():
         raise SystemExit('unset TRITON_INTERPRET: the kernels must be built for the compiler')
     report = {}
     kernels = args.kernels.split(',')
-    unknown = set(kernels) - {'attention', 'dwconv'}
+    unknown = set(kernels) - {'attention', 'dwconv', 'chains'}
     if unknown:
-        parser.error(f'unknown --kernels {sorted(unknown)}: choose from attention, dwconv')
+        parser.error(f'unknown --kernels {sorted(unknown)}: choose from attention, dwconv, chains')
     for dtype in args.dtypes.split(','):
         if 'attention' in kernels:
             report.update(compile_report(args.arch, dtype, params))
         if 'dwconv' in kernels:
             report.update(dwconv_compile_report(args.arch, dtype))
+        if 'chains' in kernels:
+            report.update(chains_compile_report(args.arch, dtype))
     print(json.dumps(report))
 
 

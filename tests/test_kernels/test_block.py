@@ -36,7 +36,7 @@ def blocks():
     out = {}
     for backend in ('torch', 'triton'):
         block = copy.deepcopy(base)
-        block.backend = block.attn.backend = backend   # the block's ops and the attention's
+        block.backend = block.attn.backend = block.mlp.backend = backend   # the block's ops, attention's, MLP's
         out[backend] = block
     return out
 
@@ -63,12 +63,14 @@ def test_block_triton_vs_torch_vs_reference(blocks, hw, monkeypatch):
 
 @pytest.mark.parametrize('backend', ['torch', 'triton'])
 def test_autocast_casts_only_linear_weights_once(blocks, backend):
-    """Under bf16 autocast a block on bf16 tokens casts its linear layers' weights and biases once
-    each in forward; in backward the weights' gradients are cast back once each, and of the biases'
-    only those of ``qk`` and ``out_proj`` (plain linear layers): the chain ops sum their biases'
-    gradients straight into float32. The LayerNorm scales are read in float32 and the activations
-    stay bf16. The Triton kernels read the depthwise kernels and their biases in float32 too; the
-    PyTorch convolutions need them in bf16, cast once per forward (and their gradients back)."""
+    """Under bf16 autocast a block on bf16 tokens casts only what its plain linear layers (``qk`` and
+    ``out_proj``) need: their weights and biases once each in forward, and their gradients back once
+    each in backward. The activations stay bf16 and the LayerNorm scales are read in float32.
+    The Triton kernels of the chain ops read every other parameter (the other four linear layers,
+    the depthwise kernels and biases) in float32 and cast nothing. The PyTorch implementations
+    need the chain's linear weights and biases in bf16 (weights' gradients cast back; the biases'
+    are summed straight into float32) and the convolutions' kernels and biases too (cast once per
+    forward, their gradients back)."""
     from mmmila.bench.launches import count_launches
 
     block = blocks[backend]
@@ -86,8 +88,9 @@ def test_autocast_casts_only_linear_weights_once(blocks, backend):
     convs = [m for m in block.modules() if isinstance(m, torch.nn.Conv2d)]
     assert len(linears) == 6 and len(convs) == 4
     plain = [block.attn.qk, block.out_proj]
-    expected = 2 * len(linears) + len(linears) + len(plain)
+    expected = 4 * len(plain)
     if backend == 'torch':
-        expected += 2 * 2 * len(convs)
+        chain = len(linears) - len(plain)
+        expected += 3 * chain + 2 * 2 * len(convs)
     assert count_launches(step).casts == expected
     assert all(p.grad.dtype == torch.float32 for p in block.parameters())

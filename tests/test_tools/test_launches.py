@@ -58,6 +58,20 @@ def test_counts_triton_launches_not_the_interpreters_copies():
     assert dict(launches.triton) == {'_dwconv_fwd_kernel': 1} and launches.total == 1
 
 
+def test_counts_launches_after_a_copy_inside_an_op():
+    """A registered op whose implementation copies (``reshape`` of a non-contiguous tensor) before it
+    launches: the copy and the launch are counted (the counter is entered again for the copy, and
+    leaving that must not stop the count of the launch)."""
+    import mmmila.kernels  # noqa: F401  (registers the Triton ops)
+
+    g = torch.Generator().manual_seed(seed_for(2))
+    x = torch.randn(5, 3, 16, generator=g).transpose(0, 1)   # (3, 5, 16), not contiguous
+    norm, lin = nn.LayerNorm(16), nn.Linear(16, 8)
+    launches = count_launches(lambda: torch.ops.mmmila.norm_linears_triton(
+        x, norm.weight, norm.bias, norm.eps, [lin.weight], [lin.bias]))
+    assert dict(launches.triton) == {'_chain_fwd_kernel': 1} and launches.total == 2
+
+
 def _launch_table(tmp_path, models):
     md = tmp_path / 'launches.md'
     res = subprocess.run([sys.executable, 'tools/benchmark.py', *models, '--launches', '--dtypes', 'float32',

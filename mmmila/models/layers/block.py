@@ -36,8 +36,8 @@ class MILABlock(nn.Module):
         mlp_ratio (float): MLP hidden width / C. Defaults to 4.
         qk_bias (bool): bias of the ``qk`` projection. Defaults to True.
         drop_path (float): stochastic depth rate of this block. Defaults to 0.
-        attn_backend (str): backend of the block's ops (attention and depthwise convolutions),
-            'auto' | 'torch' | 'triton'. Defaults to 'auto'.
+        attn_backend (str): backend of the block's ops (attention, depthwise convolutions and
+            matrix-product chains), 'auto' | 'torch' | 'triton'. Defaults to 'auto'.
     """
 
     def __init__(self, channels: int, num_heads: int, mlp_ratio: float = 4.0, qk_bias: bool = True,
@@ -54,13 +54,13 @@ class MILABlock(nn.Module):
         self.drop_path = DropPath(drop_path)
         self.cpe2 = _dwconv(channels)
         self.norm2 = nn.LayerNorm(channels)
-        self.mlp = Mlp(channels, int(channels * mlp_ratio))
+        self.mlp = Mlp(channels, int(channels * mlp_ratio), backend=attn_backend)
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         x = dwconv_tokens(x, self.cpe1.weight, self.cpe1.bias, hw, skip=True, backend=self.backend)
-        gate, y = norm_linears(x, self.norm1, (self.act_proj, self.in_proj))
+        gate, y = norm_linears(x, self.norm1, (self.act_proj, self.in_proj), backend=self.backend)
         y = dwconv_tokens(y, self.dwc.weight, self.dwc.bias, hw, act='silu', backend=self.backend)
         x = x + self.drop_path(self.out_proj(self.attn(y, hw, gate=gate)))
         x = dwconv_tokens(x, self.cpe2.weight, self.cpe2.bias, hw, skip=True, backend=self.backend)
-        hidden, = norm_linears(x, self.norm2, (self.mlp.fc1,))
+        hidden, = norm_linears(x, self.norm2, (self.mlp.fc1,), backend=self.backend)
         return x + self.drop_path(self.mlp.forward_hidden(hidden))

@@ -11,11 +11,12 @@ class Mlp(nn.Module):
     """``fc1`` (C -> hidden), exact GELU, ``fc2`` (hidden -> C). Tokens (B, N, C) in and out.
 
     GELU and ``fc2`` run as one op (:func:`mmmila.ops.gelu_linear`), which keeps ``fc1``'s output
-    for backward but not GELU's.
+    for backward but not GELU's; ``backend`` is that op's, 'auto' | 'torch' | 'triton'.
     """
 
-    def __init__(self, channels: int, hidden_channels: int) -> None:
+    def __init__(self, channels: int, hidden_channels: int, backend: str = 'auto') -> None:
         super().__init__()
+        self.backend = backend
         self.fc1 = nn.Linear(channels, hidden_channels)
         self.fc2 = nn.Linear(hidden_channels, channels)
 
@@ -24,7 +25,7 @@ class Mlp(nn.Module):
 
     def forward_hidden(self, hidden: torch.Tensor) -> torch.Tensor:
         """GELU and ``fc2`` on ``fc1``'s output."""
-        return gelu_linear(hidden, self.fc2)
+        return gelu_linear(hidden, self.fc2, backend=self.backend)
 
 
 class DropPath(nn.Module):
