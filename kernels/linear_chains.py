@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 import triton
@@ -104,8 +105,17 @@ def chain_launch_config(rows: int, in_features: int, out_features: list[int], dt
 
     Reasoned defaults for tall, thin products (K and N_l at most a few thousand, M up to 10^5 and
     more), not an autotuning result. float32 products follow ``torch.backends.cuda.matmul.allow_tf32``
-    as ``nn.Linear`` does; 16-bit products ignore it.
+    as ``nn.Linear`` does; 16-bit products ignore it. Cached per problem when the sizes are plain
+    ints (not while a graph is traced with symbolic sizes).
     """
+    tf32 = device.type == 'cuda' and dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32
+    key = (rows, in_features, tuple(out_features), device, tf32)
+    if all(type(v) is int for v in (rows, in_features, *out_features)):
+        return _cached_config(*key)
+    return _choose_config(*key)
+
+
+def _choose_config(rows, in_features, out_features, device, tf32: bool) -> ChainLaunchConfig:
     block_n = _block(max(out_features), 64)
     block_k = _block(in_features, 64)
     dw_block_m = 32
@@ -116,14 +126,16 @@ def chain_launch_config(rows: int, in_features: int, out_features: list[int], dt
     splits = max(1, triton.cdiv(rows, split_rows))    # no empty trailing split
     dx_block_m = 16
     dx_programs = max(1, min(triton.cdiv(rows, dx_block_m), _slots(device)))
-    tf32 = device.type == 'cuda' and dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32
-    # the norm's dL/dx kernel keeps (16, K) float32 tiles: more warps for wider rows, so that each
-    # thread holds at most 32 values of each (ptxas, sm_80/sm_90: no spills up to K = 1024)
+    # the norm's dL/dx kernel keeps (16, K) float32 tiles: more warps for wider rows, 16 values of
+    # each per thread (ptxas still reports spills from K = 512 on: docs/kernels.md)
     dx_block_k = _block(in_features, MAX_NORM_FEATURES)
     dx_warps = max(4, min(32, dx_block_m * dx_block_k // (32 * 16)))
     return ChainLaunchConfig(64, block_n, block_k, dw_block_m, splits, split_rows, dx_programs,
-                             dx_block_m, dx_block_k, dx_warps, 4 if in_features <= 256 else 8, 'tf32' if tf32 else 'ieee',
-                             device.type != 'cuda')
+                             dx_block_m, dx_block_k, dx_warps, 4 if in_features <= 256 else 8,
+                             'tf32' if tf32 else 'ieee', device.type != 'cuda')
+
+
+_cached_config = lru_cache(maxsize=256)(_choose_config)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -86,7 +86,7 @@ def gelu_linear(h: torch.Tensor, linear, backend: str = 'auto') -> torch.Tensor:
     return run_gelu_linear(h, linear, backend)
 
 
-__all__ = ['mila_linear_attention', 'dwconv_tokens', 'norm_linears', 'gelu_linear', 'mila_linear_attention_ref',
-           'mila_linear_attention_cpu',
+__all__ = ['mila_linear_attention', 'dwconv_tokens', 'norm_linears', 'gelu_linear',
+           'mila_linear_attention_ref', 'mila_linear_attention_cpu',
            'rope2d_cos_sin', 'apply_rope2d', 'choose_backend', 'check_attention_inputs', 'BACKENDS',
            'ENV_VAR']

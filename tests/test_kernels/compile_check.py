@@ -1,6 +1,7 @@
 """Compile the kernels for a CUDA target without a GPU, and report registers and spills.
 
-    python tests/test_kernels/compile_check.py --arch 90 --dtypes fp32,bf16,fp16 [--kernels attention,dwconv,chains]
+    python tests/test_kernels/compile_check.py --arch 90 --dtypes fp32,bf16,fp16 \
+        [--kernels attention,dwconv,chains]
 
 The Triton interpreter runs the kernels' maths on CPU but does not apply the compiler's rules
 (constexpr-only globals, layouts, ``tl.dot`` shapes); this script runs the real compiler down to
@@ -131,7 +132,8 @@ def dwconv_compile_report(arch: int, dtype: str) -> dict:
 
 # Pointers to tensors in the activations' dtype; weights, biases, norm parameters, statistics,
 # partial sums and the parameters' gradients are float32 (as under autocast).
-_CHAIN_IO = {'x_ptr', 'out0_ptr', 'out1_ptr', 'g_ptr', 'g0_ptr', 'g1_ptr', 'dx_ptr', 'h_ptr', 'dh_ptr', 'a_ptr'}
+_CHAIN_IO = {'x_ptr', 'out0_ptr', 'out1_ptr', 'g_ptr', 'g0_ptr', 'g1_ptr', 'dx_ptr', 'h_ptr', 'dh_ptr',
+             'a_ptr'}
 # The chain kernels' uses in a block of MILA's widest stages, C = 512 (MILA-T and -S) and C = 768
 # (MILA-B): name: (K, the layers' output features, constexpr flags)
 _CHAIN_USES = {

@@ -36,7 +36,8 @@ def blocks():
     out = {}
     for backend in ('torch', 'triton'):
         block = copy.deepcopy(base)
-        block.backend = block.attn.backend = block.mlp.backend = backend   # the block's ops, attention's, MLP's
+        # the block's ops, the attention's and the MLP's
+        block.backend = block.attn.backend = block.mlp.backend = backend
         out[backend] = block
     return out
 

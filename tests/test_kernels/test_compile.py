@@ -72,7 +72,8 @@ def test_chain_kernels_compile_for_sm80_bf16():
     """The four matrix-product chain kernels, for each of the block's three chains at C = 512 and 768."""
     report = _compile(80, 'bf16', kernels='chains')
     _check_chains(report, 18)
-    assert {name.split()[2] for name in report} == {f'{u}-{c}' for u in ('norm1', 'norm2', 'mlp') for c in (512, 768)}
+    uses = {f'{use}-{c}' for use in ('norm1', 'norm2', 'mlp') for c in (512, 768)}
+    assert {name.split()[2] for name in report} == uses
 
 
 @pytest.mark.slow

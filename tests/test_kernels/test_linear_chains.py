@@ -186,7 +186,8 @@ def test_opcheck():
     norm, lin0, lin1, fc2 = mods
     x = torch.randn(2, 5, 24, device=DEVICE, requires_grad=True)
     torch.library.opcheck(torch.ops.mmmila.norm_linears_triton.default,
-                          (x, norm.weight, norm.bias, 1e-5, [lin0.weight, lin1.weight], [lin0.bias, lin1.bias]),
+                          (x, norm.weight, norm.bias, 1e-5, [lin0.weight, lin1.weight],
+                           [lin0.bias, lin1.bias]),
                           test_utils=OPCHECKS)
     h = torch.randn(2, 5, 40, device=DEVICE, requires_grad=True)
     torch.library.opcheck(torch.ops.mmmila.gelu_linear_triton.default, (h, fc2.weight, fc2.bias),
