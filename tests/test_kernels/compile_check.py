@@ -76,6 +76,22 @@ def _tile_instructions(ptx: str, in_loop: bool) -> int:
     return body
 
 
+def _signature(kernel, constexprs: dict, pointer_type) -> dict:
+    """Triton signature of ``kernel``: its constexprs, ``pointer_type(name)`` for a pointer (int32 for
+    the counters), float32 for ``eps`` and int32 for every other scalar."""
+    signature = {}
+    for arg in kernel.arg_names:
+        if arg in constexprs:
+            signature[arg] = 'constexpr'
+        elif arg == 'counter_ptr':
+            signature[arg] = '*i32'
+        elif arg.endswith('_ptr'):
+            signature[arg] = pointer_type(arg)
+        else:
+            signature[arg] = 'fp32' if arg == 'eps' else 'i32'
+    return signature
+
+
 def _ptxas_report(compiled, arch: int) -> tuple[int, int]:
     """(registers, spill bytes) of a compiled kernel, by ptxas."""
     with tempfile.NamedTemporaryFile('w', suffix='.ptx', delete=False) as f:
@@ -112,16 +128,8 @@ def dwconv_compile_report(arch: int, dtype: str) -> dict:
             if 'BLOCK_K' in kernel.arg_names:
                 constexprs['BLOCK_K'] = 32
             gp_dtype = 'fp32' if silu or has_gate else dtype
-            signature = {}
-            for arg in kernel.arg_names:
-                if arg in constexprs:
-                    signature[arg] = 'constexpr'
-                elif arg == 'gp_ptr':
-                    signature[arg] = f'*{gp_dtype}'
-                elif arg.endswith('_ptr'):
-                    signature[arg] = f'*{dtype}' if arg in _DWCONV_IO else '*fp32'
-                else:
-                    signature[arg] = 'i32'
+            signature = _signature(kernel, constexprs, lambda arg: (
+                f'*{gp_dtype}' if arg == 'gp_ptr' else f'*{dtype}' if arg in _DWCONV_IO else '*fp32'))
             compiled = triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constexprs),
                                       target=GPUTarget('cuda', arch, 32),
                                       options={'num_warps': cfg.num_warps})
@@ -165,16 +173,8 @@ def chains_compile_report(arch: int, dtype: str) -> dict:
         for name, (constexprs, num_warps) in kernels.items():
             kernel = getattr(linear_chains, name)
             constexprs = {k: v for k, v in {**constexprs, **common}.items() if k in kernel.arg_names}
-            signature = {}
-            for arg in kernel.arg_names:
-                if arg in constexprs:
-                    signature[arg] = 'constexpr'
-                elif arg == 'counter_ptr':
-                    signature[arg] = '*i32'
-                elif arg.endswith('_ptr'):
-                    signature[arg] = f'*{dtype}' if arg in _CHAIN_IO else '*fp32'
-                else:
-                    signature[arg] = 'fp32' if arg == 'eps' else 'i32'
+            signature = _signature(kernel, constexprs,
+                                   lambda arg: f'*{dtype}' if arg in _CHAIN_IO else '*fp32')
             compiled = triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constexprs),
                                       target=GPUTarget('cuda', arch, 32), options={'num_warps': num_warps})
             registers, spills = _ptxas_report(compiled, arch)
@@ -196,16 +196,8 @@ def compile_report(arch: int, dtype: str, params: BlockParams | None = None) -> 
         for arg in kernel.arg_names:   # contiguous channels: Triton specialises an int equal to 1
             if arg.startswith('stride_') and arg.endswith('_c'):
                 constexprs[arg] = 1
-        signature = {}
-        for arg in kernel.arg_names:
-            if arg in constexprs:
-                signature[arg] = 'constexpr'
-            elif arg == 'counter_ptr':
-                signature[arg] = '*i32'
-            elif arg.endswith('_ptr'):
-                signature[arg] = f'*{dtype}' if arg in _IO_POINTERS else '*fp32'
-            else:
-                signature[arg] = 'i32'
+        signature = _signature(kernel, constexprs,
+                               lambda arg: f'*{dtype}' if arg in _IO_POINTERS else '*fp32')
         options = ({'num_warps': cfg.reduce_warps, 'num_stages': cfg.num_stages} if is_reduce
                    else {'num_warps': cfg.map_warps})
         compiled = triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constexprs),

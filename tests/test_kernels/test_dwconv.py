@@ -13,15 +13,13 @@ import torch
 
 from mmmila.bench.errors import rel_rms
 from mmmila.bench.launches import LaunchCounter
-from mmmila.kernels import dwconv_launch_config, is_interpreted
+from mmmila.kernels import dwconv_launch_config
 from mmmila.kernels.dwconv import dwconv_bwd
 from mmmila.ops.dwconv import dwconv_tokens_ref
 
 from ..conftest import seed_for
 from ..test_ops.helpers import assert_flash_rule
-from .helpers import stored_as
-
-DEVICE = 'cuda' if torch.cuda.is_available() else 'cpu'
+from .helpers import DEVICE, OPCHECKS, assert_float32_rule, require_runnable_kernels, stored_as
 
 # the four uses in a MILA block, and all options at once
 USES = {
@@ -31,16 +29,11 @@ USES = {
     'all': dict(act='silu', skip=True, residual=True, gate=True),
 }
 GRADS = ('x', 'weight', 'bias', 'residual', 'gate')
-# Under the interpreter the kernels are Python launched on real tensors: AOTAutograd cannot trace them
-# (wrap_triton captures compiled kernels only), so opcheck's AOT test needs a GPU.
-OPCHECKS = ('test_schema', 'test_autograd_registration', 'test_faketensor') if DEVICE == 'cpu' else 'ALL'
 
 
 @pytest.fixture(autouse=True, scope='module')
 def _kernels_runnable():
-    if DEVICE == 'cpu' and not is_interpreted():
-        pytest.fail('the kernels are not built for the Triton interpreter: TRITON_INTERPRET=1 must be '
-                    'set before triton is first imported (tests/conftest.py does it without CUDA)')
+    require_runnable_kernels()
 
 
 def _inputs(B, hw, C, use, dtype=torch.float32, param_dtype=None, seed=0):
@@ -91,11 +84,7 @@ def test_float32(use, B, hw, C):
     got = _run(_triton, args, flags, hw, grad)
     ref32 = _run(dwconv_tokens_ref, args, flags, hw, grad)
     truth = _float64(args, flags, hw, grad)
-    assert set(got) == set(truth)
-    for name, exact in truth.items():
-        assert got[name].dtype == ref32[name].dtype and got[name].shape == exact.shape, name
-        err, err_ref = rel_rms(got[name], exact), rel_rms(ref32[name], exact)
-        assert err <= 4 * err_ref + 4e-7, f'{name}: rel RMS {err:.3e}, float32 reference {err_ref:.3e}'
+    assert_float32_rule(got, ref32, truth)
 
 
 @pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])

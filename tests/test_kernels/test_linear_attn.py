@@ -11,15 +11,12 @@ import pytest
 import torch
 
 from mmmila.bench.float64_attention import attention_f64_outputs
-from mmmila.kernels import (device_problem, input_problem, is_interpreted,
-                            launch_config, mila_linear_attention_triton)
+from mmmila.kernels import device_problem, input_problem, launch_config, mila_linear_attention_triton
 from mmmila.ops import mila_linear_attention_ref
 
 from ..test_ops.helpers import (assert_flash_rule, assert_rel_close, float64_truth, make_inputs,
                                 outputs_and_grads)
-from .helpers import stored_as
-
-DEVICE = 'cuda' if torch.cuda.is_available() else 'cpu'
+from .helpers import DEVICE, require_runnable_kernels, stored_as
 
 # (B, (H, W), nh, num_chunks)
 CASES_F32 = [
@@ -33,9 +30,7 @@ CASES_F32 = [
 
 @pytest.fixture(autouse=True, scope='module')
 def _kernels_runnable():
-    if DEVICE == 'cpu' and not is_interpreted():
-        pytest.fail('the kernels are not built for the Triton interpreter: TRITON_INTERPRET=1 must be '
-                    'set before triton is first imported (tests/conftest.py does it without CUDA)')
+    require_runnable_kernels()
 
 
 def _run(qk, v, g, hw, nh, num_chunks=None):
