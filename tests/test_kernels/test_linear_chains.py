@@ -140,6 +140,21 @@ def test_splits_of_the_weight_gradient(rows):
     assert_float32_rule(dict(zip(names, first)), dict(zip(names, ref32)), truth)
 
 
+def test_the_counters_are_zero_after_the_backward():
+    """The sums of partials count their finished programs in the counters the attention's kernels
+    share (:func:`mmmila.kernels.common.chunk_counters`); the last program resets each, so all are 0
+    after a backward with several splits and several dL/dx programs."""
+    from mmmila.kernels import common
+
+    mods = _modules(24, (24, 40), 13, torch.float32, seed=12)
+    x = torch.randn(3, 200, 24, generator=torch.Generator().manual_seed(seed_for(13))).to(DEVICE)
+    cfg = chain_launch_config(600, 24, [24, 40], torch.float32, torch.device(DEVICE))
+    assert cfg.splits > 1 and cfg.dx_programs > 1
+    _run(mods, x, 'triton')
+    counters = [buf for (device, _), buf in common._counters.items() if device == x.device]
+    assert counters and all(int(buf.abs().sum()) == 0 for buf in counters)
+
+
 @pytest.mark.parametrize('shape', [(0, 5), (2, 0)])
 def test_empty_inputs(shape):
     mods = _modules(24, (24, 40), 13, torch.float32, seed=9)
