@@ -11,8 +11,8 @@
 Each saves one activation of its width per call and costs one more elementwise pass in backward;
 for MILA-T that is 6C floats per token and block (about a fifth of what a block keeps).
 
-Under autocast both run in the autocast dtype: the activations and the linear layers' weights are
-cast once, on the way in (recorded by autograd, whose backward casts the weights' gradients back),
+Under autocast both run in the autocast dtype. In the PyTorch implementations the activations and
+the linear layers' weights are cast once, on the way in (recorded by autograd, whose backward casts the weights' gradients back),
 and the backward reuses the saved casts. A bias stays float32: the op casts it for the matrix
 product's epilogue and sums its gradient straight into float32 (one reduction, no cast back). The
 LayerNorm reads the activations in the autocast dtype with its own float32 weight and bias and
