@@ -8,6 +8,7 @@ layout conversion splits or joins a tile in registers.
 """
 from __future__ import annotations
 
+import contextlib
 from functools import lru_cache
 
 import torch
@@ -205,6 +206,13 @@ def _finish_head_sums(part_ptr, counter_ptr, bh, chunk, num_chunks, N, acc_even,
                          mat_ptr + bh.to(tl.int64) * D * D, D * D, CHUNK_GROUP, HAS_EXTRA)
             _sum_records(group_sums + D * D, num_groups, REC, extra_vec_ptr + bh.to(tl.int64) * D, scale,
                          vec_ptr + bh.to(tl.int64) * D, D, CHUNK_GROUP, HAS_EXTRA)
+
+
+def device_ctx(t: torch.Tensor):
+    """Make ``t``'s GPU the current one while kernels launch (Triton launches on the current device)."""
+    if t.is_cuda and t.device.index != torch.cuda.current_device():
+        return torch.cuda.device(t.device)
+    return contextlib.nullcontext()
 
 
 _counters: dict = {}

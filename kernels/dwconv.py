@@ -29,7 +29,6 @@ All arithmetic is float32; results are stored in the inputs' dtypes. Offsets are
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -39,6 +38,9 @@ import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
 from mmmila.ops.dwconv import dwconv_backward_fake, register_dwconv_op
+
+from .common import device_ctx
+from .heuristics import parallel_slots
 
 
 @dataclass(frozen=True)
@@ -62,15 +64,6 @@ class DwconvLaunchConfig:
     num_warps: int
 
 
-def _parallel_slots(device_type: str) -> int:
-    """How many programs of the backward's first kernel keep the device busy."""
-    if device_type == 'cuda':
-        return 8 * torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count
-    # The interpreter runs programs one after another; a few chunks still exercise the
-    # combination of partial sums exactly as on a GPU.
-    return 4
-
-
 def _choose_launch_config(batch: int, height: int, width: int, channels: int, dtype: torch.dtype,
                           device_type: str, num_chunks: int | None = None) -> DwconvLaunchConfig:
     # Sizes from ptxas register reports (sm_80 and sm_90, all three dtypes, all flag sets), not
@@ -86,7 +79,9 @@ def _choose_launch_config(batch: int, height: int, width: int, channels: int, dt
     block_n, map_block_n = 32, 16
     n_blocks = triton.cdiv(tokens, map_block_n)
     if num_chunks is None:
-        num_chunks = triton.cdiv(_parallel_slots(device_type), triton.cdiv(channels, block_c))
+        # eight programs per SM share the weight-gradient reduction of the backward's first kernel
+        num_chunks = triton.cdiv(parallel_slots(torch.device(device_type), per_sm=8),
+                                 triton.cdiv(channels, block_c))
     num_chunks = max(1, min(num_chunks, n_blocks))
     chunk_tokens = triton.cdiv(n_blocks, num_chunks) * map_block_n
     num_chunks = max(1, triton.cdiv(tokens, chunk_tokens))   # no empty trailing chunk
@@ -409,10 +404,6 @@ def dwconv_bwd(grad, x, weight, bias, hw: tuple[int, int], residual, gate, skip:
 # The registered ops
 
 
-def _device_ctx(t: torch.Tensor):
-    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
-
-
 def _config_for(x: torch.Tensor, hw: tuple[int, int]) -> DwconvLaunchConfig:
     return dwconv_launch_config(x.shape[0], hw[0], hw[1], x.shape[2], x.dtype, x.device.type)
 
@@ -424,7 +415,7 @@ def dwconv_tokens_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
     """out of the fused depthwise conv by one Triton kernel; inputs are checked by the caller."""
     if x.numel() == 0:   # an empty batch, map or channel axis: nothing to launch
         return torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    with _device_ctx(x):
+    with device_ctx(x):
         return dwconv_fwd(x, weight, bias, (height, width), residual, gate, skip, act,
                           _config_for(x, (height, width)))
 
@@ -441,7 +432,7 @@ def dwconv_tokens_triton_backward(grad: torch.Tensor, x: torch.Tensor, weight: t
         dx, dweight, dbias, dres, dgate = dwconv_backward_fake(grad, x, weight, bias, height, width,
                                                                residual, gate, skip, act)
         return dx, dweight.zero_(), dbias.zero_(), dres, dgate
-    with _device_ctx(x):
+    with device_ctx(x):
         return dwconv_bwd(grad, x, weight, bias, (height, width), residual, gate, skip, act,
                           _config_for(x, (height, width)))
 

@@ -8,8 +8,6 @@ those of the PyTorch op (:mod:`mmmila.ops.library`): the same contract, saving q
 """
 from __future__ import annotations
 
-import contextlib
-
 import torch
 from torch.library import triton_op
 
@@ -17,6 +15,7 @@ from mmmila.ops.checks import check_attention_inputs
 from mmmila.ops.library import attention_backward_fake, attention_fake, register_attention_autograd
 
 from . import linear_attn_fwd
+from .common import device_ctx
 from .heuristics import SUPPORTED_DTYPES, SUPPORTED_HEAD_DIMS
 from .linear_attn_bwd import mila_attn_bwd
 from .linear_attn_fwd import mila_attn_fwd
@@ -52,7 +51,12 @@ def input_problem(qk: torch.Tensor, v: torch.Tensor, num_heads: int) -> str | No
     if d not in SUPPORTED_HEAD_DIMS:
         return (f'the Triton kernels need a head dim in {SUPPORTED_HEAD_DIMS} (that of MILA), '
                 f'got C / num_heads = {C} / {num_heads} = {d}')
-    for name, t in (('qk', qk), ('v', v)):
+    return dtype_problem({'qk': qk, 'v': v})
+
+
+def dtype_problem(named: dict) -> str | None:
+    """The first of the named tensors whose dtype the kernels do not take, said, or None."""
+    for name, t in named.items():
         if t.dtype not in SUPPORTED_DTYPES:
             return f'{name} has dtype {t.dtype}; the Triton kernels take float32, float16 or bfloat16'
     return None
@@ -68,13 +72,6 @@ def device_problem(device: torch.device) -> str | None:
     return f'the Triton kernels run on CUDA devices (or CPU under TRITON_INTERPRET=1), not {device}'
 
 
-def _device_ctx(t: torch.Tensor):
-    """Make ``t``'s GPU the current one while kernels launch (Triton launches on the current device)."""
-    if t.is_cuda and t.device.index != torch.cuda.current_device():
-        return torch.cuda.device(t.device)
-    return contextlib.nullcontext()
-
-
 @triton_op('mmmila::linear_attention_triton', mutates_args=())
 def linear_attention_triton(qk: torch.Tensor, v: torch.Tensor, height: int, width: int,
                             num_heads: int, num_chunks: int | None = None
@@ -85,7 +82,7 @@ def linear_attention_triton(qk: torch.Tensor, v: torch.Tensor, height: int, widt
         out, s, m = attention_fake(qk, v, height, width, num_heads)
         return out, s.zero_(), m.zero_()
     hw = (height, width)
-    with _device_ctx(qk):
+    with device_ctx(qk):
         cfg = config_for('fwd', qk, v, num_heads, num_chunks,
                          run=lambda c: mila_attn_fwd(qk, v, hw, num_heads, c))
         return mila_attn_fwd(qk, v, hw, num_heads, cfg)
@@ -102,7 +99,7 @@ def linear_attention_triton_backward(grad_out: torch.Tensor, grad_s: torch.Tenso
     if B == 0 or N == 0:
         return attention_backward_fake(grad_out, grad_s, grad_m, qk, v)
     hw = (height, width)
-    with _device_ctx(qk):
+    with device_ctx(qk):
         cfg = config_for('bwd', qk, v, num_heads, num_chunks,
                          run=lambda c: mila_attn_bwd(grad_out, qk, v, s, m, hw, num_heads, c, grad_s, grad_m))
         return mila_attn_bwd(grad_out, qk, v, s, m, hw, num_heads, cfg, grad_s, grad_m)

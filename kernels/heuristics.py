@@ -141,14 +141,14 @@ def _sm_count(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
-def _parallel_slots(device: torch.device) -> int:
-    """How many reduction programs keep the device busy: four per SM on CUDA (two to four fit at
-    once, and a second wave evens out the chunks' ends), a handful on CPU."""
+def parallel_slots(device: torch.device, per_sm: int = 4, interpreted: int = 4) -> int:
+    """How many programs that share a reduction keep the device busy: ``per_sm`` per SM on CUDA
+    (for the attention's reductions four: two to four fit at once, and a second wave evens out the
+    chunks' ends); ``interpreted`` on CPU, where the interpreter runs programs one after another and
+    a few still exercise the combination of partial sums exactly as on a GPU."""
     if device.type == 'cuda':
-        return 4 * _sm_count(device)
-    # The interpreter runs programs one after another; a few chunks still exercise the
-    # partial-sum combination exactly as on a GPU.
-    return 4
+        return per_sm * _sm_count(device)
+    return interpreted
 
 
 def launch_config(num_tokens: int, batch_heads: int, head_dim: int, dtype: torch.dtype,
@@ -181,7 +181,7 @@ def launch_config(num_tokens: int, batch_heads: int, head_dim: int, dtype: torch
     reduce_block_n = params.reduce_block_n
     n_tiles = _cdiv(num_tokens, reduce_block_n)
     if num_chunks is None:
-        num_chunks = min(_cdiv(_parallel_slots(device), batch_heads), params.max_chunks)
+        num_chunks = min(_cdiv(parallel_slots(device), batch_heads), params.max_chunks)
         if device.type == 'cuda':
             num_chunks = min(num_chunks, _cdiv(n_tiles, MIN_TILES_PER_CHUNK))
     num_chunks = max(1, min(num_chunks, n_tiles))

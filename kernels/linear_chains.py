@@ -31,7 +31,6 @@ The sums of partial gradients have a fixed order: results do not depend on which
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -43,7 +42,8 @@ from torch.library import triton_op, wrap_triton
 from mmmila.ops.linear_chains import (gelu_linear_backward_fake, norm_linears_backward_fake,
                                       register_gelu_linear_op, register_norm_linears_op)
 
-from .common import _last_to_finish, chunk_counters
+from .common import _last_to_finish, chunk_counters, device_ctx
+from .heuristics import parallel_slots
 
 LN, GELU = tl.constexpr(1), tl.constexpr(2)     # the prologues
 MAX_NORM_FEATURES = 2048   # the norm's dL/dx kernel holds whole rows (BLOCK_M x K) in registers
@@ -92,11 +92,9 @@ def _block(size: int, cap: int) -> int:
 
 
 def _slots(device: torch.device) -> int:
-    """Programs that keep the device busy: four per SM on a GPU; a few under the interpreter (it runs
-    programs one after another; eight still exercise the sums of partials as on a GPU)."""
-    if device.type == 'cuda':
-        return 4 * torch.cuda.get_device_properties(device).multi_processor_count
-    return 8
+    """Programs that share a weight-gradient tile's rows or the norm's dL/dx: four per SM on a GPU,
+    eight under the interpreter (enough for several splits of a small test's rows)."""
+    return parallel_slots(device, per_sm=4, interpreted=8)
 
 
 def chain_launch_config(rows: int, in_features: int, out_features: list[int], dtype: torch.dtype,
@@ -524,18 +522,13 @@ def gelu_linear_bwd(grad, h, weight, bias, cfg: ChainLaunchConfig):
     wrap_triton(_gelu_dx_kernel)[grid](
         g2, weight, h2, dh, M, K, weight.shape[0],
         BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k, BLOCK_N=32, DOT_PRECISION=cfg.dot_precision,
-        UPCAST=cfg.upcast_dots,
-        num_warps=cfg.num_warps)
+        UPCAST=cfg.upcast_dots, num_warps=cfg.num_warps)
     dws, dbs = _weight_grads(2, [g2], h2, h2, h2, h2, h2, [weight], [bias], cfg)
     return dh.view(h.shape), dws[0], dbs[0]
 
 
 # ----------------------------------------------------------------------------------------------
 # The registered ops
-
-
-def _device_ctx(t: torch.Tensor):
-    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
 
 def _config(x: torch.Tensor, weights) -> ChainLaunchConfig:
@@ -549,7 +542,7 @@ def norm_linears_triton(x: torch.Tensor, norm_weight: torch.Tensor, norm_bias: t
     """``[linear(layer_norm(x), w, b) for w, b]`` by one Triton launch; inputs checked by the caller."""
     if x.numel() == 0:
         return [x.new_empty((*x.shape[:-1], w.shape[0])) for w in weights]
-    with _device_ctx(x):
+    with device_ctx(x):
         return norm_linears_fwd(x, norm_weight, norm_bias, eps, weights, biases, _config(x, weights))
 
 
@@ -561,7 +554,7 @@ def norm_linears_triton_backward(grads: list[torch.Tensor], x: torch.Tensor, nor
     if x.numel() == 0:
         out = norm_linears_backward_fake(grads, x, norm_weight, norm_bias, eps, weights, biases)
         return [out[0]] + [t.zero_() for t in out[1:]]
-    with _device_ctx(x):
+    with device_ctx(x):
         return norm_linears_bwd(grads, x, norm_weight, norm_bias, eps, weights, biases,
                                 _config(x, weights))
 
@@ -571,7 +564,7 @@ def gelu_linear_triton(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     """``linear(gelu(h), weight, bias)`` by one Triton launch; inputs checked by the caller."""
     if h.numel() == 0:
         return h.new_empty((*h.shape[:-1], weight.shape[0]))
-    with _device_ctx(h):
+    with device_ctx(h):
         return gelu_linear_fwd(h, weight, bias, _config(h, [weight]))
 
 
@@ -582,7 +575,7 @@ def gelu_linear_triton_backward(grad: torch.Tensor, h: torch.Tensor, weight: tor
     if h.numel() == 0:
         dh, dw, db = gelu_linear_backward_fake(grad, h, weight, bias)
         return dh, dw.zero_(), db.zero_()
-    with _device_ctx(h):
+    with device_ctx(h):
         return gelu_linear_bwd(grad, h, weight, bias, _config(h, [weight]))
 
 

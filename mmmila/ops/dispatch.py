@@ -92,9 +92,7 @@ def dwconv_triton_problem(x: torch.Tensor) -> str | None:
     kernels = _triton_module()
     if kernels is None:
         return f'triton is not importable ({_import_error})'
-    if x.dtype not in kernels.SUPPORTED_DTYPES:
-        return f'x has dtype {x.dtype}; the Triton kernels take float32, float16 or bfloat16'
-    return kernels.device_problem(x.device)
+    return kernels.dtype_problem({'x': x}) or kernels.device_problem(x.device)
 
 
 def chain_triton_problem(x: torch.Tensor, weights, norm: bool) -> str | None:
@@ -103,9 +101,9 @@ def chain_triton_problem(x: torch.Tensor, weights, norm: bool) -> str | None:
     kernels = _triton_module()
     if kernels is None:
         return f'triton is not importable ({_import_error})'
-    for name, t in (('the input', x), *((f'weight {i}', w) for i, w in enumerate(weights))):
-        if t.dtype not in kernels.SUPPORTED_DTYPES:
-            return f'{name} has dtype {t.dtype}; the Triton kernels take float32, float16 or bfloat16'
+    problem = kernels.dtype_problem({'the input': x} | {f'weight {i}': w for i, w in enumerate(weights)})
+    if problem:
+        return problem
     if norm and len(weights) > kernels.MAX_CHAIN_LAYERS:
         return f'the Triton kernels take at most {kernels.MAX_CHAIN_LAYERS} linear layers after a norm'
     if norm and x.shape[-1] > kernels.MAX_NORM_FEATURES:

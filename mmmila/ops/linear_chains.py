@@ -12,12 +12,12 @@ Each saves one activation of its width per call and costs one more elementwise p
 for MILA-T that is 6C floats per token and block (about a fifth of what a block keeps).
 
 Under autocast both run in the autocast dtype. In the PyTorch implementations the activations and
-the linear layers' weights are cast once, on the way in (recorded by autograd, whose backward casts the weights' gradients back),
-and the backward reuses the saved casts. A bias stays float32: the op casts it for the matrix
-product's epilogue and sums its gradient straight into float32 (one reduction, no cast back). The
-LayerNorm reads the activations in the autocast dtype with its own float32 weight and bias and
-accumulates in float32 (no float32 copy of ``x``, no cast of its output): the LayerNorm itself
-costs no cast.
+the linear layers' weights are cast once, on the way in (recorded by autograd, whose backward casts
+the weights' gradients back), and the backward reuses the saved casts. A bias stays float32: the op
+casts it for the matrix product's epilogue and sums its gradient straight into float32 (one
+reduction, no cast back). The LayerNorm reads the activations in the autocast dtype with its own
+float32 weight and bias and accumulates in float32 (no float32 copy of ``x``, no cast of its
+output): the LayerNorm itself costs no cast.
 
 ``torch.ops.mmmila.norm_linears`` and ``gelu_linear`` are the PyTorch implementations (plain aten
 calls, any device). The Triton implementations, ``torch.ops.mmmila.norm_linears_triton`` and
