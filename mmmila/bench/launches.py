@@ -29,6 +29,8 @@ from typing import Callable
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from mmmila.ops.registration import implementation
+
 # Calls that read or set metadata, or only allocate, and launch nothing.
 _NO_WORK = {
     'aten::empty', 'aten::empty_strided', 'aten::empty_like', 'aten::new_empty', 'aten::new_empty_strided',
@@ -48,17 +50,6 @@ def _maybe_copies(func) -> bool:
     """Whether a call that may return its input (``to``, ``contiguous``, ``reshape``, ...) may also
     copy it: such ops are compositions (CompositeImplicitAutograd) of a view or a copy."""
     return torch._C._dispatch_has_kernel_for_dispatch_key(func.name(), 'CompositeImplicitAutograd')
-
-
-def _implementation(func):
-    """The Python implementation of one of mmmila's registered ops (torch.library.custom_op or
-    triton_op) for calling under the counter; None for other ops."""
-    if func.namespace != 'mmmila':
-        return None
-    from torch._library.custom_ops import OPDEFS   # noqa: PLC0415 (private: a measuring tool only)
-
-    opdef = OPDEFS.get(func._schema.name)
-    return None if opdef is None else opdef._init_fn
 
 
 @dataclass
@@ -92,7 +83,7 @@ class LaunchCounter(TorchDispatchMode):
         kwargs = kwargs or {}
         if self._in_kernel:
             return func(*args, **kwargs)
-        impl = _implementation(func)
+        impl = implementation(func)   # mmmila's ops: run their Python code under the counter
         if impl is not None:
             with self:   # the op's own calls are counted, not the op
                 return impl(*args, **kwargs)

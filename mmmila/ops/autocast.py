@@ -1,6 +1,6 @@
 """How mmmila's registered ops behave under autocast: one rule, registered per op.
 
-A ``torch.library.custom_op`` without an autocast rule receives whatever dtypes autocast left it;
+A registered op without an autocast rule receives whatever dtypes autocast left it;
 PyTorch's own ``register_autocast`` casts *every* floating-point input. MILA's ops need a choice:
 the activations (and the weights of matrix products) in the autocast dtype, while the weights of
 elementwise chains (a depthwise kernel, a bias, a LayerNorm's scale) stay float32 and are read as

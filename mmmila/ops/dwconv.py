@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from .autocast import register_autocast_rule
+from .registration import define_op, mark_backward_op, register_autograd
 from .layout import as_map, as_tokens
 
 ACTS = ('none', 'silu')
@@ -176,9 +177,10 @@ def register_dwconv_op(op, backward_op, name: str, cast_params: bool) -> None:
     residual, gate, skip, act)``). Fakes allocate only, so sizes stay symbolic under tracing.
     Under autocast the activations are cast to its dtype, and weight and bias too if ``cast_params``
     (an implementation that cannot read them in float32)."""
-    op.register_fake(dwconv_fake)
-    backward_op.register_fake(dwconv_backward_fake)
+    torch.library.register_fake(op, dwconv_fake)
+    torch.library.register_fake(backward_op, dwconv_backward_fake)
     _register_autograd(op, backward_op)
+    mark_backward_op(backward_op)
     register_autocast_rule(name, cast=(0, 1, 2, 5, 6) if cast_params else (0, 5, 6))
     register_autocast_rule(f'{name}_backward', cast=())
 
@@ -202,10 +204,10 @@ def _register_autograd(op, backward_op) -> None:
                 None, None, dres if residual is not None and needs[5] else None,
                 dgate if gate is not None and needs[6] else None, None, None)
 
-    op.register_autograd(backward, setup_context=setup_context)
+    register_autograd(op, backward, setup_context)
 
 
-@torch.library.custom_op('mmmila::dwconv_tokens', mutates_args=())
+@define_op('mmmila::dwconv_tokens')
 def dwconv_tokens_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, height: int, width: int,
                      residual: torch.Tensor | None, gate: torch.Tensor | None, skip: bool,
                      act: str) -> torch.Tensor:
@@ -213,7 +215,7 @@ def dwconv_tokens_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, 
     return dwconv_forward(x, weight, bias, (height, width), residual, gate, skip, act)
 
 
-@torch.library.custom_op('mmmila::dwconv_tokens_backward', mutates_args=())
+@define_op('mmmila::dwconv_tokens_backward')
 def dwconv_tokens_backward_op(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
                               bias: torch.Tensor, height: int, width: int,
                               residual: torch.Tensor | None, gate: torch.Tensor | None, skip: bool,

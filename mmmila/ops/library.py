@@ -23,6 +23,7 @@ import torch
 
 from .cpu_fused import attention_backward, attention_forward, sums_dtype
 from .checks import check_attention_inputs
+from .registration import define_op, mark_backward_op, register_autograd
 
 
 def attention_fake(qk: torch.Tensor, v: torch.Tensor, height: int, width: int,
@@ -62,17 +63,18 @@ def register_attention_autograd(op, backward_op: Callable) -> None:
         return (dqk if ctx.needs_input_grad[0] else None,
                 dv if ctx.needs_input_grad[1] else None) + (None,) * len(ctx.args)
 
-    op.register_autograd(backward, setup_context=setup_context)
+    register_autograd(op, backward, setup_context)
+    mark_backward_op(backward_op)
 
 
-@torch.library.custom_op('mmmila::linear_attention', mutates_args=())
+@define_op('mmmila::linear_attention')
 def linear_attention(qk: torch.Tensor, v: torch.Tensor, height: int, width: int,
                      num_heads: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(out, S, m) of MILA's linear attention, chunked PyTorch ops; inputs checked by the caller."""
     return attention_forward(qk, v, (height, width), num_heads)
 
 
-@torch.library.custom_op('mmmila::linear_attention_backward', mutates_args=())
+@define_op('mmmila::linear_attention_backward')
 def linear_attention_backward(grad_out: torch.Tensor, grad_s: torch.Tensor | None,
                               grad_m: torch.Tensor | None, qk: torch.Tensor, v: torch.Tensor,
                               s: torch.Tensor, m: torch.Tensor, height: int, width: int,
@@ -81,8 +83,8 @@ def linear_attention_backward(grad_out: torch.Tensor, grad_s: torch.Tensor | Non
     return attention_backward(grad_out, grad_s, grad_m, qk, v, s, m, (height, width), num_heads)
 
 
-linear_attention.register_fake(attention_fake)
-linear_attention_backward.register_fake(attention_backward_fake)
+torch.library.register_fake(linear_attention, attention_fake)
+torch.library.register_fake(linear_attention_backward, attention_backward_fake)
 register_attention_autograd(linear_attention, linear_attention_backward)
 
 

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from .autocast import register_autocast_rule
+from .registration import define_op, mark_backward_op, register_autograd
 
 
 def _rows(x: torch.Tensor) -> torch.Tensor:
@@ -43,7 +44,7 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
 
 
 # ---- LayerNorm, then linear layers ---------------------------------------------------------------
-@torch.library.custom_op('mmmila::norm_linears', mutates_args=())
+@define_op('mmmila::norm_linears')
 def norm_linears_op(x: torch.Tensor, norm_weight: torch.Tensor, norm_bias: torch.Tensor, eps: float,
                     weights: list[torch.Tensor], biases: list[torch.Tensor]) -> list[torch.Tensor]:
     """``[linear(layer_norm(x), w, b) for w, b]``; x (..., C), weights (C_out, C)."""
@@ -51,7 +52,7 @@ def norm_linears_op(x: torch.Tensor, norm_weight: torch.Tensor, norm_bias: torch
     return [F.linear(n, w, b.to(w.dtype)) for w, b in zip(weights, biases)]
 
 
-@torch.library.custom_op('mmmila::norm_linears_backward', mutates_args=())
+@define_op('mmmila::norm_linears_backward')
 def norm_linears_backward_op(grads: list[torch.Tensor], x: torch.Tensor, norm_weight: torch.Tensor,
                              norm_bias: torch.Tensor, eps: float, weights: list[torch.Tensor],
                              biases: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -88,8 +89,9 @@ def register_norm_linears_op(op, backward_op, name: str, cast_weights: bool) -> 
     parameters; ``backward_op(grads, x, norm_weight, norm_bias, eps, weights, biases)`` recomputes
     the norm) and the autocast rule (x in the autocast dtype, and the linear layers' weights too if
     ``cast_weights``: an implementation that cannot read them in float32)."""
-    op.register_fake(norm_linears_fake)
-    backward_op.register_fake(norm_linears_backward_fake)
+    torch.library.register_fake(op, norm_linears_fake)
+    torch.library.register_fake(backward_op, norm_linears_backward_fake)
+    mark_backward_op(backward_op)
 
     def setup_context(ctx, inputs, output):
         x, norm_weight, norm_bias, eps, weights, biases = inputs
@@ -106,7 +108,7 @@ def register_norm_linears_op(op, backward_op, name: str, cast_weights: bool) -> 
                                           list(biases))
         return dx, dnw, dnb, None, rest[:ctx.num], rest[ctx.num:]
 
-    op.register_autograd(backward, setup_context=setup_context)
+    register_autograd(op, backward, setup_context)
     register_autocast_rule(name, cast=(0, 4) if cast_weights else (0,))
     register_autocast_rule(f'{name}_backward', cast=())
 
@@ -115,13 +117,13 @@ register_norm_linears_op(norm_linears_op, norm_linears_backward_op, 'norm_linear
 
 
 # ---- GELU, then a linear layer -------------------------------------------------------------------
-@torch.library.custom_op('mmmila::gelu_linear', mutates_args=())
+@define_op('mmmila::gelu_linear')
 def gelu_linear_op(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """``linear(gelu(h), weight, bias)``, exact GELU; h (..., C_in)."""
     return F.linear(F.gelu(h), weight, bias.to(weight.dtype))
 
 
-@torch.library.custom_op('mmmila::gelu_linear_backward', mutates_args=())
+@define_op('mmmila::gelu_linear_backward')
 def gelu_linear_backward_op(grad: torch.Tensor, h: torch.Tensor, weight: torch.Tensor,
                             bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dh, dweight, dbias) of :func:`gelu_linear_op`."""
@@ -145,8 +147,9 @@ def gelu_linear_backward_fake(grad, h, weight, bias):
 def register_gelu_linear_op(op, backward_op, name: str, cast_weights: bool) -> None:
     """As :func:`register_norm_linears_op`, for ``gelu_linear``: autograd saves h, weight and bias
     and calls ``backward_op(grad, h, weight, bias)``."""
-    op.register_fake(gelu_linear_fake)
-    backward_op.register_fake(gelu_linear_backward_fake)
+    torch.library.register_fake(op, gelu_linear_fake)
+    torch.library.register_fake(backward_op, gelu_linear_backward_fake)
+    mark_backward_op(backward_op)
 
     def setup_context(ctx, inputs, output):
         ctx.save_for_backward(*inputs)
@@ -155,7 +158,7 @@ def register_gelu_linear_op(op, backward_op, name: str, cast_weights: bool) -> N
         h, weight, bias = ctx.saved_tensors
         return backward_op(grad, h, weight, bias)
 
-    op.register_autograd(backward, setup_context=setup_context)
+    register_autograd(op, backward, setup_context)
     register_autocast_rule(name, cast=(0, 1) if cast_weights else (0,))
     register_autocast_rule(f'{name}_backward', cast=())
 
