@@ -22,9 +22,10 @@ mmmila op, these and the Triton ``triton_op`` ones alike, gets its autograd from
   tensors (in and out) are flattened for ``autograd.Function`` and given back as lists, and
   ``ctx.needs_input_grad`` is indexed by the op's own arguments.
   A ``triton_op`` is a custom op: its autograd kernel is replaced by this one.
-- :func:`mark_backward_op` gives a backward op an Autograd kernel that calls the implementation
-  (the backward runs with grad mode off) and raises a clear error when a graph of it is asked for
-  (``create_graph=True``): no mmmila op defines a second derivative.
+- :func:`mark_backward_op` gives a backward op that kernel with a backward that raises: inside a
+  backward, grad mode is off and the op goes straight to its implementation; differentiating its
+  outputs (``create_graph=True``) fails with a clear error, as no mmmila op defines a second
+  derivative.
 - :func:`implementation` is the Python function behind an op (the launch counter calls it).
 
 torch.compile, torch.export and ``torch.library.opcheck`` see these ops as they see custom ops: an
@@ -179,17 +180,16 @@ def register_autograd(op, backward: Callable, setup_context: Callable) -> None:
 
 
 def mark_backward_op(op) -> None:
-    """Give a backward op an Autograd kernel that goes straight to its implementation (the backward
-    runs with grad mode off) and raises when asked to record a graph: mmmila's ops define no second
-    derivative (see the module doc)."""
-    overload = _overload(op)
-    name = overload._schema.name
+    """Give a backward op the lean autograd kernel with a backward that raises: the op runs as it
+    is (inside a backward, grad mode is off and nothing is recorded), and differentiating its
+    outputs, e.g. under ``create_graph=True``, fails with a clear error (see the module doc)."""
+    name = _overload(op)._schema.name
 
-    def kernel(keyset, *args):
-        if torch.is_grad_enabled() and torch._C._any_requires_grad(*args):
-            raise RuntimeError(f'{name}: the backward of an mmmila op is not differentiable (no second '
-                               f'derivative, e.g. under create_graph=True)')
-        with torch._C._AutoDispatchBelowAutograd():
-            return overload.redispatch(keyset & _AFTER_AUTOGRAD, *args)
+    def setup_context(ctx, inputs, output):
+        pass
 
-    _register_kernel(op, kernel, 'Autograd', with_keyset=True)
+    def backward(ctx, *grads):
+        raise RuntimeError(f'{name}: the backward of an mmmila op is not differentiable (no second '
+                           f'derivative, e.g. under create_graph=True)')
+
+    register_autograd(op, backward, setup_context)
