@@ -7,8 +7,8 @@ from __future__ import annotations
 import torch
 
 from .checks import check_attention_inputs
-from .dispatch import (BACKENDS, ENV_VAR, choose_backend, run_attention, run_dwconv, run_gelu_linear,
-                       run_norm_linears)
+from .dispatch import (BACKENDS, ENV_VAR, choose_backend, run_attention, run_dwconv, run_expand_dwconv,
+                       run_gelu_linear, run_norm_linears)
 from .library import mila_linear_attention_cpu
 from .reference import mila_linear_attention_ref
 from .rope2d import apply_rope2d, rope2d_cos_sin
@@ -86,7 +86,28 @@ def gelu_linear(h: torch.Tensor, linear, backend: str = 'auto') -> torch.Tensor:
     return run_gelu_linear(h, linear, backend)
 
 
-__all__ = ['mila_linear_attention', 'dwconv_tokens', 'norm_linears', 'gelu_linear',
+def expand_dwconv(x: torch.Tensor, expand_weight: torch.Tensor, expand_bias: torch.Tensor,
+                  dw_weight: torch.Tensor, dw_bias: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """The Downsample's expansion as one op (:mod:`mmmila.ops.downsample`), which never holds the
+    expanded map whole and keeps x, not the map, for backward::
+
+        out = relu(dwconv3x3_stride2(relu(x expand_weight^T + expand_bias)) + dw_bias)
+
+    Args:
+        x (Tensor): tokens (B, N, C) of an (H, W) map, row-major, H and W even.
+        expand_weight (Tensor): (hidden, C), the 1x1 conv's weight as a matrix.
+        expand_bias (Tensor): (hidden,).
+        dw_weight (Tensor): (hidden, 1, 3, 3), the depthwise conv's weight.
+        dw_bias (Tensor): (hidden,).
+        hw (tuple[int, int]): (H, W), H * W = N.
+
+    Returns:
+        Tensor: tokens (B, H/2 * W/2, hidden) in x's dtype.
+    """
+    return run_expand_dwconv(x, expand_weight, expand_bias, dw_weight, dw_bias, hw)
+
+
+__all__ = ['mila_linear_attention', 'dwconv_tokens', 'norm_linears', 'gelu_linear', 'expand_dwconv',
            'mila_linear_attention_ref', 'mila_linear_attention_cpu',
            'rope2d_cos_sin', 'apply_rope2d', 'choose_backend', 'check_attention_inputs', 'BACKENDS',
            'ENV_VAR']

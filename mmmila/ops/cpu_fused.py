@@ -16,23 +16,17 @@ from functools import lru_cache
 
 import torch
 from .capture import capturing_graph
+from .chunks import rows_per_chunk
 from .reference import EPS
 from .rope2d import rope2d_tables
 
-# Chunk size: about 256 K elements per intra-op thread in each (B, chunk, C) temporary, i.e. 1 MB of
-# float32 per core, which stays in its cache. Smaller chunks pay per-op overhead (and a fork/join of
-# the intra-op threads per op), larger ones fall out of cache and raise the peak memory (two such
-# temporaries in the forward, four in the backward).
-_CHUNK_ELEMENTS = 1 << 18
 _LOG2E = 1.4426950408889634
 
 
 def _chunk_rows(batch: int, hw: tuple[int, int], channels: int, device: torch.device) -> int:
-    """Rows of the map per chunk: chunks are whole rows, so that RoPE needs only small tables."""
-    if device.type != 'cpu':
-        return hw[0]  # accelerators: one chunk, the cost there is in kernel launches
-    elements = _CHUNK_ELEMENTS * torch.get_num_threads()
-    return max(1, min(hw[0], round(elements / (batch * channels * hw[1]))))
+    """Rows of the map per chunk (:mod:`.chunks`; two (B, chunk, C) temporaries in the forward, four in
+    the backward): whole rows, so that RoPE needs only small tables."""
+    return rows_per_chunk(hw[0], batch * channels * hw[1], device)
 
 
 @lru_cache(maxsize=32)

@@ -36,6 +36,7 @@ from . import library  # noqa: F401  (registers torch.ops.mmmila.linear_attentio
 from .capture import wants_plain_ops
 from .checks import check_attention_inputs
 from .dwconv import check_dwconv_inputs, dwconv_tokens_ref
+from .downsample import check_expand_dwconv_inputs, expand_dwconv_ref
 from .linear_chains import check_linear_chain, check_norm_linears, gelu_linear_ref, norm_linears_ref
 from .reference import mila_linear_attention_ref
 
@@ -191,3 +192,13 @@ def run_gelu_linear(h: torch.Tensor, linear, backend: str = 'auto') -> torch.Ten
         return gelu_linear_ref(h, linear)
     op = torch.ops.mmmila.gelu_linear_triton if chosen == 'triton' else torch.ops.mmmila.gelu_linear
     return op(h, linear.weight, linear.bias)
+
+
+def run_expand_dwconv(x: torch.Tensor, expand_weight: torch.Tensor, expand_bias: torch.Tensor,
+                      dw_weight: torch.Tensor, dw_bias: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """Run the Downsample's expansion of :mod:`mmmila.ops.downsample`: its registered op (one
+    implementation, any device), or plain ops while torch.jit traces or the ONNX exporter runs."""
+    check_expand_dwconv_inputs(x, expand_weight, expand_bias, dw_weight, dw_bias, hw)
+    if wants_plain_ops():
+        return expand_dwconv_ref(x, expand_weight, expand_bias, dw_weight, dw_bias, hw)
+    return torch.ops.mmmila.expand_dwconv(x, expand_weight, expand_bias, dw_weight, dw_bias, hw[0], hw[1])

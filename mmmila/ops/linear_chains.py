@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from .autocast import register_autocast_rule
+from .chunks import rows_per_chunk
 from .registration import define_op, mark_backward_op, register_autograd
 
 
@@ -119,19 +120,41 @@ register_norm_linears_op(norm_linears_op, norm_linears_backward_op, 'norm_linear
 # ---- GELU, then a linear layer -------------------------------------------------------------------
 @define_op('mmmila::gelu_linear')
 def gelu_linear_op(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """``linear(gelu(h), weight, bias)``, exact GELU; h (..., C_in)."""
-    return F.linear(F.gelu(h), weight, bias.to(weight.dtype))
+    """``linear(gelu(h), weight, bias)``, exact GELU; h (..., C_in). By chunks of rows (:mod:`.chunks`),
+    so that GELU's output, the MLP's hidden width, is never made whole on CPU."""
+    h2 = _rows(h)
+    b = bias.to(weight.dtype)
+    rows = rows_per_chunk(h2.shape[0], h2.shape[1], h.device)
+    if rows >= h2.shape[0]:
+        return F.linear(F.gelu(h), weight, b)
+    out = h2.new_empty((h2.shape[0], weight.shape[0]))
+    for i in range(0, h2.shape[0], rows):
+        torch.addmm(b, F.gelu(h2[i:i + rows]), weight.t(), out=out[i:i + rows])
+    return out.view(*h.shape[:-1], weight.shape[0])
 
 
 @define_op('mmmila::gelu_linear_backward')
 def gelu_linear_backward_op(grad: torch.Tensor, h: torch.Tensor, weight: torch.Tensor,
                             bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(dh, dweight, dbias) of :func:`gelu_linear_op`."""
+    """(dh, dweight, dbias) of :func:`gelu_linear_op`, by the same chunks; the weight's gradient is
+    summed over them in float32 (float64 for float64 inputs)."""
     h2, g = _rows(h), _rows(grad)
-    dw = g.t().mm(F.gelu(h2))
     db = g.sum(0, dtype=bias.dtype)
-    dh = torch.ops.aten.gelu_backward(g.mm(weight), h2)
-    return dh.view(h.shape), dw, db
+    rows = rows_per_chunk(h2.shape[0], h2.shape[1], h.device)
+    if rows >= h2.shape[0]:
+        dw = g.t().mm(F.gelu(h2))
+        dh = torch.ops.aten.gelu_backward(g.mm(weight), h2)
+        return dh.view(h.shape), dw, db
+    dh = torch.empty_like(h2)
+    dw = torch.zeros(weight.shape, dtype=torch.promote_types(weight.dtype, torch.float32), device=h.device)
+    for i in range(0, h2.shape[0], rows):
+        hc, gc = h2[i:i + rows], g[i:i + rows]
+        if dw.dtype == gc.dtype:
+            dw.addmm_(gc.t(), F.gelu(hc))
+        else:
+            dw += gc.t().mm(F.gelu(hc))
+        torch.ops.aten.gelu_backward.grad_input(gc.mm(weight), hc, grad_input=dh[i:i + rows])
+    return dh.view(h.shape), dw.to(weight.dtype), db
 
 
 def gelu_linear_fake(h, weight, bias):

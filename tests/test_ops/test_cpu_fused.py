@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmmila.ops import cpu_fused, mila_linear_attention_cpu, mila_linear_attention_ref
+from mmmila.ops import chunks, cpu_fused, mila_linear_attention_cpu, mila_linear_attention_ref
 
 from .helpers import assert_flash_rule, assert_rel_close, float64_truth, make_inputs, outputs_and_grads
 
@@ -45,7 +45,7 @@ def test_float32_matches_reference(batch, hw, nh, small_chunks):
 def test_chunk_rule_on_an_odd_map(monkeypatch):
     """The chunking rule itself (not a patched one) on a map of 61 columns with a ragged last chunk."""
     hw, nh = (80, 61), 2
-    monkeypatch.setattr(cpu_fused, '_CHUNK_ELEMENTS', 64 * 61 * 7 // torch.get_num_threads())
+    monkeypatch.setattr(chunks, 'CHUNK_ELEMENTS', 64 * 61 * 7 // torch.get_num_threads())
     rows = cpu_fused._chunk_rows(1, hw, 64, torch.device('cpu'))
     assert 1 < rows < hw[0] and hw[0] % rows
     qk, v, g = make_inputs(1, hw, nh)

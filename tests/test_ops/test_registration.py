@@ -26,10 +26,10 @@ def _active_autograd_line(name: str) -> str:
 def test_every_op_has_the_lean_autograd_kernel():
     names = _mmmila_ops()
     forward = [n for n in names if not n.endswith('_backward')]
-    # the four PyTorch ops and their four Triton twins
+    # the five PyTorch ops, four with a Triton twin, each with its backward op
     assert {'mmmila::dwconv_tokens', 'mmmila::norm_linears', 'mmmila::gelu_linear',
-            'mmmila::linear_attention'} <= set(forward)
-    assert len(forward) == 8 and len(names) == 16, names
+            'mmmila::linear_attention', 'mmmila::expand_dwconv'} <= set(forward)
+    assert len(forward) == 9 and len(names) == 18, names
     for name in names:
         line = _active_autograd_line(name)
         assert 'mmmila/ops/registration.py' in line, f'{name}: {line}'

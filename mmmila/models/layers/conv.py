@@ -7,10 +7,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
-from mmmila.ops.capture import capturing_graph
-from mmmila.ops.layout import as_map, as_tokens
+from mmmila.ops import expand_dwconv
+from mmmila.ops.layout import as_tokens
 
 
 def foldable(norm: nn.Module | None) -> bool:
@@ -99,30 +98,6 @@ class ConvLayer(nn.Module):
         return x.view(*shape, conv.out_channels)   # sizes spelled out: an empty batch has no -1 to infer
 
 
-def dwconv_map(conv: nn.Conv2d, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-    """A depthwise ``conv`` (any kernel size and stride) on tokens (B, N, C) read as an (H, W) map;
-    returns the output map (B, C', H', W'), channels-last.
-
-    The conv runs on a channels-last view of the tokens (no transposed copy; oneDNN's NHWC depthwise
-    kernel is an order of magnitude faster than the NCHW path on CPU). The weight, (C', 1, k, k), is
-    passed as a view with channels-last strides (the same addresses, as its in-channel axis has size
-    1), so the convolution sees one layout throughout and the weight's gradient has the parameter's
-    own strides.
-    """
-    w = conv.weight
-    if w.shape[1] != 1:
-        raise ValueError(f'dwconv_map needs a depthwise conv (weight (C, 1, k, k)), got weight '
-                         f'{tuple(w.shape)}')
-    if capturing_graph():
-        # A compiler picks its own layouts; inductor (torch 2.13) fails to lower the convolution of a
-        # strided view of the tokens when H and W are dynamic, so it gets a plain NCHW map.
-        x_map = as_map(x, hw).contiguous()
-        return F.conv2d(x_map, w, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
-    kh, kw = w.shape[2], w.shape[3]
-    w = w.contiguous().as_strided(w.shape, (kh * kw, 1, kw, 1))
-    return F.conv2d(as_map(x, hw), w, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
-
-
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     """Zero-pad a (B, C, H, W) map on the bottom/right to multiples of ``multiple``."""
     pad_h = -x.shape[-2] % multiple
@@ -167,7 +142,9 @@ class Downsample(nn.Module):
     """Halve the map and double the channels: tokens (B, H*W, C) -> (B, ceil(H/2)*ceil(W/2), 2C).
 
     ``conv``: 1x1 C->8C (ReLU), 3x3 stride-2 depthwise (ReLU), 1x1 8C->2C (BN). A map with an odd
-    side is zero-padded by one row/column at the bottom/right first.
+    side is zero-padded by one row/column at the bottom/right first. The first two run as one op,
+    :func:`mmmila.ops.expand_dwconv`, which never holds the expanded map (8C channels at full
+    resolution, the largest activation of the backbone) whole and recomputes it in backward.
 
     Args:
         in_channels (int): C.
@@ -183,7 +160,6 @@ class Downsample(nn.Module):
             ConvLayer(hidden, out_channels, 1, act=False))
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> tuple[torch.Tensor, tuple[int, int]]:
-        # on tokens: the 1x1 convs are linear layers, the depthwise conv reads a channels-last view
         B, N, C = x.shape
         H, W = hw
         if H % 2 or W % 2:   # pad the input, as the 1x1 conv with its bias sees the padded map
@@ -191,16 +167,6 @@ class Downsample(nn.Module):
             H, W = H + H % 2, W + W % 2
             x = x.view(B, H * W, C)
         expand, dw, project = self.conv
-        if torch.is_grad_enabled() and x.requires_grad:
-            # The expanded map (8C channels at full resolution) is the largest activation of the
-            # backbone: recompute it in backward from the C-channel input rather than keep it.
-            x = checkpoint(self._expand_dw, x, (H, W), use_reentrant=False)
-        else:
-            x = self._expand_dw(x, (H, W))
-        hw = (x.shape[2], x.shape[3])
-        return project.forward_tokens(as_tokens(x)), hw
-
-    def _expand_dw(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-        """Tokens (B, N, C) -> the depthwise conv's ReLU output map (B, 8C, H/2, W/2), channels-last."""
-        expand, dw, _ = self.conv
-        return dw.act(dwconv_map(dw.conv, expand.forward_tokens(x), hw))
+        x = expand_dwconv(x, expand.conv.weight.flatten(1), expand.conv.bias, dw.conv.weight, dw.conv.bias,
+                          (H, W))
+        return project.forward_tokens(x), (H // 2, W // 2)

@@ -1,0 +1,31 @@
+"""How large a chunk the PyTorch implementations process at a time: the one rule.
+
+Several ops walk their input in chunks of rows (the attention, the Downsample's expansion, the MLP's
+GELU and ``fc2``), so that a temporary as wide as the op's widest activation never exists whole. On
+CPU a chunk's largest temporary holds about 2^18 elements per intra-op thread, 1 MB of float32 per
+core, which stays in its cache. Smaller chunks pay per-op overhead (and a fork/join of the intra-op
+threads per op); larger ones fall out of cache, raise the peak memory, and past 32 MiB every fresh
+tensor is a new ``mmap`` of glibc's whose pages fault in one by one. On other devices one chunk
+holds everything: the cost there is in kernel launches.
+"""
+from __future__ import annotations
+
+import torch
+
+CHUNK_ELEMENTS = 1 << 18
+
+
+def chunk_elements(device: torch.device) -> int | None:
+    """Elements of a chunk's largest temporary on ``device``; None: no chunking (one chunk)."""
+    if device.type != 'cpu':
+        return None
+    return CHUNK_ELEMENTS * torch.get_num_threads()
+
+
+def rows_per_chunk(rows: int, elements_per_row: int, device: torch.device) -> int:
+    """Rows per chunk (at least 1, at most ``rows``) when each row of the largest temporary holds
+    ``elements_per_row`` elements."""
+    elements = chunk_elements(device)
+    if elements is None:
+        return max(rows, 1)
+    return max(1, min(rows, round(elements / max(elements_per_row, 1))))

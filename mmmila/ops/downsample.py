@@ -1,0 +1,221 @@
+"""The Downsample's expansion as one registered op that never holds the expanded map whole.
+
+MILA's Downsample (C -> 2C channels, half the map) runs ``expand`` (a 1x1 conv C -> 8C with bias, then
+ReLU), a 3x3 stride-2 depthwise conv on the 8C channels (bias, ReLU), then ``project`` (1x1 conv
+8C -> 2C, BatchNorm). The expanded map, 8C channels at full resolution, is the largest activation of
+the backbone: 32 MiB at MILA-T's first Downsample for one 512x512 image. Made whole, it costs more
+than its matrix product on a CPU: glibc serves a tensor of 32 MiB or more with a fresh ``mmap``, so
+each one pays a page fault per 4 KiB (about 8 ms, every time: the expansion, its recomputation, the
+ReLU's and the convolution's gradients), and every elementwise pass over it runs from DRAM.
+
+``torch.ops.mmmila.expand_dwconv(x, expand_weight, expand_bias, dw_weight, dw_bias, H, W)`` maps tokens
+(B, H W, C) of an (H, W) map (H and W even) to the depthwise conv's ReLU output as tokens
+(B, H/2 W/2, 8C)::
+
+    e   = relu(x expand_weight^T + expand_bias)                   # (B, H, W, 8C), never whole
+    out = relu(dwconv3x3(e, dw_weight, stride 2, padding 1) + dw_bias)
+
+The PyTorch implementation works on chunks of output rows. Output row r reads input rows 2r - 1,
+2r and 2r + 1 (row -1 is the zero padding, which the first chunk's convolution adds), so a chunk of
+rows [r0, r1) expands input rows [2r0 - 1, 2r1 - 1] only. Autograd keeps x and the parameters (as the checkpoint it replaces did), and
+the backward recomputes chunk by chunk. Neighbouring chunks share one input row (2r1 - 1): its
+gradient from the depthwise conv is complete only after the next chunk, so it carries over, and the
+expansion's gradient for that row is taken in the next chunk. On CPU a chunk's expansion holds
+about 2^18 elements per intra-op thread (as the attention's chunks: cache-sized, and no allocation
+reaches the mmap threshold: :mod:`.chunks`); on other devices one chunk holds the whole map.
+
+The weight gradients are summed over the chunks in float32 (float64 for float64 inputs). Under
+autocast the rule casts the activations and all four parameters to the autocast dtype, as
+``F.linear`` and ``F.conv2d`` would. :func:`expand_dwconv_ref` is the same maths in plain ops (for
+torch.jit tracing and the TorchScript ONNX exporter).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .autocast import register_autocast_rule
+from .chunks import rows_per_chunk
+from .layout import as_map, as_tokens
+from .registration import define_op, mark_backward_op, register_autograd
+
+
+def check_expand_dwconv_inputs(x: torch.Tensor, expand_weight: torch.Tensor, expand_bias: torch.Tensor,
+                               dw_weight: torch.Tensor, dw_bias: torch.Tensor,
+                               hw: tuple[int, int]) -> None:
+    """Raise a ValueError naming the first thing wrong with the inputs of :func:`expand_dwconv`."""
+    if not isinstance(x, torch.Tensor) or x.dim() != 3 or not x.is_floating_point():
+        raise ValueError(f'x must be floating-point tokens (B, N, C), got '
+                         f'{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}')
+    B, N, C = x.shape
+    if len(hw) != 2 or hw[0] * hw[1] != N:
+        raise ValueError(f'map size hw={tuple(hw)} does not match N={N} tokens')
+    if hw[0] % 2 or hw[1] % 2:
+        raise ValueError(f'the map must have even sides (the Downsample pads odd ones), got {tuple(hw)}')
+    if expand_weight.dim() != 2 or expand_weight.shape[1] != C:
+        raise ValueError(f'expand_weight must be (hidden, C={C}), got {tuple(expand_weight.shape)}')
+    hidden = expand_weight.shape[0]
+    expected = {'expand_bias': (hidden,), 'dw_weight': (hidden, 1, 3, 3), 'dw_bias': (hidden,)}
+    for name, t in (('expand_bias', expand_bias), ('dw_weight', dw_weight), ('dw_bias', dw_bias)):
+        if t is None or tuple(t.shape) != expected[name]:
+            raise ValueError(f'{name} must be {expected[name]}, got {None if t is None else tuple(t.shape)}')
+    for name, t in (('expand_weight', expand_weight), ('expand_bias', expand_bias),
+                    ('dw_weight', dw_weight), ('dw_bias', dw_bias)):
+        if t.device != x.device:
+            raise ValueError(f'{name} is on {t.device} but x is on {x.device}')
+
+
+def expand_dwconv_ref(x: torch.Tensor, expand_weight: torch.Tensor, expand_bias: torch.Tensor,
+                      dw_weight: torch.Tensor, dw_bias: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """The op's maths in plain autograd ops, on the whole map."""
+    e = F.relu(F.linear(x, expand_weight, expand_bias))
+    p = F.conv2d(as_map(e, hw), dw_weight, dw_bias, stride=2, padding=1, groups=expand_weight.shape[0])
+    return as_tokens(F.relu(p)).contiguous()
+
+
+# ---- the PyTorch implementation ------------------------------------------------------------------
+def _chunk_rows(batch: int, width: int, hidden: int, out_rows: int, device: torch.device) -> int:
+    """Output rows per chunk (:mod:`.chunks`): r of them expand 2r + 1 input rows, 2 per output row."""
+    return rows_per_chunk(out_rows, 2 * batch * width * hidden, device)
+
+
+def _dw_weight(weight: torch.Tensor) -> torch.Tensor:
+    """The depthwise weight (C, 1, 3, 3) as a view with channels-last strides (the same addresses, as
+    its in-channel axis has size 1): the convolution of a channels-last map sees one layout."""
+    w = weight.contiguous()
+    return w.as_strided(w.shape, (9, 1, 3, 1))
+
+
+def _expanded_rows(x_map: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, first: int,
+                   last: int) -> torch.Tensor:
+    """relu(expand) of input rows [max(first, 0), last] of x_map (B, H, W, C): (B, rows, W, hidden),
+    a fresh contiguous tensor."""
+    return F.relu_(F.linear(x_map[:, max(first, 0):last + 1], weight, bias))
+
+
+def _dwconv(e: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, first: int) -> torch.Tensor:
+    """The stride-2 depthwise conv of a chunk's expanded rows (B, rows, W, hidden), read as a
+    channels-last map: zero padding above only for the chunk that starts at the top (``first`` is
+    row -1), as the chunk holds every other row it reads."""
+    return F.conv2d(e.permute(0, 3, 1, 2), weight, bias, stride=2, padding=(int(first < 0), 1),
+                    groups=weight.shape[0])
+
+
+def expand_dwconv_forward(x: torch.Tensor, expand_weight: torch.Tensor, expand_bias: torch.Tensor,
+                          dw_weight: torch.Tensor, dw_bias: torch.Tensor,
+                          hw: tuple[int, int]) -> torch.Tensor:
+    """The op's output by chunks of output rows (checked inputs): contiguous (B, H/2 W/2, hidden)."""
+    B, _, C = x.shape
+    H, W = hw
+    hidden = expand_weight.shape[0]
+    Ho, Wo = H // 2, W // 2
+    out = torch.empty((B, Ho * Wo, hidden), dtype=x.dtype, device=x.device)
+    if out.numel() == 0:
+        return out
+    x_map, out_map = x.view(B, H, W, C), out.view(B, Ho, Wo, hidden)
+    w2 = _dw_weight(dw_weight)
+    rows = _chunk_rows(B, W, hidden, Ho, x.device)
+    for r0 in range(0, Ho, rows):
+        r1 = min(r0 + rows, Ho)
+        e = _expanded_rows(x_map, expand_weight, expand_bias, 2 * r0 - 1, 2 * r1 - 1)
+        p = F.relu_(_dwconv(e, w2, dw_bias, 2 * r0 - 1))
+        out_map[:, r0:r1] = p.permute(0, 2, 3, 1)
+    return out
+
+
+def expand_dwconv_backward(grad: torch.Tensor, x: torch.Tensor, expand_weight: torch.Tensor,
+                           expand_bias: torch.Tensor, dw_weight: torch.Tensor, dw_bias: torch.Tensor,
+                           hw: tuple[int, int]):
+    """(dx, d expand_weight, d expand_bias, d dw_weight, d dw_bias) by chunks (see the module doc)."""
+    B, _, C = x.shape
+    H, W = hw
+    hidden = expand_weight.shape[0]
+    Ho, Wo = H // 2, W // 2
+    acc = torch.promote_types(x.dtype, torch.float32)
+    dx = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    dw1 = torch.zeros(expand_weight.shape, dtype=acc, device=x.device)
+    db1 = torch.zeros(expand_bias.shape, dtype=acc, device=x.device)
+    dw2 = torch.zeros((hidden, 1, 3, 3), dtype=acc, device=x.device)
+    db2 = torch.zeros(dw_bias.shape, dtype=acc, device=x.device)
+    if x.numel() and hidden:
+        x_map, dx_map = x.view(B, H, W, C), dx.view(B, H, W, C)
+        g_map = grad.reshape(B, Ho, Wo, hidden)
+        w2 = _dw_weight(dw_weight)
+        rows = _chunk_rows(B, W, hidden, Ho, x.device)
+        carry = None   # dL/de of the last input row of the previous chunk (shared with this one)
+        for r0 in range(0, Ho, rows):
+            r1 = min(r0 + rows, Ho)
+            first, last = 2 * r0 - 1, 2 * r1 - 1
+            e = _expanded_rows(x_map, expand_weight, expand_bias, first, last)
+            p = _dwconv(e, w2, dw_bias, first)
+            gp = torch.ops.aten.threshold_backward(g_map[:, r0:r1].permute(0, 3, 1, 2), p, 0)
+            de, dw, db = torch.ops.aten.convolution_backward(
+                gp, e.permute(0, 3, 1, 2), w2, [hidden], [2, 2], [int(first < 0), 1], [1, 1], False, [0, 0],
+                hidden, [True, True, True])
+            dw2 += dw.reshape(dw2.shape)
+            db2 += db
+            de = de.permute(0, 2, 3, 1)   # (B, rows, W, hidden), the rows of e
+            if carry is not None:
+                de[:, 0] += carry
+            lo = max(first, 0)
+            if r1 < Ho:   # the last row is finished by the next chunk
+                carry = de[:, -1].clone()
+                de, e = de[:, :-1], e[:, :-1]
+            n = de.shape[1]
+            da = torch.ops.aten.threshold_backward(de, e, 0).reshape(-1, hidden)
+            x_rows = x_map[:, lo:lo + n].reshape(-1, C)
+            dx_map[:, lo:lo + n] = da.mm(expand_weight).view(B, n, W, C)
+            dw1 += da.t().mm(x_rows)
+            db1 += da.sum(0)
+    # the depthwise weight's gradient with the parameter's own strides (a view recomputes them)
+    return (dx, dw1.to(expand_weight.dtype), db1.to(expand_bias.dtype),
+            dw2.reshape(hidden, 9).view(dw_weight.shape).to(dw_weight.dtype), db2.to(dw_bias.dtype))
+
+
+# ---- the registered op ---------------------------------------------------------------------------
+@define_op('mmmila::expand_dwconv')
+def expand_dwconv_op(x: torch.Tensor, expand_weight: torch.Tensor, expand_bias: torch.Tensor,
+                     dw_weight: torch.Tensor, dw_bias: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """The Downsample's expansion by chunks; inputs are checked by the caller."""
+    return expand_dwconv_forward(x, expand_weight, expand_bias, dw_weight, dw_bias, (height, width))
+
+
+@define_op('mmmila::expand_dwconv_backward')
+def expand_dwconv_backward_op(grad: torch.Tensor, x: torch.Tensor, expand_weight: torch.Tensor,
+                              expand_bias: torch.Tensor, dw_weight: torch.Tensor, dw_bias: torch.Tensor,
+                              height: int, width: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                                torch.Tensor, torch.Tensor]:
+    """(dx, d expand_weight, d expand_bias, d dw_weight, d dw_bias) of :func:`expand_dwconv_op`."""
+    return expand_dwconv_backward(grad, x, expand_weight, expand_bias, dw_weight, dw_bias, (height, width))
+
+
+def expand_dwconv_fake(x, expand_weight, expand_bias, dw_weight, dw_bias, height, width):
+    """Empty output (allocation only, sizes stay symbolic)."""
+    return x.new_empty((x.shape[0], (height // 2) * (width // 2), expand_weight.shape[0]))
+
+
+def expand_dwconv_backward_fake(grad, x, expand_weight, expand_bias, dw_weight, dw_bias, height, width):
+    """Empty gradients in the inputs' shapes and dtypes."""
+    return (x.new_empty(x.shape), expand_weight.new_empty(expand_weight.shape),
+            expand_bias.new_empty(expand_bias.shape), dw_weight.new_empty(dw_weight.shape),
+            dw_bias.new_empty(dw_bias.shape))
+
+
+def _setup_context(ctx, inputs, output):
+    x, expand_weight, expand_bias, dw_weight, dw_bias, height, width = inputs
+    ctx.save_for_backward(x, expand_weight, expand_bias, dw_weight, dw_bias)
+    ctx.hw = (height, width)
+
+
+def _backward(ctx, grad):
+    grads = expand_dwconv_backward_op(grad.contiguous(), *ctx.saved_tensors, *ctx.hw)
+    return (*grads, None, None)
+
+
+torch.library.register_fake(expand_dwconv_op, expand_dwconv_fake)
+torch.library.register_fake(expand_dwconv_backward_op, expand_dwconv_backward_fake)
+register_autograd(expand_dwconv_op, _backward, _setup_context)
+mark_backward_op(expand_dwconv_backward_op)
+# F.linear and F.conv2d need one dtype: the activations and every parameter in the autocast dtype
+register_autocast_rule('expand_dwconv', cast=(0, 1, 2, 3, 4))
+register_autocast_rule('expand_dwconv_backward', cast=())
