@@ -101,26 +101,46 @@ def _dwconv(e: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, first: in
                     groups=weight.shape[0])
 
 
+def _forward_rows(x_map, expand_weight, expand_bias, w2, dw_bias, r0: int, r1: int) -> torch.Tensor:
+    """Output rows [r0, r1): the channels-last map (B, hidden, r1 - r0, W/2), a fresh tensor."""
+    e = _expanded_rows(x_map, expand_weight, expand_bias, 2 * r0 - 1, 2 * r1 - 1)
+    return F.relu_(_dwconv(e, w2, dw_bias, 2 * r0 - 1))
+
+
 def expand_dwconv_forward(x: torch.Tensor, expand_weight: torch.Tensor, expand_bias: torch.Tensor,
                           dw_weight: torch.Tensor, dw_bias: torch.Tensor,
                           hw: tuple[int, int]) -> torch.Tensor:
-    """The op's output by chunks of output rows (checked inputs): contiguous (B, H/2 W/2, hidden)."""
+    """The op's output by chunks of output rows (checked inputs): (B, H/2 W/2, hidden) tokens, a
+    contiguous tensor (the channels-last convolution's own output when one chunk holds the map)."""
     B, _, C = x.shape
     H, W = hw
     hidden = expand_weight.shape[0]
     Ho, Wo = H // 2, W // 2
-    out = torch.empty((B, Ho * Wo, hidden), dtype=x.dtype, device=x.device)
-    if out.numel() == 0:
-        return out
-    x_map, out_map = x.view(B, H, W, C), out.view(B, Ho, Wo, hidden)
-    w2 = _dw_weight(dw_weight)
+    if B * Ho * Wo * hidden == 0:
+        return torch.zeros((B, Ho * Wo, hidden), dtype=x.dtype, device=x.device)
+    x_map, w2 = x.view(B, H, W, C), _dw_weight(dw_weight)
     rows = _chunk_rows(B, W, hidden, Ho, x.device)
+    if rows >= Ho:
+        return as_tokens(_forward_rows(x_map, expand_weight, expand_bias, w2, dw_bias, 0, Ho)).contiguous()
+    out = torch.empty((B, Ho * Wo, hidden), dtype=x.dtype, device=x.device)
+    out_map = out.view(B, Ho, Wo, hidden)
     for r0 in range(0, Ho, rows):
         r1 = min(r0 + rows, Ho)
-        e = _expanded_rows(x_map, expand_weight, expand_bias, 2 * r0 - 1, 2 * r1 - 1)
-        p = F.relu_(_dwconv(e, w2, dw_bias, 2 * r0 - 1))
-        out_map[:, r0:r1] = p.permute(0, 2, 3, 1)
+        out_map[:, r0:r1] = _forward_rows(x_map, expand_weight, expand_bias, w2, dw_bias, r0, r1).permute(0, 2, 3, 1)
     return out
+
+
+def _backward_rows(g_map, x_map, expand_weight, expand_bias, w2, dw_bias, r0: int, r1: int):
+    """For output rows [r0, r1): (dL/de, e) of the input rows [max(2 r0 - 1, 0), 2 r1 - 1] they read,
+    both (B, rows, W, hidden), and the depthwise weight's and bias's gradients from these rows."""
+    hidden = w2.shape[0]
+    first = 2 * r0 - 1
+    e = _expanded_rows(x_map, expand_weight, expand_bias, first, 2 * r1 - 1)
+    gp = torch.ops.aten.threshold_backward(g_map[:, r0:r1].permute(0, 3, 1, 2), _dwconv(e, w2, dw_bias, first), 0)
+    de, dw, db = torch.ops.aten.convolution_backward(
+        gp, e.permute(0, 3, 1, 2), w2, [hidden], [2, 2], [int(first < 0), 1], [1, 1], False, [0, 0], hidden,
+        [True, True, True])
+    return de.permute(0, 2, 3, 1), e, dw, db
 
 
 def expand_dwconv_backward(grad: torch.Tensor, x: torch.Tensor, expand_weight: torch.Tensor,
@@ -131,45 +151,45 @@ def expand_dwconv_backward(grad: torch.Tensor, x: torch.Tensor, expand_weight: t
     H, W = hw
     hidden = expand_weight.shape[0]
     Ho, Wo = H // 2, W // 2
+
+    def grads(dx, dw1, db1, dw2, db2):
+        # the depthwise weight's gradient with the parameter's own strides (a view recomputes them)
+        return (dx, dw1.to(expand_weight.dtype), db1.to(expand_bias.dtype),
+                dw2.reshape(hidden, 9).view(dw_weight.shape).to(dw_weight.dtype), db2.to(dw_bias.dtype))
+
+    if B * Ho * Wo * hidden == 0:
+        return grads(torch.zeros_like(x), torch.zeros_like(expand_weight), torch.zeros_like(expand_bias),
+                     torch.zeros_like(dw_weight), torch.zeros_like(dw_bias))
+    x_map, g_map, w2 = x.view(B, H, W, C), grad.reshape(B, Ho, Wo, hidden), _dw_weight(dw_weight)
+    rows = _chunk_rows(B, W, hidden, Ho, x.device)
+    if rows >= Ho:   # one chunk: each gradient in one call
+        de, e, dw2, db2 = _backward_rows(g_map, x_map, expand_weight, expand_bias, w2, dw_bias, 0, Ho)
+        da = torch.ops.aten.threshold_backward(de, e, 0).reshape(-1, hidden)
+        return grads(da.mm(expand_weight).view(x.shape), da.t().mm(x.reshape(-1, C)), da.sum(0), dw2, db2)
     acc = torch.promote_types(x.dtype, torch.float32)
     dx = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     dw1 = torch.zeros(expand_weight.shape, dtype=acc, device=x.device)
     db1 = torch.zeros(expand_bias.shape, dtype=acc, device=x.device)
     dw2 = torch.zeros((hidden, 1, 3, 3), dtype=acc, device=x.device)
     db2 = torch.zeros(dw_bias.shape, dtype=acc, device=x.device)
-    if x.numel() and hidden:
-        x_map, dx_map = x.view(B, H, W, C), dx.view(B, H, W, C)
-        g_map = grad.reshape(B, Ho, Wo, hidden)
-        w2 = _dw_weight(dw_weight)
-        rows = _chunk_rows(B, W, hidden, Ho, x.device)
-        carry = None   # dL/de of the last input row of the previous chunk (shared with this one)
-        for r0 in range(0, Ho, rows):
-            r1 = min(r0 + rows, Ho)
-            first, last = 2 * r0 - 1, 2 * r1 - 1
-            e = _expanded_rows(x_map, expand_weight, expand_bias, first, last)
-            p = _dwconv(e, w2, dw_bias, first)
-            gp = torch.ops.aten.threshold_backward(g_map[:, r0:r1].permute(0, 3, 1, 2), p, 0)
-            de, dw, db = torch.ops.aten.convolution_backward(
-                gp, e.permute(0, 3, 1, 2), w2, [hidden], [2, 2], [int(first < 0), 1], [1, 1], False, [0, 0],
-                hidden, [True, True, True])
-            dw2 += dw.reshape(dw2.shape)
-            db2 += db
-            de = de.permute(0, 2, 3, 1)   # (B, rows, W, hidden), the rows of e
-            if carry is not None:
-                de[:, 0] += carry
-            lo = max(first, 0)
-            if r1 < Ho:   # the last row is finished by the next chunk
-                carry = de[:, -1].clone()
-                de, e = de[:, :-1], e[:, :-1]
-            n = de.shape[1]
-            da = torch.ops.aten.threshold_backward(de, e, 0).reshape(-1, hidden)
-            x_rows = x_map[:, lo:lo + n].reshape(-1, C)
-            dx_map[:, lo:lo + n] = da.mm(expand_weight).view(B, n, W, C)
-            dw1 += da.t().mm(x_rows)
-            db1 += da.sum(0)
-    # the depthwise weight's gradient with the parameter's own strides (a view recomputes them)
-    return (dx, dw1.to(expand_weight.dtype), db1.to(expand_bias.dtype),
-            dw2.reshape(hidden, 9).view(dw_weight.shape).to(dw_weight.dtype), db2.to(dw_bias.dtype))
+    dx_map = dx.view(B, H, W, C)
+    carry = None   # dL/de of the last input row of the previous chunk (shared with this one)
+    for r0 in range(0, Ho, rows):
+        r1 = min(r0 + rows, Ho)
+        de, e, dw, db = _backward_rows(g_map, x_map, expand_weight, expand_bias, w2, dw_bias, r0, r1)
+        dw2 += dw.reshape(dw2.shape)
+        db2 += db
+        if carry is not None:
+            de[:, 0] += carry
+        if r1 < Ho:   # the last row is finished by the next chunk
+            carry = de[:, -1].clone()
+            de, e = de[:, :-1], e[:, :-1]
+        lo, n = max(2 * r0 - 1, 0), de.shape[1]
+        da = torch.ops.aten.threshold_backward(de, e, 0).reshape(-1, hidden)
+        dx_map[:, lo:lo + n] = da.mm(expand_weight).view(B, n, W, C)
+        dw1 += da.t().mm(x_map[:, lo:lo + n].reshape(-1, C))
+        db1 += da.sum(0)
+    return grads(dx, dw1, db1, dw2, db2)
 
 
 # ---- the registered op ---------------------------------------------------------------------------
