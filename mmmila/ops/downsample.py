@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from .autocast import register_autocast_rule
 from .chunks import rows_per_chunk
-from .layout import as_map, as_tokens
+from .layout import as_map, as_tokens, check_token_map
 from .registration import define_op, mark_backward_op, register_autograd
 
 
@@ -44,12 +44,7 @@ def check_expand_dwconv_inputs(x: torch.Tensor, expand_weight: torch.Tensor, exp
                                dw_weight: torch.Tensor, dw_bias: torch.Tensor,
                                hw: tuple[int, int]) -> None:
     """Raise a ValueError naming the first thing wrong with the inputs of :func:`expand_dwconv`."""
-    if not isinstance(x, torch.Tensor) or x.dim() != 3 or not x.is_floating_point():
-        raise ValueError(f'x must be floating-point tokens (B, N, C), got '
-                         f'{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}')
-    B, N, C = x.shape
-    if len(hw) != 2 or hw[0] * hw[1] != N:
-        raise ValueError(f'map size hw={tuple(hw)} does not match N={N} tokens')
+    B, N, C = check_token_map(x, hw)
     if hw[0] % 2 or hw[1] % 2:
         raise ValueError(f'the map must have even sides (the Downsample pads odd ones), got {tuple(hw)}')
     if expand_weight.dim() != 2 or expand_weight.shape[1] != C:

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from .autocast import register_autocast_rule
 from .registration import define_op, mark_backward_op, register_autograd
-from .layout import as_map, as_tokens
+from .layout import as_map, as_tokens, check_token_map
 
 ACTS = ('none', 'silu')
 
@@ -44,12 +44,7 @@ def check_dwconv_inputs(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
                         hw: tuple[int, int], residual: torch.Tensor | None = None,
                         gate: torch.Tensor | None = None, act: str = 'none') -> None:
     """Raise a ValueError naming the first thing wrong with the inputs of :func:`dwconv_tokens`."""
-    if not isinstance(x, torch.Tensor) or x.dim() != 3 or not x.is_floating_point():
-        raise ValueError(f'x must be floating-point tokens (B, N, C), got '
-                         f'{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}')
-    B, N, C = x.shape
-    if len(hw) != 2 or hw[0] * hw[1] != N:
-        raise ValueError(f'map size hw={tuple(hw)} does not match N={N} tokens')
+    B, N, C = check_token_map(x, hw)
     if weight.shape != (C, 1, 3, 3):
         raise ValueError(f'weight must be a depthwise 3x3 conv weight (C, 1, 3, 3) = {(C, 1, 3, 3)}, '
                          f'got {tuple(weight.shape)}')
