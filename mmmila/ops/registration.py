@@ -6,7 +6,7 @@ aliasing check and a dynamo-disabling wrapper around the implementation, and all
 the backward op. Measured on this project's CPU (2026-12-06, torch 2.13), that is about 150 µs per
 forward and backward pair of ``dwconv_tokens``, twice what the same pair costs as a plain
 ``autograd.Function``, and one op call without autograd costs 15 µs where an op defined with
-``torch.library.Library`` costs 5 µs. A MILA-T training step makes 144 such pairs; on a GPU, where
+``torch.library.Library`` costs 5 µs. A MILA-T training step makes 147 such pairs; on a GPU, where
 the step is bound by the host, every microsecond of them is lost time.
 
 So the PyTorch implementations are defined here with ``torch.library.Library`` directly, and every
