@@ -91,17 +91,25 @@ def test_keeps_the_input_only():
 
 def test_autocast_runs_in_bf16():
     """Under bf16 autocast the op runs in bf16 (as F.linear and F.conv2d would); the parameters'
-    gradients come back in float32, within bf16's error of the float64 result."""
-    inputs = [t.requires_grad_() for t in _inputs(1, (8, 6), 4, 16, seed=8)]
-    with torch.autocast('cpu', dtype=torch.bfloat16):
-        out = expand_dwconv(*inputs, (8, 6))
-    assert out.dtype == torch.bfloat16
-    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed_for(9)))
-    out.float().backward(grad)
-    ref = _run(expand_dwconv_ref, [t.detach().double() for t in inputs], (8, 6), grad.double())
-    for name, t, exact in zip(NAMES, inputs, ref[1:]):
-        assert t.grad.dtype == torch.float32, name
-        assert _rel(t.grad, exact) < 3e-2, name
+    gradients come back in float32, no further from the float64 result than the plain ops' under the
+    same autocast on the same draw (up to 2x: bf16 products may round differently)."""
+    inputs = _inputs(1, (8, 6), 4, 16, seed=8)
+    grad = torch.randn(1, 12, 16, generator=torch.Generator().manual_seed(seed_for(9)))
+
+    def run(fn):
+        leaves = [t.detach().clone().requires_grad_() for t in inputs]
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            out = fn(*leaves, (8, 6))
+        out.float().backward(grad)
+        return [out.detach()] + [t.grad for t in leaves]
+
+    got, ref = run(expand_dwconv), run(expand_dwconv_ref)
+    exact = _run(expand_dwconv_ref, [t.double() for t in inputs], (8, 6), grad.double())
+    assert got[0].dtype == torch.bfloat16
+    for name, ours, theirs, truth in zip(('out',) + NAMES, got, ref, exact):
+        assert ours.dtype == theirs.dtype, name
+        assert name == 'out' or ours.dtype == torch.float32, name
+        assert _rel(ours, truth) <= 2 * _rel(theirs, truth) + 1e-6, name
 
 
 def test_empty_batch():
