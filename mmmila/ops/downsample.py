@@ -17,12 +17,13 @@ ReLU's and the convolution's gradients), and every elementwise pass over it runs
 
 The PyTorch implementation works on chunks of output rows. Output row r reads input rows 2r - 1,
 2r and 2r + 1 (row -1 is the zero padding, which the first chunk's convolution adds), so a chunk of
-rows [r0, r1) expands input rows [2r0 - 1, 2r1 - 1] only. Autograd keeps x and the parameters (as the checkpoint it replaces did), and
-the backward recomputes chunk by chunk. Neighbouring chunks share one input row (2r1 - 1): its
-gradient from the depthwise conv is complete only after the next chunk, so it carries over, and the
-expansion's gradient for that row is taken in the next chunk. On CPU a chunk's expansion holds
-about 2^18 elements per intra-op thread (as the attention's chunks: cache-sized, and no allocation
-reaches the mmap threshold: :mod:`.chunks`); on other devices one chunk holds the whole map.
+rows [r0, r1) expands input rows [2r0 - 1, 2r1 - 1] only. Autograd keeps x and the parameters (as
+the checkpoint it replaces did), and the backward recomputes chunk by chunk. Neighbouring chunks
+share one input row (2r1 - 1): its gradient from the depthwise conv is complete only after the next
+chunk, so it carries over, and the expansion's gradient for that row is taken in the next chunk. On
+CPU a chunk's expansion holds about 2^18 elements per intra-op thread (as the attention's chunks:
+cache-sized, and no allocation reaches the mmap threshold: :mod:`.chunks`); on other devices one
+chunk holds the whole map.
 
 The weight gradients are summed over the chunks in float32 (float64 for float64 inputs). Under
 autocast the rule casts the activations and all four parameters to the autocast dtype, as
@@ -121,7 +122,8 @@ def expand_dwconv_forward(x: torch.Tensor, expand_weight: torch.Tensor, expand_b
     out_map = out.view(B, Ho, Wo, hidden)
     for r0 in range(0, Ho, rows):
         r1 = min(r0 + rows, Ho)
-        out_map[:, r0:r1] = _forward_rows(x_map, expand_weight, expand_bias, w2, dw_bias, r0, r1).permute(0, 2, 3, 1)
+        rows_map = _forward_rows(x_map, expand_weight, expand_bias, w2, dw_bias, r0, r1)
+        out_map[:, r0:r1] = rows_map.permute(0, 2, 3, 1)
     return out
 
 
@@ -131,7 +133,8 @@ def _backward_rows(g_map, x_map, expand_weight, expand_bias, w2, dw_bias, r0: in
     hidden = w2.shape[0]
     first = 2 * r0 - 1
     e = _expanded_rows(x_map, expand_weight, expand_bias, first, 2 * r1 - 1)
-    gp = torch.ops.aten.threshold_backward(g_map[:, r0:r1].permute(0, 3, 1, 2), _dwconv(e, w2, dw_bias, first), 0)
+    p = _dwconv(e, w2, dw_bias, first)
+    gp = torch.ops.aten.threshold_backward(g_map[:, r0:r1].permute(0, 3, 1, 2), p, 0)
     de, dw, db = torch.ops.aten.convolution_backward(
         gp, e.permute(0, 3, 1, 2), w2, [hidden], [2, 2], [int(first < 0), 1], [1, 1], False, [0, 0], hidden,
         [True, True, True])

@@ -49,7 +49,7 @@ def test_matches_float64_across_chunks(B, hw, C, hidden, chunk_rows):
     ref64 = _run(expand_dwconv_ref, [t.double() for t in inputs], hw, grad.double())
     ref32 = _run(expand_dwconv_ref, inputs, hw, grad)
     got = _run(expand_dwconv, inputs, hw, grad)
-    assert all(g.stride() == t.stride() for g, t in zip(got[1:], inputs)), 'gradients with the inputs\' strides'
+    assert all(g.stride() == t.stride() for g, t in zip(got[1:], inputs)), 'gradients in the inputs\' strides'
     for name, ours, theirs, exact in zip(('out',) + NAMES, got, ref32, ref64):
         assert ours.dtype == theirs.dtype and ours.shape == exact.shape, name
         assert _rel(ours, exact) <= 4 * _rel(theirs, exact) + 1e-7, name
