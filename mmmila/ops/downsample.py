@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from .autocast import register_autocast_rule
 from .chunks import rows_per_chunk
-from .layout import as_map, as_tokens, check_token_map
+from .layout import as_map, as_tokens, channels_last_depthwise, check_token_map
 from .registration import define_op, mark_backward_op, register_autograd
 
 
@@ -75,13 +75,6 @@ def _chunk_rows(batch: int, width: int, hidden: int, out_rows: int, device: torc
     return rows_per_chunk(out_rows, 2 * batch * width * hidden, device)
 
 
-def _dw_weight(weight: torch.Tensor) -> torch.Tensor:
-    """The depthwise weight (C, 1, 3, 3) as a view with channels-last strides (the same addresses, as
-    its in-channel axis has size 1): the convolution of a channels-last map sees one layout."""
-    w = weight.contiguous()
-    return w.as_strided(w.shape, (9, 1, 3, 1))
-
-
 def _expanded_rows(x_map: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, first: int,
                    last: int) -> torch.Tensor:
     """relu(expand) of input rows [max(first, 0), last] of x_map (B, H, W, C): (B, rows, W, hidden),
@@ -114,7 +107,7 @@ def expand_dwconv_forward(x: torch.Tensor, expand_weight: torch.Tensor, expand_b
     Ho, Wo = H // 2, W // 2
     if B * Ho * Wo * hidden == 0:
         return torch.zeros((B, Ho * Wo, hidden), dtype=x.dtype, device=x.device)
-    x_map, w2 = x.view(B, H, W, C), _dw_weight(dw_weight)
+    x_map, w2 = x.view(B, H, W, C), channels_last_depthwise(dw_weight)
     rows = _chunk_rows(B, W, hidden, Ho, x.device)
     if rows >= Ho:
         return as_tokens(_forward_rows(x_map, expand_weight, expand_bias, w2, dw_bias, 0, Ho)).contiguous()
@@ -158,7 +151,8 @@ def expand_dwconv_backward(grad: torch.Tensor, x: torch.Tensor, expand_weight: t
     if B * Ho * Wo * hidden == 0:
         return grads(torch.zeros_like(x), torch.zeros_like(expand_weight), torch.zeros_like(expand_bias),
                      torch.zeros_like(dw_weight), torch.zeros_like(dw_bias))
-    x_map, g_map, w2 = x.view(B, H, W, C), grad.reshape(B, Ho, Wo, hidden), _dw_weight(dw_weight)
+    x_map, g_map = x.view(B, H, W, C), grad.reshape(B, Ho, Wo, hidden)
+    w2 = channels_last_depthwise(dw_weight)
     rows = _chunk_rows(B, W, hidden, Ho, x.device)
     if rows >= Ho:   # one chunk: each gradient in one call
         de, e, dw2, db2 = _backward_rows(g_map, x_map, expand_weight, expand_bias, w2, dw_bias, 0, Ho)

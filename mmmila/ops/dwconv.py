@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from .autocast import register_autocast_rule
 from .registration import define_op, mark_backward_op, register_autograd
-from .layout import as_map, as_tokens, check_token_map
+from .layout import as_map, as_tokens, channels_last_depthwise, check_token_map
 
 ACTS = ('none', 'silu')
 
@@ -79,11 +79,8 @@ def dwconv_tokens_ref(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
 
 # ---- the PyTorch implementation ------------------------------------------------------------------
 def _conv_params(weight: torch.Tensor, bias: torch.Tensor, dtype: torch.dtype):
-    """Weight and bias in the activations' dtype; the weight as a view with channels-last strides
-    (the same addresses, as its in-channel axis has size 1), so the convolution of a channels-last
-    map sees one layout throughout."""
-    w = weight.to(dtype).contiguous()
-    return w.as_strided(w.shape, (9, 1, 3, 1)), bias.to(dtype)
+    """Weight and bias in the activations' dtype, the weight as :func:`channels_last_depthwise`."""
+    return channels_last_depthwise(weight.to(dtype)), bias.to(dtype)
 
 
 def _pre_activation(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor,

@@ -25,3 +25,10 @@ def check_token_map(x: torch.Tensor, hw: tuple[int, int]) -> tuple[int, int, int
     if len(hw) != 2 or hw[0] * hw[1] != N:
         raise ValueError(f'map size hw={tuple(hw)} does not match N={N} tokens')
     return B, N, C
+
+
+def channels_last_depthwise(weight: torch.Tensor) -> torch.Tensor:
+    """A depthwise 3x3 weight (C, 1, 3, 3) as a view with channels-last strides (the same addresses,
+    as its in-channel axis has size 1): the convolution of a channels-last map sees one layout."""
+    w = weight.contiguous()
+    return w.as_strided(w.shape, (9, 1, 3, 1))
