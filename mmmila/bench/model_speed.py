@@ -26,6 +26,7 @@ from mmmila.bench.steps import model_step
 from mmmila.bench.timing import sync, time_interleaved
 
 MODES = ('forward', 'forward+backward')
+COMPILED = ' (compiled)'   # suffix of a model measured under torch.compile (--engine)
 
 
 @dataclass
@@ -44,6 +45,11 @@ class Result:
     cpu_ms_per_megapixel: float
     peak_mem_mb: float | None
     first_call_s: float | None = None    # the first warm-up call (under torch.compile: the compilation)
+    # the first model of its engine in the run relative to this one, round by round
+    # (:func:`paired_speedup`): median and quartiles of (this model's wall time / the first model's)
+    speedup: float | None = None
+    speedup_q1: float | None = None
+    speedup_q3: float | None = None
 
     @property
     def megapixels(self) -> float:
@@ -64,6 +70,24 @@ def summarise(model: str, size: int, mode: str, batch: int, times: list[float], 
                   q3_ms=q3 * 1e3, cpu_ms=cpu * 1e3, repeats=len(times), images_per_s=batch / med,
                   ms_per_megapixel=med * 1e3 / pixels, cpu_ms_per_megapixel=cpu * 1e3 / pixels,
                   peak_mem_mb=None if peak_bytes is None else peak_bytes / 2**20)
+
+
+def paired_speedup(first: list[float], other: list[float]) -> tuple[float, float, float]:
+    """How much faster the first model is than another, round by round: the median and quartiles of
+    ``other[i] / first[i]`` over the rounds i of :func:`time_interleaved` (above 1: the first is faster).
+
+    Both calls of a round ran within a second or two of each other, so a change of the machine's
+    speed between rounds (another job, a throttled core) moves both and cancels in their ratio,
+    where it widens the spread of each model's own times and so the ratio of their medians.
+    """
+    if len(first) != len(other) or not first:
+        raise ValueError(f'need the same number of rounds (at least one), got {len(first)} and {len(other)}')
+    ratios = [b / a for a, b in zip(first, other)]
+    med = statistics.median(ratios)
+    if len(ratios) == 1:
+        return med, med, med
+    q1, _, q3 = statistics.quantiles(ratios, n=4, method='inclusive')
+    return med, q1, q3
 
 
 def benchmark_models(jobs: list, sizes: list[int], modes: list[str], batch: int, device: torch.device,
@@ -107,10 +131,17 @@ def benchmark_models(jobs: list, sizes: list[int], modes: list[str], batch: int,
             for name in steps:
                 res = summarise(name, size, mode, batch, *times[name][:1], peaks[name], times[name][1])
                 res.first_call_s = first[name]
+                # against the first model of its engine (eager models against eager, compiled likewise)
+                lead = next(n for n in steps if n.endswith(COMPILED) == name.endswith(COMPILED))
+                paired = ''
+                if name != lead:
+                    res.speedup, res.speedup_q1, res.speedup_q3 = paired_speedup(times[lead][0], times[name][0])
+                    paired = (f'  {lead} {res.speedup:.2f}x as fast, round by round (IQR '
+                              f'{res.speedup_q1:.2f}-{res.speedup_q3:.2f})')
                 log(f'{name:12s} {size:5d}^2 {mode:17s} {res.median_ms:10.1f} ms (IQR {res.q1_ms:.1f}-'
                     f'{res.q3_ms:.1f}, n={res.repeats}), CPU {res.cpu_ms:10.1f} ms  '
                     f'peak {res.peak_mem_mb if res.peak_mem_mb is None else round(res.peak_mem_mb)} MB  '
-                    f'first call {first[name]:.1f} s')
+                    f'first call {first[name]:.1f} s' + paired)
                 results.append(res)
             del steps
         del models, x
@@ -148,7 +179,6 @@ def memory_step(spec: str, size: int, mode: str, batch: int, device: str) -> Cal
 
 
 # ---- reporting -------------------------------------------------------------------------------
-COMPILED = ' (compiled)'   # suffix of a model measured under torch.compile (--engine)
 
 
 def label(model: str) -> str:
@@ -210,9 +240,12 @@ def markdown_tables(results: list[Result], metric: str = 'wall') -> str:
 
 
 def ratio_table(rows: dict, models: list[str], sizes: list[int], mode: str, metric: str) -> list[str]:
-    """The first model's speed relative to each other model (their median time / its median time:
-    above 1 means the first model is faster; both medians come from the same interleaved rounds) and
-    its peak memory relative to theirs, a row per size."""
+    """The first model's speed relative to each other model (above 1 means the first model is faster)
+    and its peak memory relative to theirs, a row per size.
+
+    Wall time: the round-by-round ratio of :func:`paired_speedup`, median (interquartile range)
+    (``models[0]`` is the first model of its engine in the run); for CPU time the ratio of the medians
+    (from the same interleaved rounds)."""
     first, others = models[0], models[1:]
     header = ('| size | ' + ' | '.join(f'speed vs {label(m)}' for m in others) + ' | '
               + ' | '.join(f'memory vs {label(m)}' for m in others) + ' |\n|---|'
@@ -226,10 +259,13 @@ def ratio_table(rows: dict, models: list[str], sizes: list[int], mode: str, metr
             return '–'
         a, b = rows[first, s], rows[m, s]
         if what == 'speed':
+            if metric == 'wall' and b.speedup is not None:
+                return f'{b.speedup:.2f}x ({b.speedup_q1:.2f}–{b.speedup_q3:.2f})'
             return f'{time_of(b) / time_of(a):.2f}x'
         return '–' if a.peak_mem_mb is None or b.peak_mem_mb is None else f'{a.peak_mem_mb / b.peak_mem_mb:.2f}x'
 
-    out = [f'**{mode}**: {label(first)} relative to the others ({metric} time; memory: peak MB ratio)', '', header]
+    how = ('wall time, round by round: median (IQR)' if metric == 'wall' else f'{metric} time')
+    out = [f'**{mode}**: {label(first)} relative to the others ({how}; memory: peak MB ratio)', '', header]
     out += [f'| {s}² | ' + ' | '.join(cell(m, s, 'speed') for m in others) + ' | '
             + ' | '.join(cell(m, s, 'memory') for m in others) + ' |' for s in sizes]
     out.append('')

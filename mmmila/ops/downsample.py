@@ -21,9 +21,9 @@ rows [r0, r1) expands input rows [2r0 - 1, 2r1 - 1] only. Autograd keeps x and t
 the checkpoint it replaces did), and the backward recomputes chunk by chunk. Neighbouring chunks
 share one input row (2r1 - 1): its gradient from the depthwise conv is complete only after the next
 chunk, so it carries over, and the expansion's gradient for that row is taken in the next chunk. On
-CPU a chunk's expansion holds about 2^18 elements per intra-op thread (as the attention's chunks:
-cache-sized, and no allocation reaches the mmap threshold: :mod:`.chunks`); on other devices one
-chunk holds the whole map.
+CPU a chunk's expansion holds as many elements as the attention's chunks (:mod:`.chunks`: about
+cache-sized, and no allocation reaches glibc's mmap threshold); on other devices one chunk holds the
+whole map.
 
 The weight gradients are summed over the chunks in float32 (float64 for float64 inputs). Under
 autocast the rule casts the activations and all four parameters to the autocast dtype, as

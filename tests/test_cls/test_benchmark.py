@@ -173,10 +173,25 @@ def test_benchmark_models_side_by_side_with_memory_from_a_callable(tmp_path):
         ('b', 64, 'forward+backward'), ('a', 96, 'forward'), ('b', 96, 'forward')]
     assert asked == [(r.model, r.size, r.mode) for r in results]
     assert [r.peak_mem_mb for r in results[:2]] == [2.0, 4.0]
-    text = benchmark.markdown_tables(results, 'wall')
-    assert '**forward**: a relative to the others' in text and '| 64² |' in text
     a, b = (r for r in results[:2])
-    assert f'| 64² | {b.median_ms / a.median_ms:.2f}x | 0.50x |' in text
+    assert a.speedup is None and b.speedup is not None and b.speedup_q1 <= b.speedup <= b.speedup_q3
+    text = benchmark.markdown_tables(results, 'wall')   # wall time: the round-by-round ratio
+    assert '**forward**: a relative to the others (wall time, round by round: median (IQR)' in text
+    assert f'| 64² | {b.speedup:.2f}x ({b.speedup_q1:.2f}–{b.speedup_q3:.2f}) | 0.50x |' in text
+    text = benchmark.markdown_tables(results, 'cpu')    # CPU time: the ratio of the medians
+    assert f'| 64² | {b.cpu_ms / a.cpu_ms:.2f}x | 0.50x |' in text
+
+
+def test_paired_speedup_is_the_ratio_within_each_round():
+    # the machine's speed changes from round to round (x1, x3, x1.5, x2): each model's own times
+    # spread widely, the ratio within a round does not
+    first = [1.0, 3.0, 1.5, 2.0]
+    other = [1.1, 3.3, 1.65, 2.4]   # 1.1x, 1.1x, 1.1x, 1.2x
+    med, q1, q3 = benchmark.paired_speedup(first, other)
+    assert med == pytest.approx(1.1) and q1 == pytest.approx(1.1) and q3 == pytest.approx(1.125)
+    assert benchmark.paired_speedup([2.0], [1.0]) == (0.5, 0.5, 0.5)   # the first is slower: below 1
+    with pytest.raises(ValueError, match='same number of rounds'):
+        benchmark.paired_speedup([1.0, 2.0], [1.0])
 
 
 def test_cli_compiled_engine_beside_eager(tmp_path):
@@ -193,6 +208,8 @@ def test_cli_compiled_engine_beside_eager(tmp_path):
     models = [r[col['model']] for r in rows[1:]]
     assert models == ['mila-t', 'mila-t (compiled)', 'swin-t', 'swin-t (compiled)']
     assert all(float(r[col['first_call_s']]) > 0 and float(r[col['median_ms']]) > 0 for r in rows[1:])
+    # round-by-round ratios against the first model of the same engine
+    assert [r[col['speedup']] != '' for r in rows[1:]] == [False, False, True, True]
     text = (tmp_path / 'run.md').read_text()
     assert '**forward**: first call, s (for a compiled model: its compilation)' in text
     assert '**forward**: MILA-T relative to the others' in text
