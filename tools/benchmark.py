@@ -19,7 +19,9 @@ interleaved rounds -- every round calls each model once, in a shuffled order, so
 does not get a quiet minute and another a busy one -- at least ``--repeats`` rounds and at least
 ``--min-time`` seconds per model, at most ``--max-repeats``. It reports the median latency, its
 interquartile range, throughput (batch / median) and time per megapixel, the median process CPU
-time of the same calls, the first model's speed and memory relative to each other model, and the
+time of the same calls, the first model's speed relative to each other model (the median and
+quartiles of their time ratios within each round: a change of the machine's speed between rounds
+moves both calls of a round and cancels) and its memory relative to theirs, and the
 peak tensor memory of one call above what was allocated before it, measured for each model, size
 and mode in a fresh process (after one warm-up call there): on CUDA
 ``torch.cuda.max_memory_allocated``, on CPU the running sum of the tensor allocations and frees
@@ -156,7 +158,9 @@ def main(argv=None) -> int:
                   f'process, {args.warmup} untimed warm-up call(s) each, then interleaved rounds (each '
                   'round calls every model once, in a shuffled order, so that all share the load of '
                   f'the moment): at least {args.repeats} rounds and {args.min_time:g} s per model, at '
-                  f'most {args.max_repeats}; medians are reported. '
+                  f'most {args.max_repeats}; medians are reported, and the first model\'s speed against '
+                  'each other one (of the same engine) as the median of their time ratios within a '
+                  'round, so that a change of the machine\'s speed between rounds cancels. '
                   + ('Peak memory: not measured (`--memory none`). ' if args.memory == 'none' else
                      'Peak memory: each model, size and mode in a fresh process (one warm-up call, then '
                      'the measured one)' + ('; not for compiled models. ' if args.engine != 'eager' else '. '))
