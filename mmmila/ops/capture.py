@@ -45,5 +45,15 @@ def capturing_graph() -> bool:
 def wants_plain_ops() -> bool:
     """Whether registered ops should be replaced by their plain-op decompositions now: while
     torch.jit traces (FLOP counters must see the matrix products) and while the TorchScript ONNX
-    exporter runs (ONNX runtimes know no mmmila op)."""
+    exporter runs (ONNX runtimes know no mmmila op).
+
+    Every eager call of the block's ops asks this, so the common answer comes from two flags: an
+    ONNX export runs under torch.jit's tracer (the TorchScript exporter) or under torch.export
+    (the dynamo-based one, where ``torch.compiler.is_compiling()`` is true), so with neither of
+    them on, nothing wants plain ops (:func:`graph_capture` asks five things, a few µs a call).
+    """
+    if torch.compiler.is_dynamo_compiling():   # first: dynamo traces this function away
+        return False
+    if not torch.jit.is_tracing() and not torch.compiler.is_compiling():
+        return False
     return graph_capture() in (JIT, ONNX)

@@ -75,9 +75,10 @@ def requested_backend(backend: str = 'auto') -> str:
     Returns:
         str: 'auto', 'torch' or 'triton'.
     """
-    if check_backend(backend) == 'auto':
-        backend = check_backend(os.environ.get(ENV_VAR, '').strip().lower() or 'auto', ENV_VAR)
-    return backend
+    if backend != 'auto':
+        return check_backend(backend)
+    env = os.environ.get(ENV_VAR)
+    return check_backend(env.strip().lower() or 'auto', ENV_VAR) if env else 'auto'
 
 
 def triton_problem(qk: torch.Tensor, v: torch.Tensor, num_heads: int) -> str | None:
@@ -102,9 +103,9 @@ def chain_triton_problem(x: torch.Tensor, weights, norm: bool) -> str | None:
     kernels = _triton_module()
     if kernels is None:
         return f'triton is not importable ({_import_error})'
-    problem = kernels.dtype_problem({'the input': x} | {f'weight {i}': w for i, w in enumerate(weights)})
-    if problem:
-        return problem
+    if x.dtype not in kernels.SUPPORTED_DTYPES or any(w.dtype not in kernels.SUPPORTED_DTYPES for w in weights):
+        # names made only for the message (this runs on every call)
+        return kernels.dtype_problem({'the input': x} | {f'weight {i}': w for i, w in enumerate(weights)})
     if norm and len(weights) > kernels.MAX_CHAIN_LAYERS:
         return f'the Triton kernels take at most {kernels.MAX_CHAIN_LAYERS} linear layers after a norm'
     if norm and x.shape[-1] > kernels.MAX_NORM_FEATURES:

@@ -194,10 +194,12 @@ register_gelu_linear_op(gelu_linear_op, gelu_linear_backward_op, 'gelu_linear', 
 # ---- the callers' functions ----------------------------------------------------------------------
 def check_linear_chain(x: torch.Tensor, linears: Sequence) -> None:
     """Raise a ValueError naming the first linear layer that cannot read ``x`` (..., C)."""
+    features = x.shape[-1]
     for i, lin in enumerate(linears):
-        if lin.weight.dim() != 2 or lin.weight.shape[1] != x.shape[-1] or lin.bias is None:
-            raise ValueError(f'linear layer {i} must take {x.shape[-1]} input features and have a bias, '
-                             f'got weight {tuple(lin.weight.shape)}, bias {lin.bias is not None}')
+        weight, bias = lin.weight, lin.bias   # each a module attribute lookup: read once (every call)
+        if weight.dim() != 2 or weight.shape[1] != features or bias is None:
+            raise ValueError(f'linear layer {i} must take {features} input features and have a bias, '
+                             f'got weight {tuple(weight.shape)}, bias {bias is not None}')
 
 
 def check_norm_linears(x: torch.Tensor, norm, linears: Sequence) -> None:
