@@ -11,6 +11,9 @@
     # kernel launches of one training step (batch 1, 64^2; MILA on its Triton path, on CPU under the
     # Triton interpreter), float32 and bf16 autocast (the table of docs/benchmark_models.md):
     python tools/benchmark.py mila-t swin-t convnext-t --launches
+    # host time of mmmila's dispatch layer per op call and per MILA-T forward (ops stubbed out;
+    # TRITON_INTERPRET=1 adds the Triton path's checks on CPU):
+    TRITON_INTERPRET=1 python tools/benchmark.py mila-t --dispatch-cost
 
 For each input size and mode (``forward``: eval mode under ``torch.inference_mode``;
 ``forward+backward``: train mode, forward, mean of every output, backward) all models are built
@@ -91,6 +94,11 @@ def parse_args(argv=None):
                         help='instead of timing: count the kernel launches of one training step of each '
                         'backbone (mmmila.bench.launches) and print them side by side')
     parser.add_argument('--launch-size', type=int, default=64, help='input side of --launches (default 64)')
+    parser.add_argument('--dispatch-cost', action='store_true',
+                        help='instead of timing: the host time of mmmila\'s dispatch layer (input checks, '
+                        'backend choice) per op call and per forward of each named MILA backbone, the ops '
+                        'stubbed out (mmmila.bench.dispatch_cost); the Triton path too where its kernels '
+                        'can run (CUDA, or TRITON_INTERPRET=1)')
     parser.add_argument('--dtypes', nargs='+', choices=sorted(DTYPES), default=['float32', 'bfloat16'],
                         help='--launches: float32 and/or the autocast dtypes (default float32 bfloat16)')
     args = parser.parse_args(argv)
@@ -99,6 +107,8 @@ def parse_args(argv=None):
     if args.launches and ((args.launch_size + 31) // 32) ** 2 * args.batch < 2:
         parser.error(f'--launch-size {args.launch_size} with batch {args.batch} leaves one value per channel '
                      'for the last stages\' BatchNorm in training; use --launch-size 64 or more')
+    if args.dispatch_cost and (args.config or not args.models or not all(m.startswith('mila') for m in args.models)):
+        parser.error('--dispatch-cost measures named MILA backbones (mila-t, mila-s, mila-b)')
     if not args.models and not args.config:
         parser.error('name at least one model or pass --config')
     unknown = [m for m in args.models if m not in BACKBONES]
@@ -123,6 +133,23 @@ def count_launches(args, device: torch.device, argv) -> int:
     return 0
 
 
+def dispatch_cost(args) -> int:
+    """``--dispatch-cost``: µs per call of each dispatch entry point and ms per forward, per backbone."""
+    from mmmila.bench.dispatch_cost import dispatch_table, entry_point_costs, op_calls_per_forward
+    from mmmila.ops.dispatch import dwconv_triton_problem
+
+    backends = ['auto']
+    why_not = dwconv_triton_problem(torch.zeros(1, 1, 1, device='cuda' if torch.cuda.is_available() else 'cpu'))
+    if why_not is None:
+        backends.append('triton')
+    costs = {b: entry_point_costs(b) for b in backends}
+    print(f'Host time of the dispatch layer (ops stubbed out), {torch.get_num_threads()} thread(s)'
+          + ('' if why_not is None else f'; Triton path not measured: {why_not}') + ':')
+    for m in args.models:
+        print(dispatch_table(LABELS.get(m, m), op_calls_per_forward(build_backbone(m), args.launch_size), costs))
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.threads:
@@ -130,6 +157,8 @@ def main(argv=None) -> int:
     device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     if args.launches:
         return count_launches(args, device, argv)
+    if args.dispatch_cost:
+        return dispatch_cost(args)
     torch.manual_seed(0)
     started = datetime.now(timezone.utc)
     info_before = machine_info(device)

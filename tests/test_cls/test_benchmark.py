@@ -6,6 +6,7 @@ runs as a subprocess, as a user runs it.
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -227,3 +228,43 @@ def test_peak_memory_in_a_fresh_process():
 def test_peak_memory_in_a_fresh_process_reports_a_failed_child():
     with pytest.raises(RuntimeError, match='failed'):
         benchmark.peak_memory_in_subprocess('resnet-50', 64, 'forward', 1, torch.device('cpu'), 1)
+
+
+def test_dispatch_cost_counts_a_forward_and_times_the_layer_with_the_ops_stubbed():
+    from collections import Counter
+
+    from mmmila.bench import dispatch_cost
+    from mmmila.models import MILA
+
+    model = MILA(arch=TINY_ARCH, out_indices=(0, 1, 2, 3), drop_path_rate=0.0)
+    calls = dispatch_cost.op_calls_per_forward(model, 64)
+    blocks = sum(TINY_ARCH['depths'])
+    # per block: cpe1, dwc, LePE (with the gate) and cpe2; two norm chains; the MLP's GELU + fc2;
+    # the attention; one expansion per Downsample
+    assert calls == Counter(dwconv=4 * blocks, norm_linears=2 * blocks, gelu_linear=blocks, attention=blocks,
+                            expand_dwconv=len(TINY_ARCH['depths']) - 1)
+    costs = dispatch_cost.entry_point_costs('auto', number=20, repeat=1)
+    assert set(costs) == set(dispatch_cost.ENTRY_POINTS) and all(c > 0 for c in costs.values())
+    assert dispatch_cost.per_forward_ms(costs, calls) == pytest.approx(
+        sum(costs[k] * n for k, n in calls.items()) / 1e3)
+    table = dispatch_cost.dispatch_table('tiny', calls, {'auto': costs})
+    assert f'| dwconv | {4 * blocks} | {costs["dwconv"]:.1f} |' in table
+    # the stubs are gone again: the real op runs and computes
+    x = torch.randn(1, 4, 2)
+    out = torch.ops.mmmila.dwconv_tokens(x, torch.zeros(2, 1, 3, 3), torch.ones(2), 2, 2, None, None, False, 'none')
+    assert torch.equal(out, torch.ones_like(x))
+
+
+def test_cli_dispatch_cost():
+    res = subprocess.run([sys.executable, str(TOOL), 'mila-t', '--dispatch-cost', '--threads', '1'],
+                         capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    # MILA-T: 18 blocks of 8 calls and 3 Downsamples; the Triton path where the interpreter is on
+    # (the test session's environment, which the tool inherits)
+    assert '| **per forward** | 147 |' in res.stdout and 'µs per call (auto)' in res.stdout
+    interpreted = os.environ.get('TRITON_INTERPRET') == '1'
+    assert ('µs per call (triton)' in res.stdout) == interpreted
+    assert ('Triton path not measured' in res.stdout) != interpreted
+    res = subprocess.run([sys.executable, str(TOOL), 'swin-t', '--dispatch-cost'], capture_output=True,
+                         text=True, cwd=REPO, timeout=600)
+    assert res.returncode == 2 and '--dispatch-cost measures named MILA backbones' in res.stderr
