@@ -107,7 +107,8 @@ def parse_args(argv=None):
     if args.launches and ((args.launch_size + 31) // 32) ** 2 * args.batch < 2:
         parser.error(f'--launch-size {args.launch_size} with batch {args.batch} leaves one value per channel '
                      'for the last stages\' BatchNorm in training; use --launch-size 64 or more')
-    if args.dispatch_cost and (args.config or not args.models or not all(m.startswith('mila') for m in args.models)):
+    if args.dispatch_cost and (args.config or not args.models
+                               or not all(m.startswith('mila') for m in args.models)):
         parser.error('--dispatch-cost measures named MILA backbones (mila-t, mila-s, mila-b)')
     if not args.models and not args.config:
         parser.error('name at least one model or pass --config')
@@ -139,7 +140,8 @@ def dispatch_cost(args) -> int:
     from mmmila.ops.dispatch import dwconv_triton_problem
 
     backends = ['auto']
-    why_not = dwconv_triton_problem(torch.zeros(1, 1, 1, device='cuda' if torch.cuda.is_available() else 'cpu'))
+    probe = torch.zeros(1, 1, 1, device='cuda' if torch.cuda.is_available() else 'cpu')
+    why_not = dwconv_triton_problem(probe)
     if why_not is None:
         backends.append('triton')
     costs = {b: entry_point_costs(b) for b in backends}

@@ -97,8 +97,8 @@ def per_forward_ms(costs: dict[str, float], calls: Counter) -> float:
 def dispatch_table(name: str, calls: Counter, costs: dict[str, dict[str, float]]) -> str:
     """A Markdown table: calls per forward and µs per call of each entry point, a column per backend."""
     backends = list(costs)
-    out = [f'| {name}: entry point | calls per forward | ' + ' | '.join(f'µs per call ({b})' for b in backends)
-           + ' |', '|---|---|' + '---|' * len(backends)]
+    columns = ' | '.join(f'µs per call ({b})' for b in backends)
+    out = [f'| {name}: entry point | calls per forward | {columns} |', '|---|---|' + '---|' * len(backends)]
     for entry in ENTRY_POINTS:
         out.append(f'| {entry} | {calls.get(entry, 0)} | '
                    + ' | '.join(f'{costs[b][entry]:.1f}' for b in backends) + ' |')

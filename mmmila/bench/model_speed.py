@@ -135,7 +135,8 @@ def benchmark_models(jobs: list, sizes: list[int], modes: list[str], batch: int,
                 lead = next(n for n in steps if n.endswith(COMPILED) == name.endswith(COMPILED))
                 paired = ''
                 if name != lead:
-                    res.speedup, res.speedup_q1, res.speedup_q3 = paired_speedup(times[lead][0], times[name][0])
+                    res.speedup, res.speedup_q1, res.speedup_q3 = paired_speedup(times[lead][0],
+                                                                                 times[name][0])
                     paired = (f'  {lead} {res.speedup:.2f}x as fast, round by round (IQR '
                               f'{res.speedup_q1:.2f}-{res.speedup_q3:.2f})')
                 log(f'{name:12s} {size:5d}^2 {mode:17s} {res.median_ms:10.1f} ms (IQR {res.q1_ms:.1f}-'

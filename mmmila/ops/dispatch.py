@@ -103,7 +103,8 @@ def chain_triton_problem(x: torch.Tensor, weights, norm: bool) -> str | None:
     kernels = _triton_module()
     if kernels is None:
         return f'triton is not importable ({_import_error})'
-    if x.dtype not in kernels.SUPPORTED_DTYPES or any(w.dtype not in kernels.SUPPORTED_DTYPES for w in weights):
+    supported = kernels.SUPPORTED_DTYPES
+    if x.dtype not in supported or any(w.dtype not in supported for w in weights):
         # names made only for the message (this runs on every call)
         return kernels.dtype_problem({'the input': x} | {f'weight {i}': w for i, w in enumerate(weights)})
     if norm and len(weights) > kernels.MAX_CHAIN_LAYERS:

@@ -251,7 +251,8 @@ def test_dispatch_cost_counts_a_forward_and_times_the_layer_with_the_ops_stubbed
     assert f'| dwconv | {4 * blocks} | {costs["dwconv"]:.1f} |' in table
     # the stubs are gone again: the real op runs and computes
     x = torch.randn(1, 4, 2)
-    out = torch.ops.mmmila.dwconv_tokens(x, torch.zeros(2, 1, 3, 3), torch.ones(2), 2, 2, None, None, False, 'none')
+    out = torch.ops.mmmila.dwconv_tokens(x, torch.zeros(2, 1, 3, 3), torch.ones(2), 2, 2, None, None, False,
+                                         'none')
     assert torch.equal(out, torch.ones_like(x))
 
 
