@@ -1,5 +1,24 @@
 """mmmila: MILA (Mamba-Inspired Linear Attention) backbones for OpenMMLab."""
+import os
+
 from setuptools import find_packages, setup
+
+
+def cpu_extensions():
+    """mmmila._C, the compiled CPU kernels (mmmila/ops/cpu_kernels.py), when torch is importable here
+    (install with --no-build-isolation so that it is the environment's own torch) and
+    MMMILA_WITH_CPU_KERNELS is not 0. Without it mmmila runs its PyTorch implementations."""
+    if os.environ.get('MMMILA_WITH_CPU_KERNELS', '1') == '0':
+        return [], {}
+    try:
+        from torch.utils.cpp_extension import BuildExtension, CppExtension
+    except ImportError:
+        return [], {}
+    # -fopenmp: torch's intra-op threads (at::parallel_for); the wheel's own libgomp serves it.
+    # The hot loops pick AVX-512, AVX2 or baseline code when the library loads (target_clones).
+    ext = CppExtension('mmmila._C', ['mmmila/ops/csrc/dwconv_cpu.cpp'],
+                       extra_compile_args=['-O3', '-g0', '-fopenmp', '-Wno-psabi'], extra_link_args=['-fopenmp'])
+    return [ext], {'build_ext': BuildExtension}
 
 
 def read_version():
@@ -7,6 +26,8 @@ def read_version():
     exec(open('mmmila/version.py').read(), scope)
     return scope['__version__']
 
+
+EXTENSIONS, COMMANDS = cpu_extensions()
 
 setup(
     name='mmmila',
@@ -36,5 +57,7 @@ setup(
         'deploy': ['onnx', 'onnxruntime', 'onnxscript'],
         'tests': ['pytest', 'scikit-image'],
     },
+    ext_modules=EXTENSIONS,
+    cmdclass=COMMANDS,
     zip_safe=False,
 )

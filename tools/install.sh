@@ -103,12 +103,14 @@ fi
 # ---- fast path: nothing changed since the last successful run --------------------------------
 STAMP_DIR="$("$PY" -c 'import sys; print(sys.prefix)')"
 STAMP="$STAMP_DIR/.mmmila-install-stamp"
-HASH="$( (echo "$STACK"; cat "$CONSTRAINTS" "$0" "$REPO/setup.py") | sha256sum | cut -c1-16)"
+# the compiled CPU kernels' sources too: a change to them is built again (mmmila._C, in the source tree)
+HASH="$( (echo "$STACK"; cat "$CONSTRAINTS" "$0" "$REPO/setup.py" "$REPO"/mmmila/ops/csrc/*) | sha256sum | cut -c1-16)"
 verify() {
   "$PY" - <<'EOF' || return 1
 import torch, torchvision, mmcv, mmengine, mmdet, mmseg, mmpretrain, triton, pycocotools, mmmila
 import onnx, onnxruntime, onnxscript
 from mmcv.ops import nms, roi_align  # compiled ops present
+import mmmila._C  # mmmila's compiled CPU kernels, built for this torch
 EOF
   [ "$(env_stack | cut -d' ' -f1)" = "$STACK" ] || return 1
   "${PIP[@]}" check

@@ -11,9 +11,11 @@ one op::
     s   = a + (x if skip) + (residual if given)
     out = s * silu(gate) if gate is given else s
 
-``torch.ops.mmmila.dwconv_tokens(x, weight, bias, H, W, residual, gate, skip, act)`` is the
-PyTorch implementation (any device; on CPU the convolution reads a channels-last view of the
-tokens, oneDNN's fast layout, without a transposed copy). The Triton implementation registers
+``torch.ops.mmmila.dwconv_tokens(x, weight, bias, H, W, residual, gate, skip, act)`` has the
+PyTorch implementation on every device (the convolution reads a channels-last view of the tokens,
+oneDNN's fast layout on CPU, without a transposed copy). On CPU, when mmmila's compiled kernels are
+built (:mod:`.cpu_kernels`), float32 and float64 calls run one compiled pass instead, and the
+backward three: the same maths without oneDNN's fixed cost per call. The Triton implementation registers
 ``torch.ops.mmmila.dwconv_tokens_triton`` with the same schema when ``mmmila.kernels`` is imported.
 Both share the fake implementations, the autograd wiring and the form of the autocast rule below:
 
@@ -33,8 +35,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from . import cpu_kernels
 from .autocast import register_autocast_rule
-from .registration import define_op, mark_backward_op, register_autograd
+from .registration import define_device_impl, define_op, mark_backward_op, register_autograd
 from .layout import as_map, as_tokens, channels_last_depthwise, check_token_map
 
 ACTS = ('none', 'silu')
@@ -218,3 +221,27 @@ def dwconv_tokens_backward_op(grad: torch.Tensor, x: torch.Tensor, weight: torch
 
 
 register_dwconv_op(dwconv_tokens_op, dwconv_tokens_backward_op, 'dwconv_tokens', cast_params=True)
+
+
+# ---- the CPU implementation: compiled kernels for float32 and float64 (:mod:`.cpu_kernels`) ---------
+def _contiguous(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else t.contiguous()
+
+
+if cpu_kernels.AVAILABLE:
+    @define_device_impl(dwconv_tokens_op, 'CPU')
+    def dwconv_tokens_cpu(x, weight, bias, height, width, residual, gate, skip, act):
+        """The op on CPU tensors: the compiled pass, or the PyTorch implementation for other dtypes."""
+        if not cpu_kernels.runs(x):
+            return dwconv_forward(x, weight, bias, (height, width), residual, gate, skip, act)
+        return torch.ops.mmmila_cpu.dwconv_tokens(x.contiguous(), weight, bias, height, width,
+                                                  _contiguous(residual), _contiguous(gate), skip, act == 'silu')
+
+    @define_device_impl(dwconv_tokens_backward_op, 'CPU')
+    def dwconv_tokens_backward_cpu(grad, x, weight, bias, height, width, residual, gate, skip, act):
+        """The op's backward on CPU tensors, as :func:`dwconv_tokens_cpu` chooses."""
+        if not cpu_kernels.runs(x):
+            return dwconv_backward(grad, x, weight, bias, (height, width), residual, gate, skip, act)
+        return torch.ops.mmmila_cpu.dwconv_tokens_backward(
+            grad.contiguous(), x.contiguous(), weight, bias, height, width, _contiguous(residual),
+            _contiguous(gate), skip, act == 'silu')

@@ -16,6 +16,8 @@ mmmila op, these and the Triton ``triton_op`` ones alike, gets its autograd from
 - :func:`define_op` infers the schema from the function's annotations (as custom_op does), defines
   the op with the ``pt2_compliant_tag`` and registers the function as its implementation on every
   device (``CompositeExplicitAutograd``). Fakes are registered with ``torch.library.register_fake``.
+  :func:`define_device_impl` puts a device's own implementation in front of it (the compiled CPU
+  kernels, :mod:`mmmila.ops.cpu_kernels`).
 - :func:`register_autograd` registers a Python kernel for the ``Autograd`` key. Without grad mode,
   or when no input requires grad, it calls the implementation below autograd; otherwise an
   ``autograd.Function`` does, runs ``setup_context(ctx, inputs, output)``, and in backward
@@ -66,6 +68,20 @@ def define_op(qualname: str) -> Callable[[Callable], torch._ops.OpOverload]:
         return getattr(torch.ops.mmmila, name).default
 
     return define
+
+
+def define_device_impl(op: torch._ops.OpOverload, key: str) -> Callable[[Callable], Callable]:
+    """Decorator: register the decorated function as ``op``'s implementation for one dispatch key
+    ('CPU', 'CUDA', ...), in front of the every-device one of :func:`define_op` (which stays the
+    implementation of the other devices, and is what :func:`implementation` returns)."""
+    if op.namespace != NAMESPACE:
+        raise ValueError(f'{op} is not an {NAMESPACE} op')
+
+    def register(fn: Callable) -> Callable:
+        _LIBRARY.impl(op._schema.name.split('::')[1], fn, key)
+        return fn
+
+    return register
 
 
 def implementation(op: torch._ops.OpOverload) -> Callable | None:

@@ -1,0 +1,175 @@
+"""mmmila's compiled CPU kernels (``mmmila._C``, :mod:`mmmila.ops.cpu_kernels`): built in the project's
+environment, taken by the ops on CPU for float32 and float64 only, the same maths as the PyTorch
+implementations (against float64), deterministic whatever the thread count, and switched off by
+``MMMILA_CPU_KERNELS=0``."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from mmmila.ops import cpu_kernels, dwconv_tokens
+from mmmila.ops.dwconv import dwconv_backward, dwconv_forward
+from tests.conftest import REPO, seed_for
+
+USES = {
+    'cpe': dict(skip=True),
+    'dwc': dict(act='silu'),
+    'lepe+gate': dict(residual=True, gate=True),
+    'all': dict(act='silu', skip=True, residual=True, gate=True),
+    'gate+skip': dict(skip=True, gate=True),
+}
+# (B, H, W, C): MILA-like maps, channels past the last 16-lane vector (21, 40), one row, one column
+SHAPES = [(1, 16, 12, 64), (2, 5, 7, 21), (1, 1, 9, 40), (3, 6, 1, 16), (1, 1, 1, 8)]
+
+
+def _draw(B, H, W, C, use, seed, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed_for(seed))
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=g, dtype=torch.float64)
+
+    opts = USES[use]
+    t = dict(x=rand(B, H * W, C), weight=rand(C, 1, 3, 3) * 0.3, bias=rand(C) * 0.1,
+             residual=rand(B, H * W, C) if opts.get('residual') else None,
+             gate=rand(B, H * W, C) if opts.get('gate') else None, grad=rand(B, H * W, C))
+    cast = {k: None if v is None else v.to(dtype) for k, v in t.items()}
+    return cast, dict(skip=opts.get('skip', False), act=opts.get('act', 'none'))
+
+
+def _compiled(t, flags, hw):
+    silu = flags['act'] == 'silu'
+    out = torch.ops.mmmila_cpu.dwconv_tokens(t['x'], t['weight'], t['bias'], *hw, t['residual'], t['gate'],
+                                             flags['skip'], silu)
+    grads = torch.ops.mmmila_cpu.dwconv_tokens_backward(t['grad'], t['x'], t['weight'], t['bias'], *hw,
+                                                        t['residual'], t['gate'], flags['skip'], silu)
+    return (out, *grads)
+
+
+def _pytorch(t, flags, hw):
+    args = (t['x'], t['weight'], t['bias'], hw, t['residual'], t['gate'], flags['skip'], flags['act'])
+    return (dwconv_forward(*args), *dwconv_backward(t['grad'], *args))
+
+
+def _rel(a, b):
+    return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
+
+
+def test_built_in_the_project_environment():
+    """`make install` builds mmmila._C; without it the ops fall back, and these tests would be moot."""
+    assert cpu_kernels.AVAILABLE, cpu_kernels.REASON
+
+
+NAMES = ('out', 'dx', 'dweight', 'dbias', 'dresidual', 'dgate')
+
+
+@pytest.mark.parametrize('use', list(USES))
+@pytest.mark.parametrize('B,H,W,C', SHAPES)
+def test_dwconv_matches_float64(use, B, H, W, C):
+    """Output and the five gradients: float64 kernels equal the PyTorch implementation in float64 to
+    rounding; float32 kernels are no further from float64 than the PyTorch implementation in float32
+    on the same draw (up to 4x: the summation orders differ)."""
+    hw = (H, W)
+    t64, flags = _draw(B, H, W, C, use, seed=11, dtype=torch.float64)
+    t32 = {k: None if v is None else v.float() for k, v in t64.items()}
+    exact = _pytorch(t64, flags, hw)
+    ours64, ours32, theirs32 = _compiled(t64, flags, hw), _compiled(t32, flags, hw), _pytorch(t32, flags, hw)
+    for name, e, o64, o32, r32 in zip(NAMES, exact, ours64, ours32, theirs32):
+        assert o64.shape == e.shape and o32.shape == e.shape, name
+        assert o64.dtype == torch.float64 and o32.dtype == torch.float32, name
+        if e.numel() == 0:   # dresidual / dgate of a use without them
+            continue
+        assert _rel(o64, e) <= 1e-13, name
+        assert _rel(o32, e) <= 4 * _rel(r32, e) + 1e-7, name
+
+
+def test_same_result_whatever_the_thread_count():
+    """Rows are shared among threads; the weight's gradient is summed per map row, then over rows in
+    one order: 1 and 3 threads give the same bits."""
+    t, flags = _draw(2, 24, 20, 48, 'all', seed=12)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = _compiled(t, flags, (24, 20))
+        torch.set_num_threads(3)
+        three = _compiled(t, flags, (24, 20))
+    finally:
+        torch.set_num_threads(before)
+    for name, a, b in zip(NAMES, one, three):
+        assert torch.equal(a, b), name
+
+
+def _ops_called(fn) -> set[str]:
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+    return {e.name for e in prof.events() if e.name.startswith('mmmila_cpu::')}
+
+
+@pytest.mark.parametrize('dtype,compiled', [(torch.float32, True), (torch.float64, True),
+                                            (torch.bfloat16, False)])
+def test_the_op_takes_them_on_cpu_for_float32_and_float64(dtype, compiled):
+    """torch.ops.mmmila.dwconv_tokens on CPU: forward and backward through the compiled kernels for
+    float32 and float64, through the PyTorch implementation for other dtypes (same results)."""
+    t, flags = _draw(1, 4, 6, 16, 'all', seed=13, dtype=dtype)
+    leaves = {k: t[k].clone().requires_grad_() for k in ('x', 'weight', 'bias', 'residual', 'gate')}
+
+    def step():
+        out = dwconv_tokens(leaves['x'], leaves['weight'], leaves['bias'], (4, 6), leaves['residual'],
+                            leaves['gate'], **flags)
+        out.backward(t['grad'])
+        return out
+
+    seen = _ops_called(step)
+    expected = {'mmmila_cpu::dwconv_tokens', 'mmmila_cpu::dwconv_tokens_backward'}
+    assert seen == (expected if compiled else set())
+
+
+def test_non_contiguous_inputs():
+    """The op hands the kernels contiguous tokens: a strided view gives what its copy gives."""
+    t, flags = _draw(1, 5, 6, 32, 'lepe+gate', seed=14)
+    wide = torch.cat([t['x'], t['gate']], dim=-1)        # x and gate as column slices of one tensor
+    x, gate = wide[..., :32], wide[..., 32:]
+    assert not x.is_contiguous()
+    got = dwconv_tokens(x, t['weight'], t['bias'], (5, 6), t['residual'], gate, **flags)
+    ref = dwconv_tokens(x.contiguous(), t['weight'], t['bias'], (5, 6), t['residual'], gate.contiguous(), **flags)
+    assert torch.equal(got, ref)
+
+
+def test_empty_batch():
+    t, flags = _draw(0, 3, 3, 8, 'all', seed=15)
+    out, dx, dw, db, dres, dgate = _compiled(t, flags, (3, 3))
+    assert out.shape == dx.shape == dres.shape == dgate.shape == (0, 9, 8)
+    assert dw.shape == (8, 1, 3, 3) and not dw.any() and not db.any()
+
+
+@pytest.mark.parametrize('change,message', [
+    (dict(x=torch.zeros(1, 9, 8, dtype=torch.bfloat16)), 'float32 or float64 only'),
+    (dict(x=torch.zeros(1, 9, 16)[..., :8]), 'x must be contiguous CPU tokens'),
+    (dict(height=2), 'does not match N = 9'),
+    (dict(weight=torch.zeros(8, 1, 5, 5)), 'weight (C, 1, 3, 3) and bias (C,) expected for C = 8'),
+])
+def test_kernel_checks_name_the_problem(change, message):
+    kw = dict(x=torch.zeros(1, 9, 8), weight=torch.zeros(8, 1, 3, 3), bias=torch.zeros(8), height=3, width=3,
+              residual=None, gate=None, skip=False, silu=False) | change
+    with pytest.raises(RuntimeError) as err:
+        torch.ops.mmmila_cpu.dwconv_tokens(*kw.values())
+    assert message in str(err.value)
+
+
+def test_environment_variable_switches_them_off():
+    """MMMILA_CPU_KERNELS=0 when mmmila is imported: the PyTorch implementations run, with the reason."""
+    code = ('import torch\n'
+            'from mmmila.ops import cpu_kernels, dwconv_tokens\n'
+            'x = torch.randn(1, 12, 8)\n'
+            'with torch.profiler.profile() as p:\n'
+            '    dwconv_tokens(x, torch.randn(8, 1, 3, 3), torch.randn(8), (3, 4), skip=True)\n'
+            'print(cpu_kernels.AVAILABLE, any(e.name.startswith("mmmila_cpu") for e in p.events()))\n'
+            'print(cpu_kernels.REASON)\n')
+    env = dict(os.environ, MMMILA_CPU_KERNELS='0')
+    out = subprocess.run([sys.executable, '-c', code], cwd=REPO, env=env, capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    assert out[0] == 'False False'
+    assert out[1] == 'MMMILA_CPU_KERNELS=0 in the environment'
