@@ -20,10 +20,17 @@ The PyTorch implementation works on chunks of output rows. Output row r reads in
 rows [r0, r1) expands input rows [2r0 - 1, 2r1 - 1] only. Autograd keeps x and the parameters (as
 the checkpoint it replaces did), and the backward recomputes chunk by chunk. Neighbouring chunks
 share one input row (2r1 - 1): its gradient from the depthwise conv is complete only after the next
-chunk, so it carries over, and the expansion's gradient for that row is taken in the next chunk. On
-CPU a chunk's expansion holds as many elements as the attention's chunks (:mod:`.chunks`: about
-cache-sized, and no allocation reaches glibc's mmap threshold); on other devices one chunk holds the
-whole map.
+chunk, so it carries over (masked by the ReLU in each chunk, which is linear in the gradient), and
+the expansion's gradient for that row is taken in the next chunk. On CPU a chunk's expansion holds
+as many elements as the attention's chunks (:mod:`.chunks`: about cache-sized, and no allocation
+reaches glibc's mmap threshold); on other devices one chunk holds the whole map.
+
+On CPU, for float32 and float64, a chunk runs mmmila's compiled kernels (:mod:`.cpu_kernels`) after
+the expansion's matrix product: one pass applies the expansion's ReLU as it reads, convolves and
+applies the second ReLU; the backward's two passes (the output's gradient with the taps' sums, then
+dL/da) apply both ReLUs' gradients as they go, so the expanded map is not activated, masked or
+transposed in passes of its own. :data:`PYTORCH_ROWS` and :data:`COMPILED_ROWS` are the two ways to
+compute a chunk; the chunking is the same.
 
 The weight gradients are summed over the chunks in float32 (float64 for float64 inputs). Under
 autocast the rule casts the activations and all four parameters to the autocast dtype, as
@@ -32,13 +39,16 @@ torch.jit tracing and the TorchScript ONNX exporter).
 """
 from __future__ import annotations
 
+from typing import Callable, NamedTuple
+
 import torch
 import torch.nn.functional as F
 
+from . import cpu_kernels
 from .autocast import register_autocast_rule
 from .chunks import rows_per_chunk
 from .layout import as_map, as_tokens, channels_last_depthwise, check_token_map
-from .registration import define_op, mark_backward_op, register_autograd
+from .registration import define_device_impl, define_op, mark_backward_op, register_autograd
 
 
 def check_expand_dwconv_inputs(x: torch.Tensor, expand_weight: torch.Tensor, expand_bias: torch.Tensor,
@@ -90,39 +100,17 @@ def _dwconv(e: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, first: in
                     groups=weight.shape[0])
 
 
-def _forward_rows(x_map, expand_weight, expand_bias, w2, dw_bias, r0: int, r1: int) -> torch.Tensor:
-    """Output rows [r0, r1): the channels-last map (B, hidden, r1 - r0, W/2), a fresh tensor."""
+def _forward_rows(x_map, expand_weight, expand_bias, dw_weight, dw_bias, r0: int, r1: int) -> torch.Tensor:
+    """Output rows [r0, r1) as (B, r1 - r0, W/2, hidden) (a view of a channels-last map)."""
     e = _expanded_rows(x_map, expand_weight, expand_bias, 2 * r0 - 1, 2 * r1 - 1)
-    return F.relu_(_dwconv(e, w2, dw_bias, 2 * r0 - 1))
+    return F.relu_(_dwconv(e, channels_last_depthwise(dw_weight), dw_bias, 2 * r0 - 1)).permute(0, 2, 3, 1)
 
 
-def expand_dwconv_forward(x: torch.Tensor, expand_weight: torch.Tensor, expand_bias: torch.Tensor,
-                          dw_weight: torch.Tensor, dw_bias: torch.Tensor,
-                          hw: tuple[int, int]) -> torch.Tensor:
-    """The op's output by chunks of output rows (checked inputs): (B, H/2 W/2, hidden) tokens, a
-    contiguous tensor (the channels-last convolution's own output when one chunk holds the map)."""
-    B, _, C = x.shape
-    H, W = hw
-    hidden = expand_weight.shape[0]
-    Ho, Wo = H // 2, W // 2
-    if B * Ho * Wo * hidden == 0:
-        return torch.zeros((B, Ho * Wo, hidden), dtype=x.dtype, device=x.device)
-    x_map, w2 = x.view(B, H, W, C), channels_last_depthwise(dw_weight)
-    rows = _chunk_rows(B, W, hidden, Ho, x.device)
-    if rows >= Ho:
-        return as_tokens(_forward_rows(x_map, expand_weight, expand_bias, w2, dw_bias, 0, Ho)).contiguous()
-    out = torch.empty((B, Ho * Wo, hidden), dtype=x.dtype, device=x.device)
-    out_map = out.view(B, Ho, Wo, hidden)
-    for r0 in range(0, Ho, rows):
-        r1 = min(r0 + rows, Ho)
-        rows_map = _forward_rows(x_map, expand_weight, expand_bias, w2, dw_bias, r0, r1)
-        out_map[:, r0:r1] = rows_map.permute(0, 2, 3, 1)
-    return out
-
-
-def _backward_rows(g_map, x_map, expand_weight, expand_bias, w2, dw_bias, r0: int, r1: int):
-    """For output rows [r0, r1): (dL/de, e) of the input rows [max(2 r0 - 1, 0), 2 r1 - 1] they read,
-    both (B, rows, W, hidden), and the depthwise weight's and bias's gradients from these rows."""
+def _backward_rows(g_map, x_map, expand_weight, expand_bias, dw_weight, dw_bias, r0: int, r1: int):
+    """For output rows [r0, r1): dL/da of the input rows [max(2 r0 - 1, 0), 2 r1 - 1] they read (a the
+    expansion before its ReLU), (B, rows, W, hidden), and the depthwise weight's and bias's gradients
+    from these rows."""
+    w2 = channels_last_depthwise(dw_weight)
     hidden = w2.shape[0]
     first = 2 * r0 - 1
     e = _expanded_rows(x_map, expand_weight, expand_bias, first, 2 * r1 - 1)
@@ -131,12 +119,63 @@ def _backward_rows(g_map, x_map, expand_weight, expand_bias, w2, dw_bias, r0: in
     de, dw, db = torch.ops.aten.convolution_backward(
         gp, e.permute(0, 3, 1, 2), w2, [hidden], [2, 2], [int(first < 0), 1], [1, 1], False, [0, 0], hidden,
         [True, True, True])
-    return de.permute(0, 2, 3, 1), e, dw, db
+    return torch.ops.aten.threshold_backward(de.permute(0, 2, 3, 1), e, 0), dw, db
+
+
+def _compiled_forward_rows(x_map, expand_weight, expand_bias, dw_weight, dw_bias, r0: int, r1: int):
+    """:func:`_forward_rows` by the compiled CPU kernel: the expansion's ReLU, the convolution and its
+    ReLU in one pass over the chunk (:mod:`.cpu_kernels`)."""
+    first = 2 * r0 - 1
+    a = F.linear(x_map[:, max(first, 0):2 * r1], expand_weight, expand_bias)
+    return torch.ops.mmmila_cpu.dwconv_s2_relu(a, dw_weight, dw_bias, first < 0)
+
+
+def _compiled_backward_rows(g_map, x_map, expand_weight, expand_bias, dw_weight, dw_bias, r0: int, r1: int):
+    """:func:`_backward_rows` by the compiled CPU kernel (both ReLUs' gradients inside its passes)."""
+    first = 2 * r0 - 1
+    a = F.linear(x_map[:, max(first, 0):2 * r1], expand_weight, expand_bias)
+    return torch.ops.mmmila_cpu.dwconv_s2_relu_backward(g_map[:, r0:r1].contiguous(), a, dw_weight, dw_bias,
+                                                        first < 0)
+
+
+class RowKernels(NamedTuple):
+    """What computes a chunk of output rows: forward (B, rows, W/2, hidden) and backward (dL/da, the
+    depthwise weight's and bias's gradients), as :func:`_forward_rows` / :func:`_backward_rows`."""
+    forward: Callable
+    backward: Callable
+
+
+PYTORCH_ROWS = RowKernels(_forward_rows, _backward_rows)
+COMPILED_ROWS = RowKernels(_compiled_forward_rows, _compiled_backward_rows)
+
+
+def expand_dwconv_forward(x: torch.Tensor, expand_weight: torch.Tensor, expand_bias: torch.Tensor,
+                          dw_weight: torch.Tensor, dw_bias: torch.Tensor, hw: tuple[int, int],
+                          kernels: RowKernels = PYTORCH_ROWS) -> torch.Tensor:
+    """The op's output by chunks of output rows (checked inputs): (B, H/2 W/2, hidden) tokens, a
+    contiguous tensor (the chunk's own output when one chunk holds the map)."""
+    B, _, C = x.shape
+    H, W = hw
+    hidden = expand_weight.shape[0]
+    Ho, Wo = H // 2, W // 2
+    if B * Ho * Wo * hidden == 0:
+        return torch.zeros((B, Ho * Wo, hidden), dtype=x.dtype, device=x.device)
+    x_map = x.view(B, H, W, C)
+    rows = _chunk_rows(B, W, hidden, Ho, x.device)
+    if rows >= Ho:
+        return kernels.forward(x_map, expand_weight, expand_bias, dw_weight, dw_bias, 0, Ho).reshape(
+            B, Ho * Wo, hidden)
+    out = torch.empty((B, Ho * Wo, hidden), dtype=x.dtype, device=x.device)
+    out_map = out.view(B, Ho, Wo, hidden)
+    for r0 in range(0, Ho, rows):
+        r1 = min(r0 + rows, Ho)
+        out_map[:, r0:r1] = kernels.forward(x_map, expand_weight, expand_bias, dw_weight, dw_bias, r0, r1)
+    return out
 
 
 def expand_dwconv_backward(grad: torch.Tensor, x: torch.Tensor, expand_weight: torch.Tensor,
                            expand_bias: torch.Tensor, dw_weight: torch.Tensor, dw_bias: torch.Tensor,
-                           hw: tuple[int, int]):
+                           hw: tuple[int, int], kernels: RowKernels = PYTORCH_ROWS):
     """(dx, d expand_weight, d expand_bias, d dw_weight, d dw_bias) by chunks (see the module doc)."""
     B, _, C = x.shape
     H, W = hw
@@ -152,11 +191,10 @@ def expand_dwconv_backward(grad: torch.Tensor, x: torch.Tensor, expand_weight: t
         return grads(torch.zeros_like(x), torch.zeros_like(expand_weight), torch.zeros_like(expand_bias),
                      torch.zeros_like(dw_weight), torch.zeros_like(dw_bias))
     x_map, g_map = x.view(B, H, W, C), grad.reshape(B, Ho, Wo, hidden)
-    w2 = channels_last_depthwise(dw_weight)
     rows = _chunk_rows(B, W, hidden, Ho, x.device)
     if rows >= Ho:   # one chunk: each gradient in one call
-        de, e, dw2, db2 = _backward_rows(g_map, x_map, expand_weight, expand_bias, w2, dw_bias, 0, Ho)
-        da = torch.ops.aten.threshold_backward(de, e, 0).reshape(-1, hidden)
+        da, dw2, db2 = kernels.backward(g_map, x_map, expand_weight, expand_bias, dw_weight, dw_bias, 0, Ho)
+        da = da.reshape(-1, hidden)
         return grads(da.mm(expand_weight).view(x.shape), da.t().mm(x.reshape(-1, C)), da.sum(0), dw2, db2)
     acc = torch.promote_types(x.dtype, torch.float32)
     dx = torch.empty(x.shape, dtype=x.dtype, device=x.device)
@@ -165,19 +203,19 @@ def expand_dwconv_backward(grad: torch.Tensor, x: torch.Tensor, expand_weight: t
     dw2 = torch.zeros((hidden, 1, 3, 3), dtype=acc, device=x.device)
     db2 = torch.zeros(dw_bias.shape, dtype=acc, device=x.device)
     dx_map = dx.view(B, H, W, C)
-    carry = None   # dL/de of the last input row of the previous chunk (shared with this one)
+    carry = None   # dL/da of the last input row of the previous chunk (shared with this one)
     for r0 in range(0, Ho, rows):
         r1 = min(r0 + rows, Ho)
-        de, e, dw, db = _backward_rows(g_map, x_map, expand_weight, expand_bias, w2, dw_bias, r0, r1)
+        da, dw, db = kernels.backward(g_map, x_map, expand_weight, expand_bias, dw_weight, dw_bias, r0, r1)
         dw2 += dw.reshape(dw2.shape)
         db2 += db
         if carry is not None:
-            de[:, 0] += carry
+            da[:, 0] += carry
         if r1 < Ho:   # the last row is finished by the next chunk
-            carry = de[:, -1].clone()
-            de, e = de[:, :-1], e[:, :-1]
-        lo, n = max(2 * r0 - 1, 0), de.shape[1]
-        da = torch.ops.aten.threshold_backward(de, e, 0).reshape(-1, hidden)
+            carry = da[:, -1].clone()
+            da = da[:, :-1]
+        lo, n = max(2 * r0 - 1, 0), da.shape[1]
+        da = da.reshape(-1, hidden)
         dx_map[:, lo:lo + n] = da.mm(expand_weight).view(B, n, W, C)
         dw1 += da.t().mm(x_map[:, lo:lo + n].reshape(-1, C))
         db1 += da.sum(0)
@@ -231,3 +269,18 @@ mark_backward_op(expand_dwconv_backward_op)
 # F.linear and F.conv2d need one dtype: the activations and every parameter in the autocast dtype
 register_autocast_rule('expand_dwconv', cast=(0, 1, 2, 3, 4))
 register_autocast_rule('expand_dwconv_backward', cast=())
+
+
+if cpu_kernels.AVAILABLE:   # on CPU, float32 and float64 chunks by the compiled kernel (:mod:`.cpu_kernels`)
+    @define_device_impl(expand_dwconv_op, 'CPU')
+    def expand_dwconv_cpu(x, expand_weight, expand_bias, dw_weight, dw_bias, height, width):
+        """The op on CPU tensors: the compiled kernel for float32 and float64, else the PyTorch one."""
+        kernels = COMPILED_ROWS if cpu_kernels.runs(x) else PYTORCH_ROWS
+        return expand_dwconv_forward(x, expand_weight, expand_bias, dw_weight, dw_bias, (height, width), kernels)
+
+    @define_device_impl(expand_dwconv_backward_op, 'CPU')
+    def expand_dwconv_backward_cpu(grad, x, expand_weight, expand_bias, dw_weight, dw_bias, height, width):
+        """The op's backward on CPU tensors, as :func:`expand_dwconv_cpu` chooses."""
+        kernels = COMPILED_ROWS if cpu_kernels.runs(x) else PYTORCH_ROWS
+        return expand_dwconv_backward(grad, x, expand_weight, expand_bias, dw_weight, dw_bias, (height, width),
+                                      kernels)

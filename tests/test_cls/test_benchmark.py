@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections import Counter
 
 import pytest
 import torch
@@ -269,3 +270,43 @@ def test_cli_dispatch_cost():
     res = subprocess.run([sys.executable, str(TOOL), 'swin-t', '--dispatch-cost'], capture_output=True,
                          text=True, cwd=REPO, timeout=600)
     assert res.returncode == 2 and '--dispatch-cost measures named MILA backbones' in res.stderr
+
+
+def test_cpu_kernel_gain_records_a_forward_and_times_both_paths():
+    from mmmila.bench import cpu_kernel_gain as gain
+    from mmmila.models import MILA
+
+    model = MILA(arch=TINY_ARCH, out_indices=(0, 1, 2, 3), drop_path_rate=0.0)
+    calls = gain.dwconv_calls(model, 64)
+    # per block cpe1 and cpe2 (skip), dwc (silu) and LePE (residual and gate), on each stage's map
+    C, depths = TINY_ARCH['embed_dims'], TINY_ARCH['depths']
+    expected = {}
+    for i, d in enumerate(depths):
+        side, ch = 64 // 4 // 2 ** i, C * 2 ** i
+        for use, n in ((dict(residual=False, gate=False, skip=True, act='none'), 2),
+                       (dict(residual=False, gate=False, skip=False, act='silu'), 1),
+                       (dict(residual=True, gate=True, skip=False, act='none'), 1)):
+            expected[gain.DwconvCall(1, side, side, ch, **use)] = n * d
+    assert dict(calls) == expected
+    call = gain.DwconvCall(1, 4, 4, 64, True, True, False, 'none')
+    assert call.use == 'residual+gate'
+    t = gain.time_call(call, rounds=2, number=1)
+    assert set(t) == {'pytorch', 'compiled'} and all(v > 0 for v in t.values())
+    table = gain.step_table('tiny', 64, Counter({call: 3}), {call: t})
+    assert f'| 1, 4×4, 64, residual+gate | 3 | {t["pytorch"]:.0f} | {t["compiled"]:.0f} |' in table
+    assert f'**{3 * t["pytorch"] / 1e3:.1f} ms** | **{3 * t["compiled"] / 1e3:.1f} ms**' in table
+
+
+def test_cli_cpu_kernels():
+    res = subprocess.run([sys.executable, str(TOOL), 'mila-t', '--cpu-kernels', '--sizes', '64', '--threads', '1',
+                          '--max-repeats', '1'], capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    # MILA-T: 18 blocks of 4 calls
+    assert '| **per training step** | 72 |' in res.stdout and 'PyTorch / compiled' in res.stdout
+    res = subprocess.run([sys.executable, str(TOOL), 'swin-t', '--cpu-kernels'], capture_output=True,
+                         text=True, cwd=REPO, timeout=600)
+    assert res.returncode == 2 and '--cpu-kernels measures named MILA backbones' in res.stderr
+    env = dict(os.environ, MMMILA_CPU_KERNELS='0')
+    res = subprocess.run([sys.executable, str(TOOL), 'mila-t', '--cpu-kernels', '--sizes', '64'], env=env,
+                         capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert res.returncode == 1 and 'MMMILA_CPU_KERNELS=0 in the environment' in res.stderr

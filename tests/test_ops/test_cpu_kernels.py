@@ -10,8 +10,9 @@ import sys
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from mmmila.ops import cpu_kernels, dwconv_tokens
+from mmmila.ops import cpu_kernels, dwconv_tokens, expand_dwconv
 from mmmila.ops.dwconv import dwconv_backward, dwconv_forward
 from tests.conftest import REPO, seed_for
 
@@ -173,3 +174,73 @@ def test_environment_variable_switches_them_off():
                          check=True).stdout.splitlines()
     assert out[0] == 'False False'
     assert out[1] == 'MMMILA_CPU_KERNELS=0 in the environment'
+
+
+# ---- the Downsample's stride-2 depthwise convolution between two ReLUs ----------------------------------
+def _s2_reference(a, weight, bias, pad_top):
+    """relu(dwconv3x3 stride 2 (relu(a)) + bias) on a channels-last chunk (B, rows, W, C), padding
+    pad_top rows above and below and one column each side, by F.conv2d."""
+    e = F.relu(a).permute(0, 3, 1, 2)
+    p = F.conv2d(e, weight, bias, stride=2, padding=(int(pad_top), 1), groups=weight.shape[0])
+    return F.relu(p).permute(0, 2, 3, 1)
+
+
+# (B, rows, W, C, pad_top): a first chunk (padded on top) and later ones, odd row counts, channels past
+# the last vector, one output column
+S2_SHAPES = [(1, 8, 8, 32, True), (2, 7, 6, 20, False), (1, 9, 4, 17, False), (1, 2, 2, 8, True),
+             (3, 3, 10, 40, False)]
+
+
+@pytest.mark.parametrize('B,R,W,C,pad_top', S2_SHAPES)
+def test_dwconv_s2_relu_matches_float64(B, R, W, C, pad_top):
+    """Output, dL/da, the taps' and the bias's gradients against F.conv2d's autograd: float64 to
+    rounding; float32 no further from float64 than F.conv2d in float32 on the same draw (up to 4x)."""
+    g = torch.Generator().manual_seed(seed_for(21))
+    a64, w64, b64 = (torch.randn(*s, generator=g, dtype=torch.float64) for s in ((B, R, W, C), (C, 1, 3, 3), (C,)))
+    out_shape = _s2_reference(a64, w64, b64, pad_top).shape
+    grad64 = torch.randn(*out_shape, generator=g, dtype=torch.float64)
+
+    def reference(a, w, b, grad):
+        leaves = [t.clone().requires_grad_() for t in (a, w, b)]
+        out = _s2_reference(*leaves, pad_top)
+        return (out.detach(), *torch.autograd.grad(out, leaves, grad))
+
+    def compiled(a, w, b, grad):
+        return (torch.ops.mmmila_cpu.dwconv_s2_relu(a, w, b, pad_top),
+                *torch.ops.mmmila_cpu.dwconv_s2_relu_backward(grad, a, w, b, pad_top))
+
+    exact = reference(a64, w64, b64, grad64)
+    f32 = [t.float() for t in (a64, w64, b64, grad64)]
+    for name, e, o64, o32, r32 in zip(('out', 'da', 'dweight', 'dbias'), exact, compiled(a64, w64, b64, grad64),
+                                      compiled(*f32), reference(*f32)):
+        assert o64.shape == e.shape and o32.dtype == torch.float32, name
+        assert _rel(o64, e) <= 1e-13, name
+        assert _rel(o32, e) <= 4 * _rel(r32, e) + 1e-7, name
+
+
+@pytest.mark.parametrize('dtype,compiled', [(torch.float32, True), (torch.float64, True),
+                                            (torch.bfloat16, False)])
+def test_the_downsample_op_takes_them_on_cpu(dtype, compiled):
+    """torch.ops.mmmila.expand_dwconv on CPU: its chunks through the compiled kernel for float32 and
+    float64, forward and backward."""
+    g = torch.Generator().manual_seed(seed_for(22))
+    x, ew, eb, dw, db = (torch.randn(*s, generator=g).to(dtype).requires_grad_()
+                         for s in ((1, 36, 8), (32, 8), (32,), (32, 1, 3, 3), (32,)))
+
+    def step():
+        expand_dwconv(x, ew, eb, dw, db, (6, 6)).float().sum().backward()
+
+    expected = {'mmmila_cpu::dwconv_s2_relu', 'mmmila_cpu::dwconv_s2_relu_backward'}
+    assert _ops_called(step) == (expected if compiled else set())
+
+
+@pytest.mark.parametrize('change,message', [
+    (dict(a=torch.zeros(1, 4, 5, 8)), "the map's width must be even, got 5"),
+    (dict(a=torch.zeros(1, 4, 6, 8, dtype=torch.float16)), 'float32 or float64 only'),
+    (dict(bias=torch.zeros(7)), 'weight (C, 1, 3, 3) and bias (C,) expected for C = 8'),
+])
+def test_s2_kernel_checks_name_the_problem(change, message):
+    kw = dict(a=torch.zeros(1, 4, 6, 8), weight=torch.zeros(8, 1, 3, 3), bias=torch.zeros(8), pad_top=True) | change
+    with pytest.raises(RuntimeError) as err:
+        torch.ops.mmmila_cpu.dwconv_s2_relu(*kw.values())
+    assert message in str(err.value)

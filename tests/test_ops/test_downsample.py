@@ -39,8 +39,18 @@ def chunk_rows(request, monkeypatch):
     return request.param
 
 
-@pytest.mark.parametrize('B,hw,C,hidden', [(1, (8, 6), 4, 16), (2, (10, 4), 3, 8), (1, (2, 2), 2, 4)])
-def test_matches_float64_across_chunks(B, hw, C, hidden, chunk_rows):
+@pytest.fixture(params=['compiled', 'pytorch'])
+def row_kernels(request, monkeypatch):
+    """How a chunk is computed on CPU: mmmila's compiled kernels (the op's CPU implementation for
+    float32 and float64), or the PyTorch ops that every other device runs."""
+    if request.param == 'pytorch':
+        monkeypatch.setattr(module, 'COMPILED_ROWS', module.PYTORCH_ROWS)
+    return request.param
+
+
+@pytest.mark.parametrize('B,hw,C,hidden', [(1, (8, 6), 4, 16), (2, (10, 4), 3, 8), (1, (2, 2), 2, 4),
+                                           (1, (4, 6), 3, 21)])
+def test_matches_float64_across_chunks(B, hw, C, hidden, chunk_rows, row_kernels):
     """Output and every gradient in float32 against the plain ops in float64 on the whole map: no
     further from it than the plain ops run in float32 on the same draw (up to 4x: float32 sums run
     in other orders), with the rows split into chunks."""
@@ -55,7 +65,7 @@ def test_matches_float64_across_chunks(B, hw, C, hidden, chunk_rows):
         assert _rel(ours, exact) <= 4 * _rel(theirs, exact) + 1e-7, name
 
 
-def test_the_chunk_rule_splits_a_map(monkeypatch):
+def test_the_chunk_rule_splits_a_map(monkeypatch, row_kernels):
     """The rule itself (not a patched one) cuts a 14-row output into ragged chunks; the result is
     the whole map's."""
     B, hw, C, hidden = 1, (28, 6), 4, 16
@@ -70,7 +80,7 @@ def test_the_chunk_rule_splits_a_map(monkeypatch):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12, msg=name)
 
 
-def test_gradcheck(chunk_rows):
+def test_gradcheck(chunk_rows, row_kernels):
     leaves = [t.requires_grad_() for t in _inputs(2, (6, 4), 3, 4, dtype=torch.float64, seed=5)]
     assert torch.autograd.gradcheck(lambda *t: expand_dwconv(*t, (6, 4)), leaves)
 

@@ -1,5 +1,7 @@
-// mmmila's compiled CPU kernels: the depthwise 3x3 convolution on tokens and what follows it
-// (torch.ops.mmmila.dwconv_tokens, mmmila/ops/dwconv.py has the maths), forward and backward.
+// mmmila's compiled CPU kernels: the depthwise 3x3 convolutions of a MILA backbone with what comes
+// before and after them, forward and backward: the block's, on tokens (torch.ops.mmmila.dwconv_tokens,
+// mmmila/ops/dwconv.py has the maths), and the Downsample's stride-2 one between two ReLUs
+// (torch.ops.mmmila.expand_dwconv, mmmila/ops/downsample.py).
 //
 // Tokens (B, N = H W, C) are a channels-last map: the C channels of a pixel are contiguous. Every
 // pass below walks a map row by row and a block of channels at a time (one SIMD vector of lanes),
@@ -18,6 +20,9 @@
 //   dwconv_tokens_backward(grad, x, weight, bias, H, W, residual?, gate?, skip, silu)
 //       -> (dx, dweight (C,1,3,3), dbias, dresidual (empty unless residual and gate),
 //           dgate (empty unless gate))
+//   dwconv_s2_relu(a, weight, bias, pad_top) -> out: the Downsample's stride-2 depthwise convolution
+//       with both ReLUs on a chunk of the expansion's pre-activation (mmmila/ops/downsample.py)
+//   dwconv_s2_relu_backward(grad, a, weight, bias, pad_top) -> (da, dweight, dbias)
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
@@ -94,6 +99,12 @@ struct Map {
   int64_t B, H, W, C;
 };
 
+// How a pass walks its tensors: images x rows per image, each row row_elems values wide, channels
+// per pixel. Each pass's grid() says it.
+struct Grid {
+  int64_t images, rows, channels, row_elems;
+};
+
 // The stencil at output row (b, h), channels [c, c + lanes), every column: calls emit(w, offset, p)
 // with p = bias + sum of the nine taps of src (rows outside the map are zero padding). k holds the
 // nine taps as (9, C), tap q = 3 i + j reading row h + i - 1 and column w + j - 1.
@@ -127,12 +138,12 @@ MMMILA_INLINE void stencil_row(const Map& m, const T* src, const T* k, const T* 
 template <typename T, typename Body>
 MMMILA_INLINE void for_rows(const Body& body, int64_t begin, int64_t end) {
   constexpr int L = Lanes<T>::n;
-  const Map& m = body.m;
-  const int64_t full = m.C / L;
+  const Grid g = body.grid();
+  const int64_t full = g.channels / L;
   for (int64_t r = begin; r < end; ++r) {
-    const int64_t b = r / m.H, h = r % m.H;
+    const int64_t b = r / g.rows, h = r % g.rows;
     for (int64_t j = 0; j < full; ++j) body.template run<typename Lanes<T>::V>(b, h, j * L);
-    for (int64_t c = full * L; c < m.C; ++c) body.template run<T>(b, h, c);
+    for (int64_t c = full * L; c < g.channels; ++c) body.template run<T>(b, h, c);
   }
 }
 
@@ -140,6 +151,7 @@ MMMILA_INLINE void for_rows(const Body& body, int64_t begin, int64_t end) {
 template <typename T>
 struct Forward {
   Map m;
+  Grid grid() const { return {m.B, m.H, m.C, m.W * m.C}; }
   const T *x, *k, *bias, *residual, *gate;
   T* out;
   bool skip, silu;
@@ -163,6 +175,7 @@ struct Forward {
 template <typename T>
 struct GradPre {
   Map m;
+  Grid grid() const { return {m.B, m.H, m.C, m.W * m.C}; }
   const T *grad, *x, *k, *bias, *residual, *gate;
   T *gp, *gsum, *dresidual, *dgate;   // gsum: the gradient of the sum before the gate (for the skip)
   bool skip, silu;
@@ -190,6 +203,7 @@ struct GradPre {
 template <typename T>
 struct GradInput {
   Map m;
+  Grid grid() const { return {m.B, m.H, m.C, m.W * m.C}; }
   const T *gp, *k_reversed, *skip_grad;
   T* dx;
 
@@ -206,6 +220,7 @@ struct GradInput {
 template <typename T>
 struct GradWeight {
   Map m;
+  Grid grid() const { return {m.B, m.H, m.C, m.W * m.C}; }
   const T *gp, *x;
   T* rows;
 
@@ -233,6 +248,134 @@ struct GradWeight {
   }
 };
 
+// ---- the Downsample's stride-2 depthwise convolution (mmmila/ops/downsample.py) --------------------------
+// On a chunk of the expansion's pre-activation a (B, R, W, C), a channels-last map whose rows may start
+// below the image's top: out (B, Ro, W/2, C) = relu(bias + sum of the nine taps of relu(a)), stride 2,
+// one column of zero padding at the left and right and pad rows of zeros at the top and bottom
+// (pad 1 for a chunk that starts at the image's top). Output row k reads rows 2k - pad + i, i = 0, 1, 2,
+// output column j reads columns 2j - 1 + jj. The ReLU of the expansion is applied as a is read, and its
+// gradient as da is written: the expanded map is never activated or masked in a pass of its own.
+struct S2Map {
+  int64_t B, R, W, C, Ro, Wo, pad;
+};
+
+template <typename V> MMMILA_INLINE V relu_lanes(V v) {
+  const V zero{};
+  return v > zero ? v : zero;
+}
+MMMILA_INLINE float relu_lanes(float v) { return v > 0.f ? v : 0.f; }
+MMMILA_INLINE double relu_lanes(double v) { return v > 0.0 ? v : 0.0; }
+
+// The stencil at output row (b, k), channels [c, c + lanes): emit(j, offset into the output, p,
+// the nine inputs relu(a) it read) for every output column.
+template <typename V, typename T, typename Emit>
+MMMILA_INLINE void s2_stencil_row(const S2Map& m, const T* a, const T* k, const T* bias, int64_t b,
+                                  int64_t kr, int64_t c, Emit emit) {
+  const T* rows[3];
+  for (int i = 0; i < 3; ++i) {
+    const int64_t t = 2 * kr - m.pad + i;
+    rows[i] = (t < 0 || t >= m.R) ? nullptr : a + ((b * m.R + t) * m.W) * m.C + c;
+  }
+  V taps[9];
+  for (int q = 0; q < 9; ++q) taps[q] = load<V>(k + q * m.C + c);
+  const V b0 = load<V>(bias + c);
+  const int64_t base = ((b * m.Ro + kr) * m.Wo) * m.C + c;
+  for (int64_t j = 0; j < m.Wo; ++j) {
+    V in[9] = {};
+    V acc = b0;
+    for (int i = 0; i < 3; ++i) {
+      const T* r = rows[i];
+      if (!r) continue;
+      for (int jj = 0; jj < 3; ++jj) {
+        const int64_t x = 2 * j - 1 + jj;
+        if (x < 0 || x >= m.W) continue;
+        in[3 * i + jj] = relu_lanes(load<V>(r + x * m.C));
+        acc += in[3 * i + jj] * taps[3 * i + jj];
+      }
+    }
+    emit(base + j * m.C, acc, in);
+  }
+}
+
+template <typename T>
+struct S2Forward {
+  S2Map m;
+  const T *a, *k, *bias;
+  T* out;
+  Grid grid() const { return {m.B, m.Ro, m.C, m.Wo * m.C}; }
+
+  template <typename V> MMMILA_INLINE void run(int64_t b, int64_t kr, int64_t c) const {
+    s2_stencil_row<V>(m, a, k, bias, b, kr, c, [&](int64_t o, V p, const V*) MMMILA_INLINE_LAMBDA {
+      store(out + o, relu_lanes(p));
+    });
+  }
+};
+
+// Backward pass 1, per output row: gp = grad where the output's pre-activation is positive, and the
+// row's sums for the taps' and the bias's gradients (rows (B Ro, 10, C), summed afterwards).
+template <typename T>
+struct S2GradOut {
+  S2Map m;
+  const T *grad, *a, *k, *bias;
+  T *gp, *rows;
+  Grid grid() const { return {m.B, m.Ro, m.C, m.Wo * m.C}; }
+
+  template <typename V> MMMILA_INLINE void run(int64_t b, int64_t kr, int64_t c) const {
+    V acc[10] = {};
+    s2_stencil_row<V>(m, a, k, bias, b, kr, c, [&](int64_t o, V p, const V* in) MMMILA_INLINE_LAMBDA {
+      const V zero{};
+      const V g = load<V>(grad + o);
+      const V gpv = p > zero ? g : zero;
+      store(gp + o, gpv);
+      for (int q = 0; q < 9; ++q) acc[q] += gpv * in[q];
+      acc[9] += gpv;
+    });
+    T* dst = rows + (b * m.Ro + kr) * 10 * m.C + c;
+    for (int q = 0; q < 10; ++q) store(dst + q * m.C, acc[q]);
+  }
+};
+
+// Backward pass 2, per input row t: da = (a > 0) times the sum over the outputs that read (t, x) of
+// gp times their tap: output rows k = (t + pad - i) / 2 where that is whole, output columns
+// j = (x + 1 - jj) / 2 likewise.
+template <typename T>
+struct S2GradIn {
+  S2Map m;
+  const T *gp, *a, *k;
+  T* da;
+  Grid grid() const { return {m.B, m.R, m.C, m.W * m.C}; }
+
+  template <typename V> MMMILA_INLINE void run(int64_t b, int64_t t, int64_t c) const {
+    const T* grows[2];
+    int taps_i[2], n = 0;
+    for (int i = 0; i < 3; ++i) {
+      const int64_t num = t + m.pad - i;
+      if (num < 0 || num % 2 || num / 2 >= m.Ro) continue;
+      grows[n] = gp + ((b * m.Ro + num / 2) * m.Wo) * m.C + c;
+      taps_i[n++] = i;
+    }
+    V taps[9];
+    for (int q = 0; q < 9; ++q) taps[q] = load<V>(k + q * m.C + c);
+    const int64_t base = ((b * m.R + t) * m.W) * m.C + c;
+    const V zero{};
+    for (int64_t x = 0; x < m.W; ++x) {
+      V acc{};
+      for (int u = 0; u < n; ++u) {
+        const T* g = grows[u];
+        const int i = taps_i[u];
+        if (x % 2) {   // x = 2j - 1 + jj with jj = 0 (j = (x + 1) / 2) or jj = 2 (j = (x - 1) / 2)
+          if ((x + 1) / 2 < m.Wo) acc += load<V>(g + ((x + 1) / 2) * m.C) * taps[3 * i];
+          acc += load<V>(g + ((x - 1) / 2) * m.C) * taps[3 * i + 2];
+        } else {       // jj = 1, j = x / 2
+          acc += load<V>(g + (x / 2) * m.C) * taps[3 * i + 1];
+        }
+      }
+      const V av = load<V>(a + base + x * m.C);
+      store(da + base + x * m.C, av > zero ? acc : zero);
+    }
+  }
+};
+
 // One target_clones entry per pass and dtype, for a range of rows: the pass's loops are inlined into it
 // and compiled for each instruction set. run_pass shares the rows among torch's intra-op threads.
 #define MMMILA_PASS(NAME, TYPE)                                                                        \
@@ -245,11 +388,18 @@ MMMILA_PASS(GradInput, float)
 MMMILA_PASS(GradInput, double)
 MMMILA_PASS(GradWeight, float)
 MMMILA_PASS(GradWeight, double)
+MMMILA_PASS(S2Forward, float)
+MMMILA_PASS(S2Forward, double)
+MMMILA_PASS(S2GradOut, float)
+MMMILA_PASS(S2GradOut, double)
+MMMILA_PASS(S2GradIn, float)
+MMMILA_PASS(S2GradIn, double)
 #undef MMMILA_PASS
 
 template <typename P> void run_pass(const P& p) {
-  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, p.m.W * p.m.C));
-  at::parallel_for(0, p.m.B * p.m.H, grain, [&](int64_t begin, int64_t end) { rows_of(p, begin, end); });
+  const Grid g = p.grid();
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, g.row_elems));
+  at::parallel_for(0, g.images * g.rows, grain, [&](int64_t begin, int64_t end) { rows_of(p, begin, end); });
 }
 
 // ---- the ops -----------------------------------------------------------------------------------------
@@ -280,6 +430,24 @@ at::Tensor taps(const at::Tensor& weight, const at::Tensor& x, bool reversed) {
 
 template <typename T> const T* ptr(const c10::optional<at::Tensor>& t) {
   return t.has_value() ? t->data_ptr<T>() : nullptr;
+}
+
+// The taps' and the bias's gradients from per-row sums rows (n, 10, C): summed in float64 and in row
+// order (the same bits whatever the thread count; the rows are few: the short end of the reduction),
+// returned in the weight's and the bias's dtypes.
+std::tuple<at::Tensor, at::Tensor> tap_gradients(const at::Tensor& rows, const at::Tensor& weight,
+                                                 const at::Tensor& bias) {
+  const int64_t n = rows.size(0), width = rows.size(1) * rows.size(2);
+  at::Tensor sums = at::zeros({rows.size(1), rows.size(2)}, rows.options().dtype(at::kDouble));
+  AT_DISPATCH_FLOATING_TYPES(rows.scalar_type(), "mmmila_cpu.tap_gradients", [&] {
+    const scalar_t* src = rows.data_ptr<scalar_t>();
+    double* dst = sums.data_ptr<double>();
+    for (int64_t r = 0; r < n; ++r)
+      for (int64_t e = 0; e < width; ++e) dst[e] += static_cast<double>(src[r * width + e]);
+  });
+  at::Tensor dw = sums.narrow(0, 0, 9).t().reshape(weight.sizes()).to(weight.scalar_type()).contiguous();
+  at::Tensor db = sums.select(0, 9).to(bias.scalar_type()).contiguous();
+  return {dw, db};
 }
 
 at::Tensor dwconv_tokens(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, int64_t H,
@@ -328,18 +496,56 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dwconv_to
     run_pass(GradInput<T>{m, gp.data_ptr<T>(), kr.data_ptr<T>(), skip_grad, dx.data_ptr<T>()});
     run_pass(GradWeight<T>{m, gp.data_ptr<T>(), x.data_ptr<T>(), rows.data_ptr<T>()});
   });
-  // the rows' sums, in float64 and in row order (the same bits whatever the thread count; the rows
-  // are few: this is the short end of the reduction)
-  at::Tensor sums = at::zeros({10, m.C}, x.options().dtype(at::kDouble));
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mmmila_cpu.dwconv_tokens_backward_sum", [&] {
-    const scalar_t* src = rows.data_ptr<scalar_t>();
-    double* dst = sums.data_ptr<double>();
-    for (int64_t r = 0; r < m.B * m.H; ++r)
-      for (int64_t e = 0; e < 10 * m.C; ++e) dst[e] += static_cast<double>(src[r * 10 * m.C + e]);
-  });
-  at::Tensor dw = sums.narrow(0, 0, 9).t().reshape(weight.sizes()).to(weight.scalar_type()).contiguous();
-  at::Tensor db = sums.select(0, 9).to(bias.scalar_type()).contiguous();
+  auto [dw, db] = tap_gradients(rows, weight, bias);
   return {dx, dw, db, dres, dgate};
+}
+
+S2Map check_s2(const at::Tensor& a, const at::Tensor& weight, const at::Tensor& bias, bool pad_top) {
+  TORCH_CHECK(a.device().is_cpu() && a.dim() == 4 && a.is_contiguous(),
+              "mmmila_cpu.dwconv_s2_relu: a must be a contiguous CPU map (B, rows, W, C), got ", a.sizes());
+  TORCH_CHECK(a.scalar_type() == at::kFloat || a.scalar_type() == at::kDouble,
+              "mmmila_cpu.dwconv_s2_relu: float32 or float64 only, got ", a.scalar_type());
+  const int64_t B = a.size(0), R = a.size(1), W = a.size(2), C = a.size(3), pad = pad_top ? 1 : 0;
+  TORCH_CHECK(W % 2 == 0, "mmmila_cpu.dwconv_s2_relu: the map's width must be even, got ", W);
+  TORCH_CHECK(weight.numel() == 9 * C && bias.numel() == C, "mmmila_cpu.dwconv_s2_relu: weight (C, 1, 3, 3) "
+              "and bias (C,) expected for C = ", C, ", got ", weight.sizes(), " and ", bias.sizes());
+  const int64_t Ro = R + 2 * pad >= 3 ? (R + 2 * pad - 3) / 2 + 1 : 0;
+  return S2Map{B, R, W, C, Ro, W / 2, pad};
+}
+
+at::Tensor dwconv_s2_relu(const at::Tensor& a, const at::Tensor& weight, const at::Tensor& bias, bool pad_top) {
+  const S2Map m = check_s2(a, weight, bias, pad_top);
+  at::Tensor out = at::empty({m.B, m.Ro, m.Wo, m.C}, a.options());
+  if (out.numel() == 0) return out;
+  const at::Tensor k = taps(weight, a, false), b = bias.to(a.scalar_type()).contiguous();
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "mmmila_cpu.dwconv_s2_relu", [&] {
+    run_pass(S2Forward<scalar_t>{m, a.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(),
+                                 out.data_ptr<scalar_t>()});
+  });
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> dwconv_s2_relu_backward(
+    const at::Tensor& grad, const at::Tensor& a, const at::Tensor& weight, const at::Tensor& bias, bool pad_top) {
+  const S2Map m = check_s2(a, weight, bias, pad_top);
+  TORCH_CHECK(grad.is_contiguous() && grad.scalar_type() == a.scalar_type() &&
+                  grad.sizes() == at::IntArrayRef({m.B, m.Ro, m.Wo, m.C}),
+              "mmmila_cpu.dwconv_s2_relu_backward: grad must be contiguous, in a's dtype, of the output's "
+              "shape ", at::IntArrayRef({m.B, m.Ro, m.Wo, m.C}), ", got ", grad.sizes());
+  if (grad.numel() == 0 || a.numel() == 0)
+    return {at::zeros_like(a), at::zeros_like(weight), at::zeros_like(bias)};
+  at::Tensor da = at::empty_like(a);   // S2GradIn writes every element
+  at::Tensor gp = at::empty_like(grad);
+  at::Tensor rows = at::empty({m.B * m.Ro, 10, m.C}, a.options());
+  const at::Tensor k = taps(weight, a, false), b = bias.to(a.scalar_type()).contiguous();
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "mmmila_cpu.dwconv_s2_relu_backward", [&] {
+    using T = scalar_t;
+    run_pass(S2GradOut<T>{m, grad.data_ptr<T>(), a.data_ptr<T>(), k.data_ptr<T>(), b.data_ptr<T>(),
+                          gp.data_ptr<T>(), rows.data_ptr<T>()});
+    run_pass(S2GradIn<T>{m, gp.data_ptr<T>(), a.data_ptr<T>(), k.data_ptr<T>(), da.data_ptr<T>()});
+  });
+  auto [dw, db] = tap_gradients(rows, weight, bias);
+  return {da, dw, db};
 }
 
 }  // namespace
@@ -349,11 +555,16 @@ TORCH_LIBRARY(mmmila_cpu, m) {
         "Tensor? gate, bool skip, bool silu) -> Tensor");
   m.def("dwconv_tokens_backward(Tensor grad, Tensor x, Tensor weight, Tensor bias, int height, int width, "
         "Tensor? residual, Tensor? gate, bool skip, bool silu) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def("dwconv_s2_relu(Tensor a, Tensor weight, Tensor bias, bool pad_top) -> Tensor");
+  m.def("dwconv_s2_relu_backward(Tensor grad, Tensor a, Tensor weight, Tensor bias, bool pad_top) "
+        "-> (Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(mmmila_cpu, CPU, m) {
   m.impl("dwconv_tokens", &dwconv_tokens);
   m.impl("dwconv_tokens_backward", &dwconv_tokens_backward);
+  m.impl("dwconv_s2_relu", &dwconv_s2_relu);
+  m.impl("dwconv_s2_relu_backward", &dwconv_s2_relu_backward);
 }
 
 }  // namespace mmmila_cpu
