@@ -14,8 +14,8 @@
     # host time of mmmila's dispatch layer per op call and per MILA-T forward (ops stubbed out;
     # TRITON_INTERPRET=1 adds the Triton path's checks on CPU):
     TRITON_INTERPRET=1 python tools/benchmark.py mila-t --dispatch-cost
-    # what the compiled CPU kernels save: each depthwise-conv op call of a MILA-T training step at
-    # 512^2, forward + backward, compiled against the PyTorch implementation (interleaved rounds):
+    # what the compiled CPU kernels save: each depthwise-conv and Downsample op call of a MILA-T
+    # training step at 512^2, forward + backward, compiled against the PyTorch implementation:
     python tools/benchmark.py mila-t --sizes 512 --threads 2 --cpu-kernels
 
 For each input size and mode (``forward``: eval mode under ``torch.inference_mode``;
@@ -103,9 +103,10 @@ def parse_args(argv=None):
                         'stubbed out (mmmila.bench.dispatch_cost); the Triton path too where its kernels '
                         'can run (CUDA, or TRITON_INTERPRET=1)')
     parser.add_argument('--cpu-kernels', action='store_true',
-                        help='instead of timing models: each depthwise-conv op call of a training step of '
-                        'each named MILA backbone at --sizes, forward + backward, with mmmila\'s compiled CPU '
-                        'kernels and with the PyTorch implementation (mmmila.bench.cpu_kernel_gain)')
+                        help='instead of timing models: each call of the ops with compiled CPU kernels (the '
+                        'depthwise convolutions and the Downsample) in a training step of each named MILA '
+                        'backbone at --sizes, forward + backward, with mmmila\'s compiled CPU kernels and with '
+                        'the PyTorch implementation (mmmila.bench.cpu_kernel_gain)')
     parser.add_argument('--dtypes', nargs='+', choices=sorted(DTYPES), default=['float32', 'bfloat16'],
                         help='--launches: float32 and/or the autocast dtypes (default float32 bfloat16)')
     args = parser.parse_args(argv)
@@ -163,19 +164,20 @@ def dispatch_cost(args) -> int:
 
 
 def cpu_kernel_gain(args) -> int:
-    """``--cpu-kernels``: the depthwise-conv op calls of a training step, compiled against PyTorch."""
-    from mmmila.bench.cpu_kernel_gain import dwconv_calls, step_table, time_call
+    """``--cpu-kernels``: the calls of the ops with compiled CPU kernels in a training step, compiled
+    against PyTorch."""
+    from mmmila.bench.cpu_kernel_gain import op_calls, step_table, time_call
     from mmmila.ops import cpu_kernels
 
     if not cpu_kernels.AVAILABLE:
         print(f'--cpu-kernels: the compiled CPU kernels are not available: {cpu_kernels.REASON}', file=sys.stderr)
         return 1
-    print(f'Depthwise-conv op calls, forward + backward, PyTorch implementation against the compiled '
-          f'CPU kernels, batch {args.batch}, {torch.get_num_threads()} thread(s), median of '
+    print(f'Calls of the ops with compiled CPU kernels, forward + backward, PyTorch implementation against the '
+          f'compiled CPU kernels, batch {args.batch}, {torch.get_num_threads()} thread(s), median of '
           f'{args.max_repeats} interleaved rounds:')
     for m in args.models:
         for size in args.sizes:
-            calls = dwconv_calls(build_backbone(m).train(), size, args.batch)
+            calls = op_calls(build_backbone(m).train(), size, args.batch)
             timings = {call: time_call(call, rounds=args.max_repeats) for call in calls}
             print(step_table(LABELS.get(m, m), size, calls, timings))
     return 0

@@ -1,9 +1,9 @@
 """What mmmila's compiled CPU kernels (:mod:`mmmila.ops.cpu_kernels`) save in a training step.
 
-The calls of ``torch.ops.mmmila.dwconv_tokens`` in one forward of a backbone are recorded (their
-shapes and options); each distinct call then runs forward and backward with the compiled kernels
-(``torch.ops.mmmila_cpu``) and with the PyTorch implementation (:func:`mmmila.ops.dwconv.dwconv_forward`
-and ``dwconv_backward``) on the same inputs, in interleaved rounds (each round times both, in
+The calls of the ops that have compiled CPU kernels (``torch.ops.mmmila.dwconv_tokens`` and the
+Downsample's ``expand_dwconv``) in one forward of a backbone are recorded (their shapes and
+options); each distinct call then runs forward and backward with the compiled kernels and with the
+PyTorch implementation on the same inputs, in interleaved rounds (each round times both, in
 alternating order, so that both share the machine's state of the moment). Reported: the median µs of
 each, per call and summed over a step's calls.
 """
@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from mmmila.ops import downsample
 from mmmila.ops.dwconv import dwconv_backward, dwconv_forward
 
 
@@ -38,6 +39,55 @@ class DwconvCall(NamedTuple):
             + (['residual'] if self.residual else []) + (['gate'] if self.gate else [])
         return '+'.join(parts) or 'plain'
 
+    @property
+    def label(self) -> str:
+        return f'dwconv_tokens ({self.B}, {self.H}×{self.W}, {self.C}), {self.use}'
+
+    def paths(self, seed: int = 0) -> dict:
+        """{'pytorch': forward + backward by PyTorch ops, 'compiled': by the compiled kernels}."""
+        x, w, b, residual, gate, grad = _inputs(self, seed)
+        hw, silu, ops = (self.H, self.W), self.act == 'silu', torch.ops.mmmila_cpu
+
+        def pytorch():
+            args = (x, w, b, hw, residual, gate, self.skip, self.act)
+            dwconv_forward(*args)
+            dwconv_backward(grad, *args)
+
+        def compiled():
+            ops.dwconv_tokens(x, w, b, self.H, self.W, residual, gate, self.skip, silu)
+            ops.dwconv_tokens_backward(grad, x, w, b, self.H, self.W, residual, gate, self.skip, silu)
+
+        return {'pytorch': pytorch, 'compiled': compiled}
+
+
+class DownsampleCall(NamedTuple):
+    """One kind of ``expand_dwconv`` call: tokens (B, H W, C) expanded to ``hidden`` channels."""
+    B: int
+    H: int
+    W: int
+    C: int
+    hidden: int
+
+    @property
+    def label(self) -> str:
+        return f'expand_dwconv ({self.B}, {self.H}×{self.W}, {self.C} → {self.hidden})'
+
+    def paths(self, seed: int = 0) -> dict:
+        """Forward + backward with each way of computing a chunk (the same chunks)."""
+        gen = torch.Generator().manual_seed(seed)
+        x = torch.randn(self.B, self.H * self.W, self.C, generator=gen)
+        ew = torch.randn(self.hidden, self.C, generator=gen) * self.C ** -0.5
+        eb, db = torch.randn(self.hidden, generator=gen) * 0.1, torch.randn(self.hidden, generator=gen) * 0.1
+        dw = torch.randn(self.hidden, 1, 3, 3, generator=gen) * 0.3
+        grad = torch.randn(self.B, self.H * self.W // 4, self.hidden, generator=gen)
+        hw = (self.H, self.W)
+
+        def run(kernels):
+            downsample.expand_dwconv_forward(x, ew, eb, dw, db, hw, kernels)
+            downsample.expand_dwconv_backward(grad, x, ew, eb, dw, db, hw, kernels)
+
+        return {'pytorch': lambda: run(downsample.PYTORCH_ROWS), 'compiled': lambda: run(downsample.COMPILED_ROWS)}
+
 
 class _Recorder(TorchDispatchMode):
     def __init__(self) -> None:
@@ -49,12 +99,16 @@ class _Recorder(TorchDispatchMode):
             x, _, _, H, W, residual, gate, skip, act = args
             self.calls[DwconvCall(x.shape[0], H, W, x.shape[2], residual is not None, gate is not None,
                                   skip, act)] += 1
+        elif func is torch.ops.mmmila.expand_dwconv.default:
+            x, expand_weight, _, _, _, H, W = args
+            self.calls[DownsampleCall(x.shape[0], H, W, x.shape[2], expand_weight.shape[0])] += 1
         return func(*args, **(kwargs or {}))
 
 
-def dwconv_calls(model: nn.Module, size: int, batch: int = 1) -> Counter:
-    """The ``dwconv_tokens`` calls of one forward of ``model`` on a (batch, 3, size, size) input,
-    counted by kind (:class:`DwconvCall`); a training step makes each once more in backward."""
+def op_calls(model: nn.Module, size: int, batch: int = 1) -> Counter:
+    """The calls of the ops with compiled CPU kernels in one forward of ``model`` on a (batch, 3, size,
+    size) input, counted by kind (:class:`DwconvCall`, :class:`DownsampleCall`); a training step
+    makes each once more in backward."""
     recorder = _Recorder()
     with torch.no_grad(), recorder:
         model(torch.zeros(batch, 3, size, size))
@@ -73,23 +127,10 @@ def _inputs(call: DwconvCall, seed: int = 0) -> tuple:
     return x, rand(call.C, 1, 3, 3) * 0.3, rand(call.C) * 0.1, residual, gate, grad
 
 
-def time_call(call: DwconvCall, rounds: int = 7, number: int = 3) -> dict[str, float]:
+def time_call(call, rounds: int = 7, number: int = 3) -> dict[str, float]:
     """Median µs of a forward + backward of ``call``: {'pytorch': ..., 'compiled': ...}, interleaved
     rounds of ``number`` calls each. The compiled kernels must be built."""
-    x, w, b, residual, gate, grad = _inputs(call)
-    hw, silu = (call.H, call.W), call.act == 'silu'
-    ops = torch.ops.mmmila_cpu
-
-    def pytorch():
-        args = (x, w, b, hw, residual, gate, call.skip, call.act)
-        dwconv_forward(*args)
-        dwconv_backward(grad, *args)
-
-    def compiled():
-        ops.dwconv_tokens(x, w, b, call.H, call.W, residual, gate, call.skip, silu)
-        ops.dwconv_tokens_backward(grad, x, w, b, call.H, call.W, residual, gate, call.skip, silu)
-
-    paths = {'pytorch': pytorch, 'compiled': compiled}
+    paths = call.paths()
     for fn in paths.values():   # warm-up
         fn()
     times: dict[str, list[float]] = {name: [] for name in paths}
@@ -102,18 +143,18 @@ def time_call(call: DwconvCall, rounds: int = 7, number: int = 3) -> dict[str, f
     return {name: median(t) for name, t in times.items()}
 
 
-def step_table(label: str, size: int, calls: Counter, timings: dict[DwconvCall, dict[str, float]]) -> str:
+def step_table(label: str, size: int, calls: Counter, timings: dict) -> str:
     """A Markdown table: each kind of call, its count per step and µs per forward + backward with each
     path; the last row sums a step (count x µs) and gives the ratio."""
-    out = [f'| {label}, {size}²: dwconv_tokens call (B, H×W, C, use) | calls per step | PyTorch µs '
-           '(fwd+bwd) | compiled µs | PyTorch / compiled |', '|---|---|---|---|---|']
+    out = [f'| {label}, {size}²: op call (B, H×W, C) | calls per step | PyTorch µs (fwd+bwd) | compiled µs | '
+           'PyTorch / compiled |', '|---|---|---|---|---|']
     total = {'pytorch': 0.0, 'compiled': 0.0}
-    for call, n in sorted(calls.items(), key=lambda kv: (-kv[0].H * kv[0].W, kv[0].use)):
+    for call, n in sorted(calls.items(), key=lambda kv: (type(kv[0]).__name__, -kv[0].H * kv[0].W, kv[0].label)):
         t = timings[call]
         for k in total:
             total[k] += n * t[k]
-        out.append(f'| {call.B}, {call.H}×{call.W}, {call.C}, {call.use} | {n} | {t["pytorch"]:.0f} | '
-                   f'{t["compiled"]:.0f} | {t["pytorch"] / t["compiled"]:.2f}x |')
+        out.append(f'| {call.label} | {n} | {t["pytorch"]:.0f} | {t["compiled"]:.0f} | '
+                   f'{t["pytorch"] / t["compiled"]:.2f}x |')
     out.append(f'| **per training step** | {sum(calls.values())} | **{total["pytorch"] / 1e3:.1f} ms** | '
                f'**{total["compiled"] / 1e3:.1f} ms** | **{total["pytorch"] / total["compiled"]:.2f}x** |')
     return '\n'.join(out)

@@ -277,8 +277,9 @@ def test_cpu_kernel_gain_records_a_forward_and_times_both_paths():
     from mmmila.models import MILA
 
     model = MILA(arch=TINY_ARCH, out_indices=(0, 1, 2, 3), drop_path_rate=0.0)
-    calls = gain.dwconv_calls(model, 64)
-    # per block cpe1 and cpe2 (skip), dwc (silu) and LePE (residual and gate), on each stage's map
+    calls = gain.op_calls(model, 64)
+    # per block cpe1 and cpe2 (skip), dwc (silu) and LePE (residual and gate), on each stage's map;
+    # a Downsample (8x expansion) after each stage but the last
     C, depths = TINY_ARCH['embed_dims'], TINY_ARCH['depths']
     expected = {}
     for i, d in enumerate(depths):
@@ -287,22 +288,29 @@ def test_cpu_kernel_gain_records_a_forward_and_times_both_paths():
                        (dict(residual=False, gate=False, skip=False, act='silu'), 1),
                        (dict(residual=True, gate=True, skip=False, act='none'), 1)):
             expected[gain.DwconvCall(1, side, side, ch, **use)] = n * d
+        if i < len(depths) - 1:
+            expected[gain.DownsampleCall(1, side, side, ch, 8 * ch)] = 1
     assert dict(calls) == expected
     call = gain.DwconvCall(1, 4, 4, 64, True, True, False, 'none')
     assert call.use == 'residual+gate'
-    t = gain.time_call(call, rounds=2, number=1)
-    assert set(t) == {'pytorch', 'compiled'} and all(v > 0 for v in t.values())
-    table = gain.step_table('tiny', 64, Counter({call: 3}), {call: t})
-    assert f'| 1, 4×4, 64, residual+gate | 3 | {t["pytorch"]:.0f} | {t["compiled"]:.0f} |' in table
-    assert f'**{3 * t["pytorch"] / 1e3:.1f} ms** | **{3 * t["compiled"] / 1e3:.1f} ms**' in table
+    down = gain.DownsampleCall(1, 4, 4, 8, 64)
+    timings = {c: gain.time_call(c, rounds=2, number=1) for c in (call, down)}
+    for t in timings.values():
+        assert set(t) == {'pytorch', 'compiled'} and all(v > 0 for v in t.values())
+    table = gain.step_table('tiny', 64, Counter({call: 3, down: 1}), timings)
+    t, u = timings[call], timings[down]
+    assert f'| dwconv_tokens (1, 4×4, 64), residual+gate | 3 | {t["pytorch"]:.0f} | {t["compiled"]:.0f} |' in table
+    assert f'| expand_dwconv (1, 4×4, 8 → 64) | 1 | {u["pytorch"]:.0f} | {u["compiled"]:.0f} |' in table
+    total = {k: (3 * t[k] + u[k]) / 1e3 for k in t}
+    assert f'**{total["pytorch"]:.1f} ms** | **{total["compiled"]:.1f} ms**' in table
 
 
 def test_cli_cpu_kernels():
     res = subprocess.run([sys.executable, str(TOOL), 'mila-t', '--cpu-kernels', '--sizes', '64', '--threads', '1',
                           '--max-repeats', '1'], capture_output=True, text=True, cwd=REPO, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
-    # MILA-T: 18 blocks of 4 calls
-    assert '| **per training step** | 72 |' in res.stdout and 'PyTorch / compiled' in res.stdout
+    # MILA-T: 18 blocks of 4 depthwise-conv calls, 3 Downsamples
+    assert '| **per training step** | 75 |' in res.stdout and 'PyTorch / compiled' in res.stdout
     res = subprocess.run([sys.executable, str(TOOL), 'swin-t', '--cpu-kernels'], capture_output=True,
                          text=True, cwd=REPO, timeout=600)
     assert res.returncode == 2 and '--cpu-kernels measures named MILA backbones' in res.stderr
