@@ -1,24 +1,42 @@
 """mmmila: MILA (Mamba-Inspired Linear Attention) backbones for OpenMMLab."""
 import os
+import platform
+import sys
 
 from setuptools import find_packages, setup
 
 
 def cpu_extensions():
-    """mmmila._C, the compiled CPU kernels (mmmila/ops/cpu_kernels.py), when torch is importable here
-    (install with --no-build-isolation so that it is the environment's own torch) and
-    MMMILA_WITH_CPU_KERNELS is not 0. Without it mmmila runs its PyTorch implementations."""
+    """mmmila._C, the compiled CPU kernels (mmmila/ops/cpu_kernels.py): built on Linux x86-64 (GCC,
+    OpenMP; where they are tested) when torch is importable here (install with --no-build-isolation,
+    so that it is the environment's own torch) and MMMILA_WITH_CPU_KERNELS is not 0. A failed build
+    is reported and skipped: mmmila then runs its PyTorch implementations (tools/install.sh insists
+    on the library and says so)."""
     if os.environ.get('MMMILA_WITH_CPU_KERNELS', '1') == '0':
+        return [], {}
+    if not (sys.platform.startswith('linux') and platform.machine() in ('x86_64', 'AMD64')):
         return [], {}
     try:
         from torch.utils.cpp_extension import BuildExtension, CppExtension
     except ImportError:
         return [], {}
+
+    from setuptools.errors import CompileError
+
+    class BuildOptional(BuildExtension):
+        """An optional extension's failure (any compiler or ninja error) is reported, not fatal."""
+        def build_extension(self, ext):
+            try:
+                super().build_extension(ext)
+            except Exception as err:   # noqa: BLE001
+                raise CompileError(f'{err}; mmmila will run its PyTorch implementations instead of '
+                                   f'its compiled CPU kernels') from err
+
     # -fopenmp: torch's intra-op threads (at::parallel_for); the wheel's own libgomp serves it.
     # The hot loops pick AVX-512, AVX2 or baseline code when the library loads (target_clones).
-    ext = CppExtension('mmmila._C', ['mmmila/ops/csrc/dwconv_cpu.cpp'],
+    ext = CppExtension('mmmila._C', ['mmmila/ops/csrc/dwconv_cpu.cpp'], optional=True,
                        extra_compile_args=['-O3', '-g0', '-fopenmp', '-Wno-psabi'], extra_link_args=['-fopenmp'])
-    return [ext], {'build_ext': BuildExtension}
+    return [ext], {'build_ext': BuildOptional}
 
 
 def read_version():

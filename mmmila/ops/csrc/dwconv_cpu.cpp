@@ -35,7 +35,11 @@ namespace {
 
 #define MMMILA_INLINE inline __attribute__((always_inline))
 #define MMMILA_INLINE_LAMBDA __attribute__((always_inline))
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #define MMMILA_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else   // other compilers and CPUs: the build's own instruction set
+#define MMMILA_CLONES
+#endif
 
 template <typename T> struct Lanes;
 template <> struct Lanes<float> {
