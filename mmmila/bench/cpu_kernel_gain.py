@@ -1,8 +1,8 @@
 """What mmmila's compiled CPU kernels (:mod:`mmmila.ops.cpu_kernels`) save in a training step.
 
-The calls of the ops that have compiled CPU kernels (``torch.ops.mmmila.dwconv_tokens`` and the
-Downsample's ``expand_dwconv``) in one forward of a backbone are recorded (their shapes and
-options); each distinct call then runs forward and backward with the compiled kernels and with the
+The calls of the ops that have compiled CPU kernels (``torch.ops.mmmila.dwconv_tokens``, the
+Downsample's ``expand_dwconv`` and the attention's ``linear_attention``, whose feature map is
+compiled) in one forward of a backbone are recorded (their shapes and options); each distinct call then runs forward and backward with the compiled kernels and with the
 PyTorch implementation on the same inputs, in interleaved rounds (each round times both, in
 alternating order, so that both share the machine's state of the moment). Reported: the median µs of
 each, per call and summed over a step's calls.
@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from mmmila.ops import downsample
+from mmmila.ops import cpu_fused, downsample
 from mmmila.ops.dwconv import dwconv_backward, dwconv_forward
 
 
@@ -89,6 +89,32 @@ class DownsampleCall(NamedTuple):
         return {'pytorch': lambda: run(downsample.PYTORCH_ROWS), 'compiled': lambda: run(downsample.COMPILED_ROWS)}
 
 
+class AttentionCall(NamedTuple):
+    """One kind of ``linear_attention`` call: qk (B, H W, 2C) and v (B, H W, C), ``heads`` heads."""
+    B: int
+    H: int
+    W: int
+    C: int
+    heads: int
+
+    @property
+    def label(self) -> str:
+        return f'linear_attention ({self.B}, {self.H}×{self.W}, {self.C}), {self.heads} heads'
+
+    def paths(self, seed: int = 0) -> dict:
+        """Forward + backward with the feature map by PyTorch ops or by the compiled kernel."""
+        gen = torch.Generator().manual_seed(seed)
+        qk = torch.randn(self.B, self.H * self.W, 2 * self.C, generator=gen)
+        v, grad = (torch.randn(self.B, self.H * self.W, self.C, generator=gen) for _ in range(2))
+        hw = (self.H, self.W)
+
+        def run(compiled):
+            _, s, m = cpu_fused.attention_forward(qk, v, hw, self.heads, compiled)
+            cpu_fused.attention_backward(grad, None, None, qk, v, s, m, hw, self.heads, compiled)
+
+        return {'pytorch': lambda: run(False), 'compiled': lambda: run(True)}
+
+
 class _Recorder(TorchDispatchMode):
     def __init__(self) -> None:
         super().__init__()
@@ -102,13 +128,16 @@ class _Recorder(TorchDispatchMode):
         elif func is torch.ops.mmmila.expand_dwconv.default:
             x, expand_weight, _, _, _, H, W = args
             self.calls[DownsampleCall(x.shape[0], H, W, x.shape[2], expand_weight.shape[0])] += 1
+        elif func is torch.ops.mmmila.linear_attention.default:
+            _, v, H, W, heads = args
+            self.calls[AttentionCall(v.shape[0], H, W, v.shape[2], heads)] += 1
         return func(*args, **(kwargs or {}))
 
 
 def op_calls(model: nn.Module, size: int, batch: int = 1) -> Counter:
     """The calls of the ops with compiled CPU kernels in one forward of ``model`` on a (batch, 3, size,
-    size) input, counted by kind (:class:`DwconvCall`, :class:`DownsampleCall`); a training step
-    makes each once more in backward."""
+    size) input, counted by kind (:class:`DwconvCall`, :class:`DownsampleCall`, :class:`AttentionCall`);
+    a training step makes each once more in backward."""
     recorder = _Recorder()
     with torch.no_grad(), recorder:
         model(torch.zeros(batch, 3, size, size))

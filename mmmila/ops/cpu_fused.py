@@ -78,12 +78,18 @@ def _heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
     return x.unflatten(-1, (num_heads, -1)).transpose(0, 1)
 
 
-def _phi(x: torch.Tensor, phi: torch.Tensor, dphi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _phi(x: torch.Tensor, phi: torch.Tensor, dphi: torch.Tensor, compiled: bool = False,
+         keep_dphi: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """elu(x) + 1 and its derivative exp(min(x, 0)), written into the buffers ``phi`` and ``dphi``.
 
     phi(x) = max(x + 1, exp(min(x, 0))), as exp(x) >= 1 + x: four passes, one exp and no boolean
     masks (both slow on CPU); exp(x) for x <= 0 is also more accurate than expm1(x) + 1.
+    ``compiled``: one pass of mmmila's compiled CPU kernel instead (:mod:`.cpu_kernels`; CPU tensors
+    of the buffers' dtype), which writes ``dphi`` only if ``keep_dphi``.
     """
+    if compiled and x.dtype == phi.dtype:
+        torch.ops.mmmila_cpu.phi_(x, phi, dphi if keep_dphi else None)
+        return phi, dphi
     if x.dtype != phi.dtype:          # 16-bit inputs: compute in the buffers' float32
         x = phi.copy_(x)
     if dphi.dtype == torch.float32:   # exp2 is 2x faster than exp on CPU; error ~1e-7 relative
@@ -144,7 +150,8 @@ def _chunks(hw: tuple[int, int], rows: int):
         yield r, r * hw[1], min(r + rows, hw[0]) * hw[1]
 
 
-def attention_forward(qk: torch.Tensor, v: torch.Tensor, hw: tuple[int, int], num_heads: int):
+def attention_forward(qk: torch.Tensor, v: torch.Tensor, hw: tuple[int, int], num_heads: int,
+                      compiled: bool = False):
     """(out, S, m) of MILA's attention, chunked; inputs are checked by the caller.
 
     Args:
@@ -152,6 +159,7 @@ def attention_forward(qk: torch.Tensor, v: torch.Tensor, hw: tuple[int, int], nu
         v (Tensor): (B, N, C).
         hw (tuple[int, int]): (H, W), H * W = N.
         num_heads (int): nh.
+        compiled (bool): the feature map by mmmila's compiled CPU kernel (CPU tensors only).
 
     Returns:
         tuple[Tensor, Tensor, Tensor]: out (B, N, C) in v's dtype; S = k_r^T v / N (B, nh, d, d)
@@ -170,7 +178,7 @@ def attention_forward(qk: torch.Tensor, v: torch.Tensor, hw: tuple[int, int], nu
     k_sum = qk.new_zeros((B, C), dtype=cdt)
     for r, i, j in _chunks(hw, rows):               # pass 1: S and sum(k)
         n = j - i
-        k = _phi(qk[:, i:j, C:], ws.get('a', n), ws.get('b', n))[0]
+        k = _phi(qk[:, i:j, C:], ws.get('a', n), ws.get('b', n), compiled, keep_dphi=False)[0]
         k_sum += k.sum(dim=1)
         _rotate(tables, r, k)
         vc = _in_dtype(v[:, i:j], ws.get('b', n))
@@ -181,7 +189,7 @@ def attention_forward(qk: torch.Tensor, v: torch.Tensor, hw: tuple[int, int], nu
     out = torch.empty((B, N, C), dtype=v.dtype, device=v.device)
     for r, i, j in _chunks(hw, rows):               # pass 2: o = z (q_r S)
         n = j - i
-        q = _phi(qk[:, i:j, :C], ws.get('a', n), ws.get('b', n))[0]
+        q = _phi(qk[:, i:j, :C], ws.get('a', n), ws.get('b', n), compiled, keep_dphi=False)[0]
         z = _normaliser(q, m, ws.z[:, :n])
         _rotate(tables, r, q)
         o = out[:, i:j] if out.dtype == cdt else ws.get('b', n)
@@ -193,10 +201,12 @@ def attention_forward(qk: torch.Tensor, v: torch.Tensor, hw: tuple[int, int], nu
 
 def attention_backward(grad: torch.Tensor, grad_s: torch.Tensor | None, grad_m: torch.Tensor | None,
                        qk: torch.Tensor, v: torch.Tensor, s: torch.Tensor, m: torch.Tensor,
-                       hw: tuple[int, int], num_heads: int) -> tuple[torch.Tensor, torch.Tensor]:
+                       hw: tuple[int, int], num_heads: int,
+                       compiled: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """dL/dqk and dL/dv from dL/dout (``grad``) and, when S and m are used too, dL/dS and dL/dm.
 
     ``s`` and ``m`` are those of :func:`attention_forward`; everything else is recomputed.
+    ``compiled`` as for :func:`attention_forward`.
     """
     B, N, C = (int(n) for n in v.shape)
     cdt = s.dtype
@@ -213,7 +223,7 @@ def attention_backward(grad: torch.Tensor, grad_s: torch.Tensor | None, grad_m: 
     s_t = s.transpose(-1, -2)
     for r, i, j in _chunks(hw, rows):               # pass A: dS, dm and dL/da
         n = j - i
-        q, dphi = _phi(qk[:, i:j, :C], ws.get('q', n), ws.get('dphi', n))
+        q, dphi = _phi(qk[:, i:j, :C], ws.get('q', n), ws.get('dphi', n), compiled)
         z = _normaliser(q, m, ws.z[:, :n])                        # (B, n, nh, 1)
         gz = ws.get('gz', n)
         torch.mul(_per_head(grad[:, i:j], num_heads), z, out=_per_head(gz, num_heads))   # z g
@@ -239,7 +249,7 @@ def attention_backward(grad: torch.Tensor, grad_s: torch.Tensor | None, grad_m: 
     ds_t = ds.transpose(-1, -2)
     for r, i, j in _chunks(hw, rows):               # pass B: dL/dc and dL/dv
         n = j - i
-        k, dphi = _phi(qk[:, i:j, C:], ws.get('q', n), ws.get('dphi', n))
+        k, dphi = _phi(qk[:, i:j, C:], ws.get('q', n), ws.get('dphi', n), compiled)
         _rotate(tables, r, k)
         dv_c = dv[:, i:j] if dv.dtype == cdt else ws.get('gz', n)
         _apply(k, ds, dv_c)                                           # k_r dS / N

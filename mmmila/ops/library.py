@@ -2,7 +2,8 @@
 
 ``torch.ops.mmmila.linear_attention(qk, v, H, W, num_heads) -> (out, S, m)`` is the PyTorch
 implementation (the memory-lean chunked path of :mod:`mmmila.ops.cpu_fused`; it runs on any
-device). ``out`` (B, N, C) is the attention's result; ``S = k_r^T v / N`` (B, nh, d, d) and
+device; on CPU, when mmmila's compiled kernels are built, its feature map elu + 1 is one compiled
+pass, :mod:`mmmila.ops.cpu_kernels`). ``out`` (B, N, C) is the attention's result; ``S = k_r^T v / N`` (B, nh, d, d) and
 ``m = mean(k)`` (B, nh, d) are the per-head sums that the backward needs: autograd saves them with
 the inputs and recomputes everything else (``torch.ops.mmmila.linear_attention_backward``).
 Gradients flowing into S and m are honoured, so the op is differentiable in all three outputs.
@@ -21,9 +22,10 @@ from typing import Callable
 
 import torch
 
+from . import cpu_kernels
 from .cpu_fused import attention_backward, attention_forward, sums_dtype
 from .checks import check_attention_inputs
-from .registration import define_op, mark_backward_op, register_autograd
+from .registration import define_device_impl, define_op, mark_backward_op, register_autograd
 
 
 def attention_fake(qk: torch.Tensor, v: torch.Tensor, height: int, width: int,
@@ -86,6 +88,18 @@ def linear_attention_backward(grad_out: torch.Tensor, grad_s: torch.Tensor | Non
 torch.library.register_fake(linear_attention, attention_fake)
 torch.library.register_fake(linear_attention_backward, attention_backward_fake)
 register_attention_autograd(linear_attention, linear_attention_backward)
+
+if cpu_kernels.AVAILABLE:   # on CPU the feature map by the compiled kernel (:mod:`.cpu_kernels`)
+    @define_device_impl(linear_attention, 'CPU')
+    def linear_attention_on_cpu(qk, v, height, width, num_heads):
+        """:func:`linear_attention` on CPU tensors, its feature map by the compiled kernel."""
+        return attention_forward(qk, v, (height, width), num_heads, compiled=True)
+
+    @define_device_impl(linear_attention_backward, 'CPU')
+    def linear_attention_backward_on_cpu(grad_out, grad_s, grad_m, qk, v, s, m, height, width, num_heads):
+        """:func:`linear_attention_backward` on CPU tensors, as :func:`linear_attention_on_cpu`."""
+        return attention_backward(grad_out, grad_s, grad_m, qk, v, s, m, (height, width), num_heads,
+                                  compiled=True)
 
 
 def mila_linear_attention_cpu(qk: torch.Tensor, v: torch.Tensor, hw: tuple[int, int],

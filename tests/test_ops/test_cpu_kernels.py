@@ -244,3 +244,43 @@ def test_s2_kernel_checks_name_the_problem(change, message):
     with pytest.raises(RuntimeError) as err:
         torch.ops.mmmila_cpu.dwconv_s2_relu(*kw.values())
     assert message in str(err.value)
+
+
+# ---- the linear attention's feature map elu(x) + 1 ------------------------------------------------------
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_phi_matches_the_pytorch_ops(dtype):
+    """phi = elu(x) + 1 and dphi = exp(min(x, 0)) on the q half of a (B, n, 2C) projection (a strided
+    view), into chunk buffers: float64 equal to float64's own ops to rounding, float32 no further
+    from float64 than PyTorch's float32 ops (up to 4x, their exp2 against our polynomial)."""
+    from mmmila.ops.cpu_fused import _phi
+
+    g = torch.Generator().manual_seed(seed_for(31))
+    qk = torch.randn(2, 40, 2 * 24, generator=g, dtype=torch.float64) * 3
+    qk[0, 0, :4] = torch.tensor([0.0, -0.0, 88.0, -100.0], dtype=torch.float64)   # edges of exp's range
+    x64 = qk[:, :, :24]
+    exact = (torch.where(x64 > 0, x64 + 1, torch.exp(x64)), torch.exp(x64.clamp(max=0)))   # elu + 1, exactly
+
+    def run(x, compiled):
+        bufs = torch.empty(2, 3, 40, 24, dtype=x.dtype)   # strided chunk buffers, as the workspace's
+        return _phi(x, bufs[:, 0], bufs[:, 1], compiled)
+
+    ours = run(x64.to(dtype), True)
+    theirs = run(x64.to(dtype), False)
+    for name, o, t, e in zip(('phi', 'dphi'), ours, theirs, exact):
+        if dtype == torch.float64:
+            torch.testing.assert_close(o, e, rtol=1e-14, atol=0, msg=name)
+        else:
+            assert _rel(o, e) <= 4 * _rel(t, e) + 1e-7, name
+
+
+def test_the_attention_op_takes_phi_on_cpu():
+    """torch.ops.mmmila.linear_attention on CPU: forward and backward compute the feature map by the
+    compiled kernel (twice each: q and k)."""
+    from mmmila.ops import mila_linear_attention
+
+    g = torch.Generator().manual_seed(seed_for(32))
+    qk = torch.randn(1, 24, 32, generator=g, requires_grad=True)
+    v = torch.randn(1, 24, 16, generator=g, requires_grad=True)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        mila_linear_attention(qk, v, (4, 6), 2, backend='torch').sum().backward()
+    assert sum(e.name == 'mmmila_cpu::phi_' for e in prof.events()) == 4

@@ -1,7 +1,8 @@
 // mmmila's compiled CPU kernels: the depthwise 3x3 convolutions of a MILA backbone with what comes
 // before and after them, forward and backward: the block's, on tokens (torch.ops.mmmila.dwconv_tokens,
 // mmmila/ops/dwconv.py has the maths), and the Downsample's stride-2 one between two ReLUs
-// (torch.ops.mmmila.expand_dwconv, mmmila/ops/downsample.py).
+// (torch.ops.mmmila.expand_dwconv, mmmila/ops/downsample.py); and the linear attention's feature map
+// elu + 1 with its derivative (torch.ops.mmmila.linear_attention, mmmila/ops/cpu_fused.py).
 //
 // Tokens (B, N = H W, C) are a channels-last map: the C channels of a pixel are contiguous. Every
 // pass below walks a map row by row and a block of channels at a time (one SIMD vector of lanes),
@@ -23,6 +24,8 @@
 //   dwconv_s2_relu(a, weight, bias, pad_top) -> out: the Downsample's stride-2 depthwise convolution
 //       with both ReLUs on a chunk of the expansion's pre-activation (mmmila/ops/downsample.py)
 //   dwconv_s2_relu_backward(grad, a, weight, bias, pad_top) -> (da, dweight, dbias)
+//   phi_(x, phi!, dphi!?): the linear attention's feature map elu(x) + 1 and its derivative, written
+//       into phi and dphi (mmmila/ops/cpu_fused.py)
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
@@ -65,11 +68,13 @@ template <> struct Elem<Lanes<double>::V> { typedef double type; };
 template <typename V> MMMILA_INLINE V splat(double s) { return V{} + static_cast<typename Elem<V>::type>(s); }
 
 // exp on float vectors: 2^n e^r with |r| <= ln2 / 2, a degree-6 Taylor polynomial for e^r (relative
-// error below 3e-8, under float32's half ulp), the argument clamped to float's range.
+// error below 3e-8, under float32's half ulp). Arguments above 88 give exp(88) (float's largest power
+// of e short of infinity), below -87 (where float's normal numbers end) 0.
 MMMILA_INLINE Lanes<float>::V exp_lanes(Lanes<float>::V x) {
   typedef Lanes<float>::V V;
   typedef Lanes<float>::I I;
   const V hi = splat<V>(88.0), lo = splat<V>(-87.0);
+  const V arg = x;
   x = x > hi ? hi : x;
   x = x < lo ? lo : x;
   const V shift = splat<V>(12582912.0);   // 1.5 * 2^23: adding it rounds to an integer
@@ -85,7 +90,8 @@ MMMILA_INLINE Lanes<float>::V exp_lanes(Lanes<float>::V x) {
   const I bits = (__builtin_convertvector(n, I) + 127) << 23;
   V scale;
   std::memcpy(&scale, &bits, sizeof(V));
-  return p * scale;
+  const V zero{};
+  return arg < lo ? zero : p * scale;
 }
 // exp on double vectors and on scalars: the C library's, lane by lane (float64 is the tests' dtype).
 MMMILA_INLINE Lanes<double>::V exp_lanes(Lanes<double>::V x) {
@@ -380,6 +386,27 @@ struct S2GradIn {
   }
 };
 
+// ---- the attention's feature map (mmmila/ops/cpu_fused.py) ---------------------------------------------
+// phi = elu(x) + 1 = max(x + 1, exp(min(x, 0))) and its derivative dphi = exp(min(x, 0)), in one pass
+// over a (B, n, C) view whose channels are contiguous (the q or k half of the qk projection).
+template <typename T>
+struct Phi {
+  int64_t B, n, C;
+  const T* x;
+  T *phi, *dphi;
+  int64_t xs0, xs1, ps0, ps1, ds0, ds1;   // strides of the batch and token dims
+  Grid grid() const { return {B, n, C, C}; }
+
+  template <typename V> MMMILA_INLINE void run(int64_t b, int64_t t, int64_t c) const {
+    const V one = splat<V>(1.0), zero{};
+    const V v = load<V>(x + b * xs0 + t * xs1 + c);
+    const V e = exp_lanes(v < zero ? v : zero);
+    const V p = v + one;
+    store(phi + b * ps0 + t * ps1 + c, p > e ? p : e);
+    if (dphi) store(dphi + b * ds0 + t * ds1 + c, e);
+  }
+};
+
 // One target_clones entry per pass and dtype, for a range of rows: the pass's loops are inlined into it
 // and compiled for each instruction set. run_pass shares the rows among torch's intra-op threads.
 #define MMMILA_PASS(NAME, TYPE)                                                                        \
@@ -398,6 +425,8 @@ MMMILA_PASS(S2GradOut, float)
 MMMILA_PASS(S2GradOut, double)
 MMMILA_PASS(S2GradIn, float)
 MMMILA_PASS(S2GradIn, double)
+MMMILA_PASS(Phi, float)
+MMMILA_PASS(Phi, double)
 #undef MMMILA_PASS
 
 template <typename P> void run_pass(const P& p) {
@@ -552,6 +581,25 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dwconv_s2_relu_backward(
   return {da, dw, db};
 }
 
+void phi_(const at::Tensor& x, const at::Tensor& phi, const c10::optional<at::Tensor>& dphi) {
+  TORCH_CHECK(x.device().is_cpu() && x.dim() == 3 && x.stride(2) == 1,
+              "mmmila_cpu.phi_: x must be a CPU (B, n, C) view with contiguous channels, got ", x.sizes());
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+              "mmmila_cpu.phi_: float32 or float64 only, got ", x.scalar_type());
+  for (const at::Tensor* t : {&phi, dphi.has_value() ? &*dphi : &phi})
+    TORCH_CHECK(t->sizes() == x.sizes() && t->scalar_type() == x.scalar_type() && t->stride(2) == 1 &&
+                    t->device().is_cpu(),
+                "mmmila_cpu.phi_: phi and dphi must be CPU tensors like x with contiguous channels");
+  if (x.numel() == 0) return;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mmmila_cpu.phi_", [&] {
+    using T = scalar_t;
+    const at::Tensor& d = dphi.has_value() ? *dphi : phi;
+    run_pass(Phi<T>{x.size(0), x.size(1), x.size(2), x.data_ptr<T>(), phi.data_ptr<T>(),
+                    dphi.has_value() ? d.data_ptr<T>() : nullptr, x.stride(0), x.stride(1), phi.stride(0),
+                    phi.stride(1), d.stride(0), d.stride(1)});
+  });
+}
+
 }  // namespace
 
 TORCH_LIBRARY(mmmila_cpu, m) {
@@ -562,6 +610,7 @@ TORCH_LIBRARY(mmmila_cpu, m) {
   m.def("dwconv_s2_relu(Tensor a, Tensor weight, Tensor bias, bool pad_top) -> Tensor");
   m.def("dwconv_s2_relu_backward(Tensor grad, Tensor a, Tensor weight, Tensor bias, bool pad_top) "
         "-> (Tensor, Tensor, Tensor)");
+  m.def("phi_(Tensor x, Tensor(a!) phi, Tensor(b!)? dphi) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(mmmila_cpu, CPU, m) {
@@ -569,6 +618,7 @@ TORCH_LIBRARY_IMPL(mmmila_cpu, CPU, m) {
   m.impl("dwconv_tokens_backward", &dwconv_tokens_backward);
   m.impl("dwconv_s2_relu", &dwconv_s2_relu);
   m.impl("dwconv_s2_relu_backward", &dwconv_s2_relu_backward);
+  m.impl("phi_", &phi_);
 }
 
 }  // namespace mmmila_cpu
