@@ -1,8 +1,9 @@
 """What mmmila's compiled CPU kernels (:mod:`mmmila.ops.cpu_kernels`) save in a training step.
 
 The calls of the ops that have compiled CPU kernels (``torch.ops.mmmila.dwconv_tokens``, the
-Downsample's ``expand_dwconv`` and the attention's ``linear_attention``, whose feature map is
-compiled) in one forward of a backbone are recorded (their shapes and options); each distinct call then runs forward and backward with the compiled kernels and with the
+Downsample's ``expand_dwconv``, the attention's ``linear_attention``, whose feature map is compiled,
+and the MLP's ``gelu_linear``, whose GELU gradient is) in one forward of a backbone are recorded
+(their shapes and options); each distinct call then runs forward and backward with the compiled kernels and with the
 PyTorch implementation on the same inputs, in interleaved rounds (each round times both, in
 alternating order, so that both share the machine's state of the moment). Reported: the median µs of
 each, per call and summed over a step's calls.
@@ -18,7 +19,7 @@ import torch
 import torch.nn as nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from mmmila.ops import cpu_fused, downsample
+from mmmila.ops import cpu_fused, downsample, linear_chains
 from mmmila.ops.dwconv import dwconv_backward, dwconv_forward
 
 
@@ -115,6 +116,31 @@ class AttentionCall(NamedTuple):
         return {'pytorch': lambda: run(False), 'compiled': lambda: run(True)}
 
 
+class GeluLinearCall(NamedTuple):
+    """One kind of ``gelu_linear`` call: h (B, N, hidden) into ``out`` features."""
+    B: int
+    N: int
+    hidden: int
+    out: int
+
+    @property
+    def label(self) -> str:
+        return f'gelu_linear ({self.B}, {self.N}, {self.hidden} → {self.out})'
+
+    def paths(self, seed: int = 0) -> dict:
+        """Forward (the same either way) + backward with GELU's gradient by PyTorch ops or compiled."""
+        gen = torch.Generator().manual_seed(seed)
+        h = torch.randn(self.B, self.N, self.hidden, generator=gen)
+        w = torch.randn(self.out, self.hidden, generator=gen) * self.hidden ** -0.5
+        b, grad = torch.randn(self.out, generator=gen), torch.randn(self.B, self.N, self.out, generator=gen)
+
+        def run(compiled):
+            linear_chains.gelu_linear_op(h, w, b)
+            linear_chains.gelu_linear_backward(grad, h, w, b, compiled)
+
+        return {'pytorch': lambda: run(False), 'compiled': lambda: run(True)}
+
+
 class _Recorder(TorchDispatchMode):
     def __init__(self) -> None:
         super().__init__()
@@ -131,13 +157,16 @@ class _Recorder(TorchDispatchMode):
         elif func is torch.ops.mmmila.linear_attention.default:
             _, v, H, W, heads = args
             self.calls[AttentionCall(v.shape[0], H, W, v.shape[2], heads)] += 1
+        elif func is torch.ops.mmmila.gelu_linear.default:
+            h, weight, _ = args
+            self.calls[GeluLinearCall(h.shape[0], h.shape[1], h.shape[2], weight.shape[0])] += 1
         return func(*args, **(kwargs or {}))
 
 
 def op_calls(model: nn.Module, size: int, batch: int = 1) -> Counter:
     """The calls of the ops with compiled CPU kernels in one forward of ``model`` on a (batch, 3, size,
-    size) input, counted by kind (:class:`DwconvCall`, :class:`DownsampleCall`, :class:`AttentionCall`);
-    a training step makes each once more in backward."""
+    size) input, counted by kind (:class:`DwconvCall`, :class:`DownsampleCall`, :class:`AttentionCall`,
+    :class:`GeluLinearCall`); a training step makes each once more in backward."""
     recorder = _Recorder()
     with torch.no_grad(), recorder:
         model(torch.zeros(batch, 3, size, size))
@@ -178,7 +207,7 @@ def step_table(label: str, size: int, calls: Counter, timings: dict) -> str:
     out = [f'| {label}, {size}²: op call (B, H×W, C) | calls per step | PyTorch µs (fwd+bwd) | compiled µs | '
            'PyTorch / compiled |', '|---|---|---|---|---|']
     total = {'pytorch': 0.0, 'compiled': 0.0}
-    for call, n in sorted(calls.items(), key=lambda kv: (type(kv[0]).__name__, -kv[0].H * kv[0].W, kv[0].label)):
+    for call, n in sorted(calls.items(), key=lambda kv: (type(kv[0]).__name__, kv[0].label)):
         t = timings[call]
         for k in total:
             total[k] += n * t[k]

@@ -35,9 +35,10 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from . import cpu_kernels
 from .autocast import register_autocast_rule
 from .chunks import rows_per_chunk
-from .registration import define_op, mark_backward_op, register_autograd
+from .registration import define_device_impl, define_op, mark_backward_op, register_autograd
 
 
 def _rows(x: torch.Tensor) -> torch.Tensor:
@@ -133,28 +134,47 @@ def gelu_linear_op(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) ->
     return out.view(*h.shape[:-1], weight.shape[0])
 
 
-@define_op('mmmila::gelu_linear_backward')
-def gelu_linear_backward_op(grad: torch.Tensor, h: torch.Tensor, weight: torch.Tensor,
-                            bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def gelu_linear_backward(grad: torch.Tensor, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                         compiled: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dh, dweight, dbias) of :func:`gelu_linear_op`, by the same chunks; the weight's gradient is
-    summed over them in float32 (float64 for float64 inputs)."""
+    summed over them in float32 (float64 for float64 inputs). ``compiled``: GELU and its gradient
+    in one pass of mmmila's compiled CPU kernel (:mod:`.cpu_kernels`; CPU tensors of one dtype)."""
     h2, g = _rows(h), _rows(grad)
     db = g.sum(0, dtype=bias.dtype)
     rows = rows_per_chunk(h2.shape[0], h2.shape[1], h.device)
-    if rows >= h2.shape[0]:
-        dw = g.t().mm(F.gelu(h2))
-        dh = torch.ops.aten.gelu_backward(g.mm(weight), h2)
-        return dh.view(h.shape), dw, db
+    compiled = compiled and h.dtype == weight.dtype == grad.dtype
+
+    def gelu_and_grad(hc, gc, dh_out, a_buffer):
+        """gelu(hc), fc2's input, and dL/dh of the chunk written into ``dh_out``."""
+        da = gc.mm(weight)
+        if compiled:
+            torch.ops.mmmila_cpu.gelu_grad_(hc, da, a_buffer, dh_out)
+            return a_buffer
+        torch.ops.aten.gelu_backward.grad_input(da, hc, grad_input=dh_out)
+        return F.gelu(hc)
+
     dh = torch.empty_like(h2)
+    a_buffer = torch.empty((min(rows, h2.shape[0]), h2.shape[1]), dtype=h2.dtype, device=h.device) \
+        if compiled else None
+    if rows >= h2.shape[0]:
+        a = gelu_and_grad(h2, g, dh, a_buffer)
+        return dh.view(h.shape), g.t().mm(a), db
     dw = torch.zeros(weight.shape, dtype=torch.promote_types(weight.dtype, torch.float32), device=h.device)
     for i in range(0, h2.shape[0], rows):
         hc, gc = h2[i:i + rows], g[i:i + rows]
+        a = gelu_and_grad(hc, gc, dh[i:i + rows], None if a_buffer is None else a_buffer[:hc.shape[0]])
         if dw.dtype == gc.dtype:
-            dw.addmm_(gc.t(), F.gelu(hc))
+            dw.addmm_(gc.t(), a)
         else:
-            dw += gc.t().mm(F.gelu(hc))
-        torch.ops.aten.gelu_backward.grad_input(gc.mm(weight), hc, grad_input=dh[i:i + rows])
+            dw += gc.t().mm(a)
     return dh.view(h.shape), dw.to(weight.dtype), db
+
+
+@define_op('mmmila::gelu_linear_backward')
+def gelu_linear_backward_op(grad: torch.Tensor, h: torch.Tensor, weight: torch.Tensor,
+                            bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dh, dweight, dbias) of :func:`gelu_linear_op` (:func:`gelu_linear_backward`)."""
+    return gelu_linear_backward(grad, h, weight, bias)
 
 
 def gelu_linear_fake(h, weight, bias):
@@ -189,6 +209,13 @@ def register_gelu_linear_op(op, backward_op, name: str, cast_weights: bool) -> N
 # activations and the linear layers' weights in the autocast dtype; the biases and the LayerNorm's
 # own parameters stay float32 (a bias is cast inside, its gradient summed straight into float32)
 register_gelu_linear_op(gelu_linear_op, gelu_linear_backward_op, 'gelu_linear', cast_weights=True)
+
+if cpu_kernels.AVAILABLE:   # on CPU, GELU's gradient by the compiled kernel (:mod:`.cpu_kernels`)
+    @define_device_impl(gelu_linear_backward_op, 'CPU')
+    def gelu_linear_backward_on_cpu(grad, h, weight, bias):
+        """:func:`gelu_linear_backward_op` on CPU tensors, GELU and its gradient by the compiled kernel
+        for float32 and float64."""
+        return gelu_linear_backward(grad, h, weight, bias, compiled=cpu_kernels.runs(h))
 
 
 # ---- the callers' functions ----------------------------------------------------------------------

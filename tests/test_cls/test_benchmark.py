@@ -289,13 +289,15 @@ def test_cpu_kernel_gain_records_a_forward_and_times_both_paths():
                        (dict(residual=True, gate=True, skip=False, act='none'), 1)):
             expected[gain.DwconvCall(1, side, side, ch, **use)] = n * d
         expected[gain.AttentionCall(1, side, side, ch, heads[i])] = d
+        expected[gain.GeluLinearCall(1, side * side, 4 * ch, ch)] = d
         if i < len(depths) - 1:
             expected[gain.DownsampleCall(1, side, side, ch, 8 * ch)] = 1
     assert dict(calls) == expected
     call = gain.DwconvCall(1, 4, 4, 64, True, True, False, 'none')
     assert call.use == 'residual+gate'
     down = gain.DownsampleCall(1, 4, 4, 8, 64)
-    timings = {c: gain.time_call(c, rounds=2, number=1) for c in (call, down, gain.AttentionCall(1, 4, 4, 16, 2))}
+    others = (gain.AttentionCall(1, 4, 4, 16, 2), gain.GeluLinearCall(1, 16, 32, 8))
+    timings = {c: gain.time_call(c, rounds=2, number=1) for c in (call, down, *others)}
     for t in timings.values():
         assert set(t) == {'pytorch', 'compiled'} and all(v > 0 for v in t.values())
     table = gain.step_table('tiny', 64, Counter({call: 3, down: 1}), timings)
@@ -310,8 +312,8 @@ def test_cli_cpu_kernels():
     res = subprocess.run([sys.executable, str(TOOL), 'mila-t', '--cpu-kernels', '--sizes', '64', '--threads', '1',
                           '--max-repeats', '1'], capture_output=True, text=True, cwd=REPO, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
-    # MILA-T: 18 blocks of 4 depthwise-conv calls and an attention, 3 Downsamples
-    assert '| **per training step** | 93 |' in res.stdout and 'PyTorch / compiled' in res.stdout
+    # MILA-T: 18 blocks of 4 depthwise-conv calls, an attention and an MLP; 3 Downsamples
+    assert '| **per training step** | 111 |' in res.stdout and 'PyTorch / compiled' in res.stdout
     res = subprocess.run([sys.executable, str(TOOL), 'swin-t', '--cpu-kernels'], capture_output=True,
                          text=True, cwd=REPO, timeout=600)
     assert res.returncode == 2 and '--cpu-kernels measures named MILA backbones' in res.stderr

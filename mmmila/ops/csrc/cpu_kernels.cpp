@@ -1,8 +1,9 @@
 // mmmila's compiled CPU kernels: the depthwise 3x3 convolutions of a MILA backbone with what comes
 // before and after them, forward and backward: the block's, on tokens (torch.ops.mmmila.dwconv_tokens,
 // mmmila/ops/dwconv.py has the maths), and the Downsample's stride-2 one between two ReLUs
-// (torch.ops.mmmila.expand_dwconv, mmmila/ops/downsample.py); and the linear attention's feature map
-// elu + 1 with its derivative (torch.ops.mmmila.linear_attention, mmmila/ops/cpu_fused.py).
+// (torch.ops.mmmila.expand_dwconv, mmmila/ops/downsample.py); the linear attention's feature map
+// elu + 1 with its derivative (torch.ops.mmmila.linear_attention, mmmila/ops/cpu_fused.py); the MLP's
+// GELU with its derivative in the backward of GELU + fc2 (torch.ops.mmmila.gelu_linear).
 //
 // Tokens (B, N = H W, C) are a channels-last map: the C channels of a pixel are contiguous. Every
 // pass below walks a map row by row and a block of channels at a time (one SIMD vector of lanes),
@@ -26,6 +27,8 @@
 //   dwconv_s2_relu_backward(grad, a, weight, bias, pad_top) -> (da, dweight, dbias)
 //   phi_(x, phi!, dphi!?): the linear attention's feature map elu(x) + 1 and its derivative, written
 //       into phi and dphi (mmmila/ops/cpu_fused.py)
+//   gelu_grad_(h, da, a!, dh!): a = gelu(h) and dh = da gelu'(h), exact GELU, for the backward of
+//       GELU + fc2 (mmmila/ops/linear_chains.py)
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
@@ -100,6 +103,35 @@ MMMILA_INLINE Lanes<double>::V exp_lanes(Lanes<double>::V x) {
 }
 MMMILA_INLINE float exp_lanes(float x) { return std::exp(x); }
 MMMILA_INLINE double exp_lanes(double x) { return std::exp(x); }
+
+// erf on float vectors: x P(x^2) / Q(x^2) on [-4, 4] (outside, erf is +-1 in float32), a rational
+// approximation with an absolute error below 7e-8; the C library's on double vectors and scalars.
+MMMILA_INLINE Lanes<float>::V erf_lanes(Lanes<float>::V x) {
+  typedef Lanes<float>::V V;
+  const V hi = splat<V>(4.0), lo = splat<V>(-4.0);
+  x = x > hi ? hi : x;
+  x = x < lo ? lo : x;
+  const V x2 = x * x;
+  V p = splat<V>(-2.72614225801306e-10);
+  p = p * x2 + splat<V>(2.77068142495902e-08);
+  p = p * x2 + splat<V>(-2.10102402082508e-06);
+  p = p * x2 + splat<V>(-5.69250639462346e-05);
+  p = p * x2 + splat<V>(-7.34990630326855e-04);
+  p = p * x2 + splat<V>(-2.95459980854025e-03);
+  p = p * x2 + splat<V>(-1.60960333262415e-02);
+  V q = splat<V>(-1.45660718464996e-05);
+  q = q * x2 + splat<V>(-2.13374055278905e-04);
+  q = q * x2 + splat<V>(-1.68282697438203e-03);
+  q = q * x2 + splat<V>(-7.37332916720468e-03);
+  q = q * x2 + splat<V>(-1.42647390514189e-02);
+  return x * p / q;
+}
+MMMILA_INLINE Lanes<double>::V erf_lanes(Lanes<double>::V x) {
+  for (int l = 0; l < Lanes<double>::n; ++l) x[l] = std::erf(x[l]);
+  return x;
+}
+MMMILA_INLINE float erf_lanes(float x) { return std::erf(x); }
+MMMILA_INLINE double erf_lanes(double x) { return std::erf(x); }
 
 template <typename V> MMMILA_INLINE V sigmoid(V v) { return splat<V>(1.0) / (splat<V>(1.0) + exp_lanes(-v)); }
 // d silu(v) / dv = s (1 + v (1 - s)), s = sigmoid(v)
@@ -407,6 +439,27 @@ struct Phi {
   }
 };
 
+// ---- the MLP's GELU in the backward of GELU + fc2 (mmmila/ops/linear_chains.py) ------------------------
+// From the hidden pre-activation h and dL/da (a = gelu(h), fc2's input): a itself (for fc2's weight
+// gradient) and dL/dh = dL/da gelu'(h), exact GELU: gelu(h) = h Phi(h), gelu'(h) = Phi(h) + h phi(h),
+// Phi the normal distribution function, phi its density. One pass over (rows, C) contiguous tensors.
+template <typename T>
+struct GeluGrad {
+  int64_t rows, C;
+  const T *h, *da;
+  T *a, *dh;
+  Grid grid() const { return {1, rows, C, C}; }
+
+  template <typename V> MMMILA_INLINE void run(int64_t, int64_t r, int64_t c) const {
+    const int64_t o = r * C + c;
+    const V x = load<V>(h + o);
+    const V cdf = splat<V>(0.5) * (splat<V>(1.0) + erf_lanes(x * splat<V>(0.70710678118654752)));
+    const V pdf = exp_lanes(splat<V>(-0.5) * x * x) * splat<V>(0.39894228040143268);
+    store(a + o, x * cdf);
+    store(dh + o, load<V>(da + o) * (cdf + x * pdf));
+  }
+};
+
 // One target_clones entry per pass and dtype, for a range of rows: the pass's loops are inlined into it
 // and compiled for each instruction set. run_pass shares the rows among torch's intra-op threads.
 #define MMMILA_PASS(NAME, TYPE)                                                                        \
@@ -427,6 +480,8 @@ MMMILA_PASS(S2GradIn, float)
 MMMILA_PASS(S2GradIn, double)
 MMMILA_PASS(Phi, float)
 MMMILA_PASS(Phi, double)
+MMMILA_PASS(GeluGrad, float)
+MMMILA_PASS(GeluGrad, double)
 #undef MMMILA_PASS
 
 template <typename P> void run_pass(const P& p) {
@@ -600,6 +655,23 @@ void phi_(const at::Tensor& x, const at::Tensor& phi, const c10::optional<at::Te
   });
 }
 
+void gelu_grad_(const at::Tensor& h, const at::Tensor& da, const at::Tensor& a, const at::Tensor& dh) {
+  TORCH_CHECK(h.device().is_cpu() && h.dim() == 2 && h.is_contiguous(),
+              "mmmila_cpu.gelu_grad_: h must be contiguous CPU rows (n, C), got ", h.sizes());
+  TORCH_CHECK(h.scalar_type() == at::kFloat || h.scalar_type() == at::kDouble,
+              "mmmila_cpu.gelu_grad_: float32 or float64 only, got ", h.scalar_type());
+  for (const at::Tensor* t : {&da, &a, &dh})
+    TORCH_CHECK(t->sizes() == h.sizes() && t->scalar_type() == h.scalar_type() && t->is_contiguous() &&
+                    t->device().is_cpu(),
+                "mmmila_cpu.gelu_grad_: da, a and dh must be contiguous CPU tensors like h");
+  if (h.numel() == 0) return;
+  AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "mmmila_cpu.gelu_grad_", [&] {
+    using T = scalar_t;
+    run_pass(GeluGrad<T>{h.size(0), h.size(1), h.data_ptr<T>(), da.data_ptr<T>(), a.data_ptr<T>(),
+                         dh.data_ptr<T>()});
+  });
+}
+
 }  // namespace
 
 TORCH_LIBRARY(mmmila_cpu, m) {
@@ -611,6 +683,7 @@ TORCH_LIBRARY(mmmila_cpu, m) {
   m.def("dwconv_s2_relu_backward(Tensor grad, Tensor a, Tensor weight, Tensor bias, bool pad_top) "
         "-> (Tensor, Tensor, Tensor)");
   m.def("phi_(Tensor x, Tensor(a!) phi, Tensor(b!)? dphi) -> ()");
+  m.def("gelu_grad_(Tensor h, Tensor da, Tensor(a!) a, Tensor(b!) dh) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(mmmila_cpu, CPU, m) {
@@ -619,6 +692,7 @@ TORCH_LIBRARY_IMPL(mmmila_cpu, CPU, m) {
   m.impl("dwconv_s2_relu", &dwconv_s2_relu);
   m.impl("dwconv_s2_relu_backward", &dwconv_s2_relu_backward);
   m.impl("phi_", &phi_);
+  m.impl("gelu_grad_", &gelu_grad_);
 }
 
 }  // namespace mmmila_cpu
