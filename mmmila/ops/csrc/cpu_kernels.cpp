@@ -17,7 +17,8 @@
 // Channels past the last full vector run the same code on scalars. float32 and float64 only: the
 // Python side sends other dtypes to the PyTorch implementation.
 //
-// Ops (namespace mmmila_cpu, CPU tensors, contiguous, inputs checked by the caller):
+// Ops (namespace mmmila_cpu; CPU tensors, contiguous but for phi_'s strided views; the callers check
+// the inputs, and each kernel checks again the shapes, dtypes and layouts it relies on):
 //   dwconv_tokens(x, weight, bias, H, W, residual?, gate?, skip, silu) -> out
 //   dwconv_tokens_backward(grad, x, weight, bias, H, W, residual?, gate?, skip, silu)
 //       -> (dx, dweight (C,1,3,3), dbias, dresidual (empty unless residual and gate),
