@@ -71,10 +71,13 @@ def imports_of(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
     return found
 
 
-def import_graph(roots: dict[str, Path] = SOURCE_ROOTS, compiled: tuple[str, ...] = ()) -> dict[str, set[str]]:
+def import_graph(roots: dict[str, Path] = SOURCE_ROOTS,
+                 compiled: tuple[str, ...] = ()) -> dict[str, set[str]]:
+    """{module: the modules it imports}; ``compiled`` names compiled modules, leaves of the graph."""
     modules = module_files(roots)
-    leaves = {name: set() for name in compiled}
-    return {name: imports_of(name, path, modules | dict.fromkeys(compiled)) for name, path in modules.items()} | leaves
+    known = modules | dict.fromkeys(compiled)
+    return {name: imports_of(name, path, known) for name, path in modules.items()} \
+        | {name: set() for name in compiled}
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:

@@ -14,7 +14,7 @@
     # host time of mmmila's dispatch layer per op call and per MILA-T forward (ops stubbed out;
     # TRITON_INTERPRET=1 adds the Triton path's checks on CPU):
     TRITON_INTERPRET=1 python tools/benchmark.py mila-t --dispatch-cost
-    # what the compiled CPU kernels save: each depthwise-conv and Downsample op call of a MILA-T
+    # what the compiled CPU kernels save: each call of the ops that have them in a MILA-T
     # training step at 512^2, forward + backward, compiled against the PyTorch implementation:
     python tools/benchmark.py mila-t --sizes 512 --threads 2 --cpu-kernels
 
@@ -104,9 +104,10 @@ def parse_args(argv=None):
                         'can run (CUDA, or TRITON_INTERPRET=1)')
     parser.add_argument('--cpu-kernels', action='store_true',
                         help='instead of timing models: each call of the ops with compiled CPU kernels (the '
-                        'depthwise convolutions and the Downsample) in a training step of each named MILA '
-                        'backbone at --sizes, forward + backward, with mmmila\'s compiled CPU kernels and with '
-                        'the PyTorch implementation (mmmila.bench.cpu_kernel_gain)')
+                        'depthwise convolutions, the Downsample, the attention, GELU + fc2) in a training '
+                        'step of each named MILA backbone at --sizes, forward + backward, with mmmila\'s '
+                        'compiled CPU kernels and with the PyTorch implementation '
+                        '(mmmila.bench.cpu_kernel_gain)')
     parser.add_argument('--dtypes', nargs='+', choices=sorted(DTYPES), default=['float32', 'bfloat16'],
                         help='--launches: float32 and/or the autocast dtypes (default float32 bfloat16)')
     args = parser.parse_args(argv)
@@ -170,11 +171,12 @@ def cpu_kernel_gain(args) -> int:
     from mmmila.ops import cpu_kernels
 
     if not cpu_kernels.AVAILABLE:
-        print(f'--cpu-kernels: the compiled CPU kernels are not available: {cpu_kernels.REASON}', file=sys.stderr)
+        print(f'--cpu-kernels: the compiled CPU kernels are not available: {cpu_kernels.REASON}',
+              file=sys.stderr)
         return 1
-    print(f'Calls of the ops with compiled CPU kernels, forward + backward, PyTorch implementation against the '
-          f'compiled CPU kernels, batch {args.batch}, {torch.get_num_threads()} thread(s), median of '
-          f'{args.max_repeats} interleaved rounds:')
+    print(f'Calls of the ops with compiled CPU kernels, forward + backward, PyTorch implementation '
+          f'against the compiled CPU kernels, batch {args.batch}, {torch.get_num_threads()} thread(s), '
+          f'median of {args.max_repeats} interleaved rounds:')
     for m in args.models:
         for size in args.sizes:
             calls = op_calls(build_backbone(m).train(), size, args.batch)

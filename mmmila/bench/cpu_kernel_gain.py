@@ -3,10 +3,10 @@
 The calls of the ops that have compiled CPU kernels (``torch.ops.mmmila.dwconv_tokens``, the
 Downsample's ``expand_dwconv``, the attention's ``linear_attention``, whose feature map is compiled,
 and the MLP's ``gelu_linear``, whose GELU gradient is) in one forward of a backbone are recorded
-(their shapes and options); each distinct call then runs forward and backward with the compiled kernels and with the
-PyTorch implementation on the same inputs, in interleaved rounds (each round times both, in
-alternating order, so that both share the machine's state of the moment). Reported: the median µs of
-each, per call and summed over a step's calls.
+(their shapes and options); each distinct call then runs forward and backward with the compiled
+kernels and with the PyTorch implementation on the same inputs, in interleaved rounds (each round
+times both, in alternating order, so that both share the machine's state of the moment). Reported:
+the median µs of each, per call and summed over a step's calls.
 """
 from __future__ import annotations
 
@@ -87,7 +87,8 @@ class DownsampleCall(NamedTuple):
             downsample.expand_dwconv_forward(x, ew, eb, dw, db, hw, kernels)
             downsample.expand_dwconv_backward(grad, x, ew, eb, dw, db, hw, kernels)
 
-        return {'pytorch': lambda: run(downsample.PYTORCH_ROWS), 'compiled': lambda: run(downsample.COMPILED_ROWS)}
+        return {'pytorch': lambda: run(downsample.PYTORCH_ROWS),
+                'compiled': lambda: run(downsample.COMPILED_ROWS)}
 
 
 class AttentionCall(NamedTuple):
@@ -204,8 +205,8 @@ def time_call(call, rounds: int = 7, number: int = 3) -> dict[str, float]:
 def step_table(label: str, size: int, calls: Counter, timings: dict) -> str:
     """A Markdown table: each kind of call, its count per step and µs per forward + backward with each
     path; the last row sums a step (count x µs) and gives the ratio."""
-    out = [f'| {label}, {size}²: op call (B, H×W, C) | calls per step | PyTorch µs (fwd+bwd) | compiled µs | '
-           'PyTorch / compiled |', '|---|---|---|---|---|']
+    out = [f'| {label}, {size}²: op call (B, H×W, C) | calls per step | PyTorch µs (fwd+bwd) | '
+           'compiled µs | PyTorch / compiled |', '|---|---|---|---|---|']
     total = {'pytorch': 0.0, 'compiled': 0.0}
     for call, n in sorted(calls.items(), key=lambda kv: (type(kv[0]).__name__, kv[0].label)):
         t = timings[call]

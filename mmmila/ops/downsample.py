@@ -276,11 +276,12 @@ if cpu_kernels.AVAILABLE:   # on CPU, float32 and float64 chunks by the compiled
     def expand_dwconv_cpu(x, expand_weight, expand_bias, dw_weight, dw_bias, height, width):
         """The op on CPU tensors: the compiled kernel for float32 and float64, else the PyTorch one."""
         kernels = COMPILED_ROWS if cpu_kernels.runs(x) else PYTORCH_ROWS
-        return expand_dwconv_forward(x, expand_weight, expand_bias, dw_weight, dw_bias, (height, width), kernels)
+        return expand_dwconv_forward(x, expand_weight, expand_bias, dw_weight, dw_bias, (height, width),
+                                     kernels)
 
     @define_device_impl(expand_dwconv_backward_op, 'CPU')
     def expand_dwconv_backward_cpu(grad, x, expand_weight, expand_bias, dw_weight, dw_bias, height, width):
         """The op's backward on CPU tensors, as :func:`expand_dwconv_cpu` chooses."""
         kernels = COMPILED_ROWS if cpu_kernels.runs(x) else PYTORCH_ROWS
-        return expand_dwconv_backward(grad, x, expand_weight, expand_bias, dw_weight, dw_bias, (height, width),
-                                      kernels)
+        return expand_dwconv_backward(grad, x, expand_weight, expand_bias, dw_weight, dw_bias,
+                                      (height, width), kernels)

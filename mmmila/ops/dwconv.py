@@ -235,7 +235,8 @@ if cpu_kernels.AVAILABLE:
         if not cpu_kernels.runs(x):
             return dwconv_forward(x, weight, bias, (height, width), residual, gate, skip, act)
         return torch.ops.mmmila_cpu.dwconv_tokens(x.contiguous(), weight, bias, height, width,
-                                                  _contiguous(residual), _contiguous(gate), skip, act == 'silu')
+                                                  _contiguous(residual), _contiguous(gate), skip,
+                                                  act == 'silu')
 
     @define_device_impl(dwconv_tokens_backward_op, 'CPU')
     def dwconv_tokens_backward_cpu(grad, x, weight, bias, height, width, residual, gate, skip, act):

@@ -3,9 +3,10 @@
 ``torch.ops.mmmila.linear_attention(qk, v, H, W, num_heads) -> (out, S, m)`` is the PyTorch
 implementation (the memory-lean chunked path of :mod:`mmmila.ops.cpu_fused`; it runs on any
 device; on CPU, when mmmila's compiled kernels are built, its feature map elu + 1 is one compiled
-pass, :mod:`mmmila.ops.cpu_kernels`). ``out`` (B, N, C) is the attention's result; ``S = k_r^T v / N`` (B, nh, d, d) and
-``m = mean(k)`` (B, nh, d) are the per-head sums that the backward needs: autograd saves them with
-the inputs and recomputes everything else (``torch.ops.mmmila.linear_attention_backward``).
+pass, :mod:`mmmila.ops.cpu_kernels`). ``out`` (B, N, C) is the attention's result;
+``S = k_r^T v / N`` (B, nh, d, d) and ``m = mean(k)`` (B, nh, d) are the per-head sums that the
+backward needs: autograd saves them with the inputs and recomputes everything else
+(``torch.ops.mmmila.linear_attention_backward``).
 Gradients flowing into S and m are honoured, so the op is differentiable in all three outputs.
 
 The Triton kernels register ``torch.ops.mmmila.linear_attention_triton`` with the same schema

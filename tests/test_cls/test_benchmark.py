@@ -302,15 +302,16 @@ def test_cpu_kernel_gain_records_a_forward_and_times_both_paths():
         assert set(t) == {'pytorch', 'compiled'} and all(v > 0 for v in t.values())
     table = gain.step_table('tiny', 64, Counter({call: 3, down: 1}), timings)
     t, u = timings[call], timings[down]
-    assert f'| dwconv_tokens (1, 4×4, 64), residual+gate | 3 | {t["pytorch"]:.0f} | {t["compiled"]:.0f} |' in table
+    row = f'| dwconv_tokens (1, 4×4, 64), residual+gate | 3 | {t["pytorch"]:.0f} | {t["compiled"]:.0f} |'
+    assert row in table
     assert f'| expand_dwconv (1, 4×4, 8 → 64) | 1 | {u["pytorch"]:.0f} | {u["compiled"]:.0f} |' in table
     total = {k: (3 * t[k] + u[k]) / 1e3 for k in t}
     assert f'**{total["pytorch"]:.1f} ms** | **{total["compiled"]:.1f} ms**' in table
 
 
 def test_cli_cpu_kernels():
-    res = subprocess.run([sys.executable, str(TOOL), 'mila-t', '--cpu-kernels', '--sizes', '64', '--threads', '1',
-                          '--max-repeats', '1'], capture_output=True, text=True, cwd=REPO, timeout=600)
+    res = subprocess.run([sys.executable, str(TOOL), 'mila-t', '--cpu-kernels', '--sizes', '64', '--threads',
+                          '1', '--max-repeats', '1'], capture_output=True, text=True, cwd=REPO, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     # MILA-T: 18 blocks of 4 depthwise-conv calls, an attention and an MLP; 3 Downsamples
     assert '| **per training step** | 111 |' in res.stdout and 'PyTorch / compiled' in res.stdout

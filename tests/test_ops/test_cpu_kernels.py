@@ -135,7 +135,8 @@ def test_non_contiguous_inputs():
     x, gate = wide[..., :32], wide[..., 32:]
     assert not x.is_contiguous()
     got = dwconv_tokens(x, t['weight'], t['bias'], (5, 6), t['residual'], gate, **flags)
-    ref = dwconv_tokens(x.contiguous(), t['weight'], t['bias'], (5, 6), t['residual'], gate.contiguous(), **flags)
+    ref = dwconv_tokens(x.contiguous(), t['weight'], t['bias'], (5, 6), t['residual'], gate.contiguous(),
+                        **flags)
     assert torch.equal(got, ref)
 
 
@@ -196,7 +197,8 @@ def test_dwconv_s2_relu_matches_float64(B, R, W, C, pad_top):
     """Output, dL/da, the taps' and the bias's gradients against F.conv2d's autograd: float64 to
     rounding; float32 no further from float64 than F.conv2d in float32 on the same draw (up to 4x)."""
     g = torch.Generator().manual_seed(seed_for(21))
-    a64, w64, b64 = (torch.randn(*s, generator=g, dtype=torch.float64) for s in ((B, R, W, C), (C, 1, 3, 3), (C,)))
+    a64, w64, b64 = (torch.randn(*s, generator=g, dtype=torch.float64)
+                     for s in ((B, R, W, C), (C, 1, 3, 3), (C,)))
     out_shape = _s2_reference(a64, w64, b64, pad_top).shape
     grad64 = torch.randn(*out_shape, generator=g, dtype=torch.float64)
 
@@ -211,8 +213,8 @@ def test_dwconv_s2_relu_matches_float64(B, R, W, C, pad_top):
 
     exact = reference(a64, w64, b64, grad64)
     f32 = [t.float() for t in (a64, w64, b64, grad64)]
-    for name, e, o64, o32, r32 in zip(('out', 'da', 'dweight', 'dbias'), exact, compiled(a64, w64, b64, grad64),
-                                      compiled(*f32), reference(*f32)):
+    for name, e, o64, o32, r32 in zip(('out', 'da', 'dweight', 'dbias'), exact,
+                                      compiled(a64, w64, b64, grad64), compiled(*f32), reference(*f32)):
         assert o64.shape == e.shape and o32.dtype == torch.float32, name
         assert _rel(o64, e) <= 1e-13, name
         assert _rel(o32, e) <= 4 * _rel(r32, e) + 1e-7, name
@@ -240,7 +242,8 @@ def test_the_downsample_op_takes_them_on_cpu(dtype, compiled):
     (dict(bias=torch.zeros(7)), 'weight (C, 1, 3, 3) and bias (C,) expected for C = 8'),
 ])
 def test_s2_kernel_checks_name_the_problem(change, message):
-    kw = dict(a=torch.zeros(1, 4, 6, 8), weight=torch.zeros(8, 1, 3, 3), bias=torch.zeros(8), pad_top=True) | change
+    kw = dict(a=torch.zeros(1, 4, 6, 8), weight=torch.zeros(8, 1, 3, 3), bias=torch.zeros(8),
+              pad_top=True) | change
     with pytest.raises(RuntimeError) as err:
         torch.ops.mmmila_cpu.dwconv_s2_relu(*kw.values())
     assert message in str(err.value)

@@ -136,7 +136,9 @@ MMMILA_INLINE double erf_lanes(double x) { return std::erf(x); }
 
 template <typename V> MMMILA_INLINE V sigmoid(V v) { return splat<V>(1.0) / (splat<V>(1.0) + exp_lanes(-v)); }
 // d silu(v) / dv = s (1 + v (1 - s)), s = sigmoid(v)
-template <typename V> MMMILA_INLINE V silu_grad(V v, V s) { return s * (splat<V>(1.0) + v * (splat<V>(1.0) - s)); }
+template <typename V> MMMILA_INLINE V silu_grad(V v, V s) {
+  return s * (splat<V>(1.0) + v * (splat<V>(1.0) - s));
+}
 
 struct Map {
   int64_t B, H, W, C;
@@ -251,7 +253,8 @@ struct GradInput {
   T* dx;
 
   template <typename V> MMMILA_INLINE void run(int64_t b, int64_t h, int64_t c) const {
-    stencil_row<V>(m, gp, k_reversed, static_cast<const T*>(nullptr), b, h, c, [&](int64_t, int64_t o, V d) MMMILA_INLINE_LAMBDA {
+    const T* no_bias = nullptr;
+    stencil_row<V>(m, gp, k_reversed, no_bias, b, h, c, [&](int64_t, int64_t o, V d) MMMILA_INLINE_LAMBDA {
       if (skip_grad) d += load<V>(skip_grad + o);
       store(dx + o, d);
     });
@@ -464,7 +467,9 @@ struct GeluGrad {
 // One target_clones entry per pass and dtype, for a range of rows: the pass's loops are inlined into it
 // and compiled for each instruction set. run_pass shares the rows among torch's intra-op threads.
 #define MMMILA_PASS(NAME, TYPE)                                                                        \
-  MMMILA_CLONES void rows_of(const NAME<TYPE>& p, int64_t begin, int64_t end) { for_rows<TYPE>(p, begin, end); }
+  MMMILA_CLONES void rows_of(const NAME<TYPE>& p, int64_t begin, int64_t end) {                         \
+    for_rows<TYPE>(p, begin, end);                                                                     \
+  }
 MMMILA_PASS(Forward, float)
 MMMILA_PASS(Forward, double)
 MMMILA_PASS(GradPre, float)
@@ -501,8 +506,9 @@ Map check(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
   const Map m{x.size(0), H, W, x.size(2)};
   TORCH_CHECK(H >= 0 && W >= 0 && H * W == x.size(1), "mmmila_cpu.dwconv_tokens: H W = ", H, " x ", W,
               " does not match N = ", x.size(1));
-  TORCH_CHECK(weight.numel() == 9 * m.C && bias.numel() == m.C, "mmmila_cpu.dwconv_tokens: weight (C, 1, 3, 3) "
-              "and bias (C,) expected for C = ", m.C, ", got ", weight.sizes(), " and ", bias.sizes());
+  TORCH_CHECK(weight.numel() == 9 * m.C && bias.numel() == m.C,
+              "mmmila_cpu.dwconv_tokens: weight (C, 1, 3, 3) and bias (C,) expected for C = ", m.C, ", got ",
+              weight.sizes(), " and ", bias.sizes());
   for (const auto* t : {&residual, &gate})
     TORCH_CHECK(!t->has_value() || ((*t)->sizes() == x.sizes() && (*t)->scalar_type() == x.scalar_type() &&
                                     (*t)->is_contiguous() && (*t)->device().is_cpu()),
@@ -572,7 +578,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dwconv_to
   at::Tensor gp = same ? grad : at::empty_like(x);
   at::Tensor gsum = with_gate && skip ? at::empty_like(x) : at::Tensor();
   at::Tensor rows = at::empty({m.B * m.H, 10, m.C}, x.options());
-  const at::Tensor k = taps(weight, x, false), kr = taps(weight, x, true), b = bias.to(x.scalar_type()).contiguous();
+  const at::Tensor k = taps(weight, x, false), kr = taps(weight, x, true);
+  const at::Tensor b = bias.to(x.scalar_type()).contiguous();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mmmila_cpu.dwconv_tokens_backward", [&] {
     using T = scalar_t;
     if (!same)
@@ -602,7 +609,8 @@ S2Map check_s2(const at::Tensor& a, const at::Tensor& weight, const at::Tensor& 
   return S2Map{B, R, W, C, Ro, W / 2, pad};
 }
 
-at::Tensor dwconv_s2_relu(const at::Tensor& a, const at::Tensor& weight, const at::Tensor& bias, bool pad_top) {
+at::Tensor dwconv_s2_relu(const at::Tensor& a, const at::Tensor& weight, const at::Tensor& bias,
+                          bool pad_top) {
   const S2Map m = check_s2(a, weight, bias, pad_top);
   at::Tensor out = at::empty({m.B, m.Ro, m.Wo, m.C}, a.options());
   if (out.numel() == 0) return out;
@@ -615,7 +623,8 @@ at::Tensor dwconv_s2_relu(const at::Tensor& a, const at::Tensor& weight, const a
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> dwconv_s2_relu_backward(
-    const at::Tensor& grad, const at::Tensor& a, const at::Tensor& weight, const at::Tensor& bias, bool pad_top) {
+    const at::Tensor& grad, const at::Tensor& a, const at::Tensor& weight, const at::Tensor& bias,
+    bool pad_top) {
   const S2Map m = check_s2(a, weight, bias, pad_top);
   TORCH_CHECK(grad.is_contiguous() && grad.scalar_type() == a.scalar_type() &&
                   grad.sizes() == at::IntArrayRef({m.B, m.Ro, m.Wo, m.C}),
