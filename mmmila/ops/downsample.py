@@ -85,11 +85,17 @@ def _chunk_rows(batch: int, width: int, hidden: int, out_rows: int, device: torc
     return rows_per_chunk(out_rows, 2 * batch * width * hidden, device)
 
 
+def _expansion_rows(x_map: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, first: int,
+                    last: int) -> torch.Tensor:
+    """The expansion before its ReLU of input rows [max(first, 0), last] of x_map (B, H, W, C):
+    (B, rows, W, hidden), a fresh contiguous tensor."""
+    return F.linear(x_map[:, max(first, 0):last + 1], weight, bias)
+
+
 def _expanded_rows(x_map: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, first: int,
                    last: int) -> torch.Tensor:
-    """relu(expand) of input rows [max(first, 0), last] of x_map (B, H, W, C): (B, rows, W, hidden),
-    a fresh contiguous tensor."""
-    return F.relu_(F.linear(x_map[:, max(first, 0):last + 1], weight, bias))
+    """relu(expand) of input rows [max(first, 0), last] of x_map, in place on :func:`_expansion_rows`."""
+    return F.relu_(_expansion_rows(x_map, weight, bias, first, last))
 
 
 def _dwconv(e: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, first: int) -> torch.Tensor:
@@ -126,14 +132,14 @@ def _compiled_forward_rows(x_map, expand_weight, expand_bias, dw_weight, dw_bias
     """:func:`_forward_rows` by the compiled CPU kernel: the expansion's ReLU, the convolution and its
     ReLU in one pass over the chunk (:mod:`.cpu_kernels`)."""
     first = 2 * r0 - 1
-    a = F.linear(x_map[:, max(first, 0):2 * r1], expand_weight, expand_bias)
+    a = _expansion_rows(x_map, expand_weight, expand_bias, first, 2 * r1 - 1)
     return torch.ops.mmmila_cpu.dwconv_s2_relu(a, dw_weight, dw_bias, first < 0)
 
 
 def _compiled_backward_rows(g_map, x_map, expand_weight, expand_bias, dw_weight, dw_bias, r0: int, r1: int):
     """:func:`_backward_rows` by the compiled CPU kernel (both ReLUs' gradients inside its passes)."""
     first = 2 * r0 - 1
-    a = F.linear(x_map[:, max(first, 0):2 * r1], expand_weight, expand_bias)
+    a = _expansion_rows(x_map, expand_weight, expand_bias, first, 2 * r1 - 1)
     return torch.ops.mmmila_cpu.dwconv_s2_relu_backward(g_map[:, r0:r1].contiguous(), a, dw_weight, dw_bias,
                                                         first < 0)
 
