@@ -14,6 +14,8 @@ from functools import lru_cache
 import torch
 import triton
 import triton.language as tl
+from torch.library import wrap_triton
+from triton.runtime.jit import JITFunction
 
 from mmmila.ops.capture import capturing_graph
 from mmmila.ops.rope2d import rope2d_theta
@@ -206,6 +208,17 @@ def _finish_head_sums(part_ptr, counter_ptr, bh, chunk, num_chunks, N, acc_even,
                          mat_ptr + bh.to(tl.int64) * D * D, D * D, CHUNK_GROUP, HAS_EXTRA)
             _sum_records(group_sums + D * D, num_groups, REC, extra_vec_ptr + bh.to(tl.int64) * D, scale,
                          vec_ptr + bh.to(tl.int64) * D, D, CHUNK_GROUP, HAS_EXTRA)
+
+
+def launcher(kernel):
+    """``kernel`` made launchable inside a ``triton_op``: through :func:`torch.library.wrap_triton`
+    (so that a tracer records the launch) when it is compiled, as it is when the Triton interpreter
+    made it (``TRITON_INTERPRET=1``).
+
+    Nothing can trace an interpreted kernel; torch from 2.13 on returns one as it is, and earlier
+    versions refuse it with a RuntimeError. Launch as ``launcher(kernel)[grid](...)``.
+    """
+    return wrap_triton(kernel) if isinstance(kernel, JITFunction) else kernel
 
 
 def device_ctx(t: torch.Tensor):

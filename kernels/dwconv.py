@@ -35,11 +35,11 @@ from functools import lru_cache
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
+from torch.library import triton_op
 
 from mmmila.ops.dwconv import dwconv_backward_fake, register_dwconv_op
 
-from .common import device_ctx
+from .common import device_ctx, launcher
 from .heuristics import parallel_slots
 
 
@@ -359,7 +359,7 @@ def dwconv_fwd(x, weight, bias, hw: tuple[int, int], residual, gate, skip: bool,
     T = B * N
     out = torch.empty((B, N, C), dtype=x.dtype, device=x.device)
     grid = (triton.cdiv(T, cfg.block_n), triton.cdiv(C, cfg.block_c))
-    wrap_triton(_dwconv_fwd_kernel)[grid](
+    launcher(_dwconv_fwd_kernel)[grid](
         x, weight, bias, x if residual is None else residual, x if gate is None else gate, out,
         T, N, hw[0], hw[1], C,
         *x.stride(), *_strides(residual), *_strides(gate), *_weight_strides(weight), bias.stride(0),
@@ -383,7 +383,7 @@ def dwconv_bwd(grad, x, weight, bias, hw: tuple[int, int], residual, gate, skip:
     part = torch.empty((10, cfg.num_chunks, C), dtype=torch.float32, device=dev)
     c_blocks = triton.cdiv(C, cfg.block_c)
     w_strides = _weight_strides(weight)
-    wrap_triton(_dwconv_bwd_map_kernel)[(cfg.num_chunks, c_blocks)](
+    launcher(_dwconv_bwd_map_kernel)[(cfg.num_chunks, c_blocks)](
         grad, x, weight, bias, x if residual is None else residual, x if gate is None else gate,
         gp, dres, dgate, part, T, N, hw[0], hw[1], C, cfg.chunk_tokens,
         *grad.stride(), *x.stride(), *_strides(residual), *_strides(gate), *w_strides, bias.stride(0),
@@ -392,7 +392,7 @@ def dwconv_bwd(grad, x, weight, bias, hw: tuple[int, int], residual, gate, skip:
     dx = torch.empty((B, N, C), dtype=x.dtype, device=dev)
     dweight = torch.empty(weight.shape, dtype=weight.dtype, device=dev)
     dbias = torch.empty((C,), dtype=bias.dtype, device=dev)
-    wrap_triton(_dwconv_bwd_input_kernel)[(triton.cdiv(T, cfg.block_n) + 10, c_blocks)](
+    launcher(_dwconv_bwd_input_kernel)[(triton.cdiv(T, cfg.block_n) + 10, c_blocks)](
         gp, grad, x if gate is None else gate, weight, dx, part, dweight, dbias, T, N, hw[0], hw[1], C,
         cfg.num_chunks, *gp.stride(), *grad.stride(), *_strides(gate), *w_strides,
         SKIP=skip, HAS_GATE=has_gate, BLOCK_N=cfg.block_n, BLOCK_C=cfg.block_c, BLOCK_K=32,

@@ -19,11 +19,10 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from torch.library import wrap_triton
 
 from .common import (EPS, _dphi, _finish_head_sums, _head_ptr, _load_halves, _load_pairs, _load_tile,
                      _load_vec_halves, _phi, _program_head, _rope_cos_sin, _store_halves, _store_tile,
-                     _token_tile, launch_buffers)
+                     _token_tile, launch_buffers, launcher)
 from .heuristics import LaunchConfig
 
 
@@ -156,13 +155,13 @@ def mila_attn_bwd(grad_out, qk, v, s, m, hw: tuple[int, int], num_heads: int, cf
         grad_m = m.new_zeros(m.shape) if grad_m is None else grad_m.contiguous()
     else:
         grad_s, grad_m = ds, dm   # not read
-    wrap_triton(_mila_attn_bwd_reduce_kernel)[cfg.reduce_grid](
+    launcher(_mila_attn_bwd_reduce_kernel)[cfg.reduce_grid](
         qk, grad_out, s, m, rope, dqk, part, counters, grad_s, grad_m,
         ds, dm, N, hw[1], C, num_heads, cfg.chunk_tokens,
         *qk.stride(), *grad_out.stride(), *dqk.stride(),
         D=d, BLOCK_N=cfg.reduce_block_n, DOT_PRECISION=cfg.dot_precision, HAS_GRAD_SM=has_grad_sm,
         num_warps=cfg.reduce_warps, num_stages=cfg.num_stages)
-    wrap_triton(_mila_attn_bwd_map_kernel)[cfg.map_grid](
+    launcher(_mila_attn_bwd_map_kernel)[cfg.map_grid](
         qk, v, ds, dm, rope, dqk, dv, N, hw[1], C, num_heads,
         *qk.stride(), *v.stride(), *dqk.stride(), *dv.stride(),
         D=d, BLOCK_N=cfg.block_n, DOT_PRECISION=cfg.dot_precision, num_warps=cfg.map_warps)

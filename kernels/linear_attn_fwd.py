@@ -17,10 +17,9 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from torch.library import wrap_triton
 
 from .common import (EPS, _finish_head_sums, _head_ptr, _load_halves, _load_pairs, _load_tile, _load_vec_halves,
-                     _phi, _program_head, _rope_cos_sin, _store_tile, _token_tile, launch_buffers)
+                     _phi, _program_head, _rope_cos_sin, _store_tile, _token_tile, launch_buffers, launcher)
 from .heuristics import LaunchConfig
 
 
@@ -111,13 +110,13 @@ def mila_attn_fwd(qk, v, hw: tuple[int, int], num_heads: int, cfg: LaunchConfig)
     part = torch.empty((cfg.reduce_grid[1], cfg.records, d * d + d), dtype=torch.float32, device=device)
     s = torch.empty((B, num_heads, d, d), dtype=torch.float32, device=device)
     m = torch.empty((B, num_heads, d), dtype=torch.float32, device=device)
-    wrap_triton(_mila_attn_fwd_reduce_kernel)[cfg.reduce_grid](
+    launcher(_mila_attn_fwd_reduce_kernel)[cfg.reduce_grid](
         qk, v, rope, part, counters, s, m,
         N, hw[1], C, num_heads, cfg.chunk_tokens, *qk.stride(), *v.stride(),
         D=d, BLOCK_N=cfg.reduce_block_n, DOT_PRECISION=cfg.dot_precision,
         num_warps=cfg.reduce_warps, num_stages=cfg.num_stages)
     out = torch.empty((B, N, C), dtype=v.dtype, device=device)
-    wrap_triton(_mila_attn_fwd_map_kernel)[cfg.map_grid](
+    launcher(_mila_attn_fwd_map_kernel)[cfg.map_grid](
         qk, s, m, rope, out, N, hw[1], C, num_heads, *qk.stride(), *out.stride(),
         D=d, BLOCK_N=cfg.block_n, DOT_PRECISION=cfg.dot_precision, num_warps=cfg.map_warps)
     return out, s, m

@@ -37,12 +37,12 @@ from functools import lru_cache
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
+from torch.library import triton_op
 
 from mmmila.ops.linear_chains import (gelu_linear_backward_fake, norm_linears_backward_fake,
                                       register_gelu_linear_op, register_norm_linears_op)
 
-from .common import _last_to_finish, chunk_counters, device_ctx
+from .common import _last_to_finish, chunk_counters, device_ctx, launcher
 from .heuristics import parallel_slots
 
 LN, GELU = tl.constexpr(1), tl.constexpr(2)     # the prologues
@@ -446,7 +446,7 @@ def _chain_fwd(prologue: int, x: torch.Tensor, gamma, beta, eps: float, weights,
     w0, w1 = _pair(weights)
     b0, b1 = _pair(biases)
     o0, o1 = _pair(outs)
-    wrap_triton(_chain_fwd_kernel)[grid](
+    launcher(_chain_fwd_kernel)[grid](
         x2, gamma, beta, w0, b0, o0, w1, b1, o1, M, K, n[0], n[1], eps,
         PROLOGUE=prologue, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
         DOT_PRECISION=cfg.dot_precision, UPCAST=cfg.upcast_dots, num_warps=cfg.num_warps)
@@ -470,7 +470,7 @@ def _weight_grads(prologue: int, grads: list[torch.Tensor], a2: torch.Tensor, me
     g0, g1 = _pair(grads)
     dw0, dw1 = _pair(dws)
     db0, db1 = _pair(dbs)
-    wrap_triton(_chain_dw_kernel)[(tiles_n, tiles_k, cfg.splits)](
+    launcher(_chain_dw_kernel)[(tiles_n, tiles_k, cfg.splits)](
         g0, g1, a2, mean, rstd, gamma, beta, dw0, db0, dw1, db1, part, counters,
         M, K, n[0], n[1], cfg.split_rows,
         PROLOGUE=prologue, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, BLOCK_M=cfg.dw_block_m,
@@ -498,7 +498,7 @@ def norm_linears_bwd(grads, x, gamma, beta, eps: float, weights, biases, cfg: Ch
     dbeta = torch.empty(beta.shape, dtype=beta.dtype, device=dev)
     g0, g1 = _pair(grads)
     w0, w1 = _pair(weights)
-    wrap_triton(_norm_dx_kernel)[(cfg.dx_programs,)](
+    launcher(_norm_dx_kernel)[(cfg.dx_programs,)](
         g0, w0, g1, w1, x2, gamma, dx, mean, rstd, part, chunk_counters(1, dev), dgamma, dbeta,
         M, K, w0.shape[0], w1.shape[0], eps,
         TWO=len(weights) > 1, BLOCK_M=cfg.dx_block_m, BLOCK_K=cfg.dx_block_k, BLOCK_N=16,
@@ -519,7 +519,7 @@ def gelu_linear_bwd(grad, h, weight, bias, cfg: ChainLaunchConfig):
     weight = weight.contiguous()
     dh = torch.empty((M, K), dtype=h.dtype, device=h.device)
     grid = (triton.cdiv(M, cfg.block_m), triton.cdiv(K, cfg.block_k))
-    wrap_triton(_gelu_dx_kernel)[grid](
+    launcher(_gelu_dx_kernel)[grid](
         g2, weight, h2, dh, M, K, weight.shape[0],
         BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k, BLOCK_N=32, DOT_PRECISION=cfg.dot_precision,
         UPCAST=cfg.upcast_dots, num_warps=cfg.num_warps)

@@ -130,3 +130,33 @@ def test_a_candidate_that_fails_is_passed_over():
     best, ms = tuning.tune(time_of, default_params('fwd', torch.bfloat16))
     assert (best.reduce_block_n, best.block_n) == (16, 32) and ms == 48
 
+
+
+def test_every_launch_goes_through_the_launcher(monkeypatch):
+    """A compiled kernel is launched through ``wrap_triton`` (so that a tracer records it); a kernel
+    of the interpreter as it is (torch before 2.13 refuses it in ``wrap_triton``). Every kernel module
+    launches through :func:`mmmila.kernels.common.launcher`."""
+    import inspect
+
+    import triton
+    from triton.runtime.jit import JITFunction
+
+    from mmmila.kernels import common, dwconv, linear_attn_bwd, linear_attn_fwd, linear_chains
+
+    wrapped = []
+    monkeypatch.setattr(common, 'wrap_triton', lambda k: wrapped.append(k) or ('wrapped', k))
+
+    def add(x_ptr):
+        pass
+
+    compiled = JITFunction(add)
+    assert common.launcher(compiled) == ('wrapped', compiled) and wrapped == [compiled]
+    interpreted = linear_attn_fwd._mila_attn_fwd_map_kernel
+    if not isinstance(interpreted, JITFunction):      # this process runs the interpreter
+        assert common.launcher(interpreted) is interpreted and wrapped == [compiled]
+    for module in (dwconv, linear_attn_bwd, linear_attn_fwd, linear_chains):
+        source = inspect.getsource(module)
+        assert 'wrap_triton' not in source, module.__name__
+        kernels = [name for name, obj in vars(module).items()
+                   if name.endswith('_kernel') and isinstance(obj, triton.runtime.jit.KernelInterface)]
+        assert kernels and all(f'launcher({name})[' in source for name in kernels), module.__name__
