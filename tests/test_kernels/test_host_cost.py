@@ -2,11 +2,14 @@
 and a call of a known shape computes no launch configuration; the autotuner's search and cache."""
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
+from triton.runtime.jit import JITFunction, KernelInterface
 
 from mmmila.bench.launches import LaunchCounter, count_launches
-from mmmila.kernels import tuning
+from mmmila.kernels import common, dwconv, linear_attn_bwd, linear_attn_fwd, linear_chains, tuning
 
 from ..conftest import seed_for
 
@@ -58,7 +61,6 @@ def test_gradients_of_s_and_m_join_in_the_kernel():
 
 def test_the_chunk_counters_are_zero_after_each_launch():
     """The last program of each count resets it: the cached counters are all 0 between launches."""
-    from mmmila.kernels import common
     qk, v = _leaves(2, (15, 20), 2)
     out = torch.ops.mmmila.linear_attention_triton(qk, v, 15, 20, 2, 10)[0]
     torch.autograd.grad(out, (qk, v), torch.ones_like(out))
@@ -131,18 +133,10 @@ def test_a_candidate_that_fails_is_passed_over():
     assert (best.reduce_block_n, best.block_n) == (16, 32) and ms == 48
 
 
-
 def test_every_launch_goes_through_the_launcher(monkeypatch):
     """A compiled kernel is launched through ``wrap_triton`` (so that a tracer records it); a kernel
     of the interpreter as it is (torch before 2.13 refuses it in ``wrap_triton``). Every kernel module
     launches through :func:`mmmila.kernels.common.launcher`."""
-    import inspect
-
-    import triton
-    from triton.runtime.jit import JITFunction
-
-    from mmmila.kernels import common, dwconv, linear_attn_bwd, linear_attn_fwd, linear_chains
-
     wrapped = []
     monkeypatch.setattr(common, 'wrap_triton', lambda k: wrapped.append(k) or ('wrapped', k))
 
@@ -158,5 +152,5 @@ def test_every_launch_goes_through_the_launcher(monkeypatch):
         source = inspect.getsource(module)
         assert 'wrap_triton' not in source, module.__name__
         kernels = [name for name, obj in vars(module).items()
-                   if name.endswith('_kernel') and isinstance(obj, triton.runtime.jit.KernelInterface)]
+                   if name.endswith('_kernel') and isinstance(obj, KernelInterface)]
         assert kernels and all(f'launcher({name})[' in source for name in kernels), module.__name__
