@@ -34,7 +34,8 @@ def cpu_extensions():
 
     # -fopenmp: torch's intra-op threads (at::parallel_for); the wheel's own libgomp serves it.
     # The hot loops pick AVX-512, AVX2 or baseline code when the library loads (target_clones).
-    ext = CppExtension('mmmila._C', ['mmmila/ops/csrc/cpu_kernels.cpp'], optional=True,
+    ext = CppExtension('mmmila._C', ['mmmila/ops/csrc/cpu_kernels.cpp', 'mmmila/ops/csrc/attention.cpp'],
+                       depends=['mmmila/ops/csrc/lanes.h'], optional=True,
                        extra_compile_args=['-O3', '-g0', '-fopenmp', '-Wno-psabi'],
                        extra_link_args=['-fopenmp'])
     return [ext], {'build_ext': BuildOptional}

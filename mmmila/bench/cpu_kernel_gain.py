@@ -1,7 +1,7 @@
 """What mmmila's compiled CPU kernels (:mod:`mmmila.ops.cpu_kernels`) save in a training step.
 
 The calls of the ops that have compiled CPU kernels (``torch.ops.mmmila.dwconv_tokens``, the
-Downsample's ``expand_dwconv``, the attention's ``linear_attention``, whose feature map is compiled,
+Downsample's ``expand_dwconv``, the attention's ``linear_attention``,
 and the MLP's ``gelu_linear``, whose GELU gradient is) in one forward of a backbone are recorded
 (their shapes and options); each distinct call then runs forward and backward with the compiled
 kernels and with the PyTorch implementation on the same inputs, in interleaved rounds (each round

@@ -9,12 +9,20 @@ N x C buffers) and peak memory is O(N C) for the outputs only.
 
 Per chunk the passes are those of the kernels: forward (1) S, m sums, (2) o = z (q_r S); backward
 (A) dS, dm sums and dL/da (needs only S and m), (B) dL/dc and dL/dv.
+
+``compiled``: float32 and float64 CPU inputs run the same passes in mmmila's compiled CPU kernels
+(``torch.ops.mmmila_cpu.linear_attention`` and its backward, :mod:`.cpu_kernels`): per chunk one
+elementwise pass makes what each matrix product reads (feature map, RoPE, normaliser, in registers),
+and a second one in the backward turns the products' results into dL/dqk. Other dtypes (16-bit,
+mixed) run the PyTorch ops below.
 """
 from __future__ import annotations
 
 from functools import lru_cache
 
 import torch
+
+from . import cpu_kernels
 from .capture import capturing_graph
 from .chunks import rows_per_chunk
 from .reference import EPS
@@ -57,6 +65,31 @@ def _tables(hw: tuple[int, int], channels: int, device: torch.device, dtype: tor
     return build(hw[0], hw[1], channels, device, dtype)
 
 
+@lru_cache(maxsize=32)
+def _pair_tables(height: int, width: int, channels: int, device: torch.device,
+                 dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rotation tables of the compiled kernels, from :func:`_rotation_tables`: (H, 2, C/2) by row
+    for channels [0, C/2) and (W, 2, C/2) by column for [C/2, C). Row 0 holds the cosine of each
+    channel's pair angle, row 1 its sine signed -, + for the pair's first and second channel, so that
+    the rotation of x is ``x cos + swap(x) sin`` (``swap`` exchanging the channels of each pair)."""
+    def per_channel(t: torch.Tensor) -> torch.Tensor:
+        sin = torch.stack((-t.imag, t.imag), dim=-1).flatten(-2)
+        return torch.stack((t.real.repeat_interleave(2, dim=-1), sin), dim=1).contiguous()
+
+    rows, cols = _tables((height, width), channels, device, dtype)
+    return per_channel(rows), per_channel(cols)
+
+
+def _compiled_tables(hw: tuple[int, int], channels: int, device: torch.device, dtype: torch.dtype):
+    build = _pair_tables.__wrapped__ if capturing_graph() else _pair_tables   # as :func:`_tables`
+    return build(hw[0], hw[1], channels, device, dtype)
+
+
+def _compiled_takes(*tensors: torch.Tensor) -> bool:
+    """True when the compiled attention kernels take these tensors: CPU, all float32 or all float64."""
+    return cpu_kernels.runs(tensors[0]) and all(t.dtype == tensors[0].dtype for t in tensors)
+
+
 def _inverse(tables: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """The tables of the inverse rotation R^T: their conjugates (tiny; made once per backward)."""
     return tuple(t.conj().resolve_conj() for t in tables)
@@ -78,18 +111,12 @@ def _heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
     return x.unflatten(-1, (num_heads, -1)).transpose(0, 1)
 
 
-def _phi(x: torch.Tensor, phi: torch.Tensor, dphi: torch.Tensor, compiled: bool = False,
-         keep_dphi: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def _phi(x: torch.Tensor, phi: torch.Tensor, dphi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """elu(x) + 1 and its derivative exp(min(x, 0)), written into the buffers ``phi`` and ``dphi``.
 
     phi(x) = max(x + 1, exp(min(x, 0))), as exp(x) >= 1 + x: four passes, one exp and no boolean
     masks (both slow on CPU); exp(x) for x <= 0 is also more accurate than expm1(x) + 1.
-    ``compiled``: one pass of mmmila's compiled CPU kernel instead (:mod:`.cpu_kernels`; CPU tensors
-    of the buffers' dtype), which writes ``dphi`` only if ``keep_dphi``.
     """
-    if compiled and x.dtype == phi.dtype:
-        torch.ops.mmmila_cpu.phi_(x, phi, dphi if keep_dphi else None)
-        return phi, dphi
     if x.dtype != phi.dtype:          # 16-bit inputs: compute in the buffers' float32
         x = phi.copy_(x)
     if dphi.dtype == torch.float32:   # exp2 is 2x faster than exp on CPU; error ~1e-7 relative
@@ -159,7 +186,8 @@ def attention_forward(qk: torch.Tensor, v: torch.Tensor, hw: tuple[int, int], nu
         v (Tensor): (B, N, C).
         hw (tuple[int, int]): (H, W), H * W = N.
         num_heads (int): nh.
-        compiled (bool): the feature map by mmmila's compiled CPU kernel (CPU tensors only).
+        compiled (bool): by mmmila's compiled CPU kernels when they take the inputs (CPU tensors,
+            float32 or float64 throughout).
 
     Returns:
         tuple[Tensor, Tensor, Tensor]: out (B, N, C) in v's dtype; S = k_r^T v / N (B, nh, d, d)
@@ -172,13 +200,16 @@ def attention_forward(qk: torch.Tensor, v: torch.Tensor, hw: tuple[int, int], nu
     s = qk.new_zeros((B, num_heads, d, d), dtype=cdt)
     if B == 0 or N == 0:
         return torch.empty((B, N, C), dtype=v.dtype, device=v.device), s, s.new_zeros((B, num_heads, d))
-    tables = _tables(hw, C, qk.device, cdt)
     rows = _chunk_rows(B, hw, C, qk.device)
+    if compiled and _compiled_takes(qk, v):
+        return torch.ops.mmmila_cpu.linear_attention(qk.contiguous(), v.contiguous(),
+                                                     *_compiled_tables(hw, C, qk.device, cdt), num_heads, rows)
+    tables = _tables(hw, C, qk.device, cdt)
     ws = _Workspace(B, rows * hw[1], C, num_heads, cdt, qk.device)
     k_sum = qk.new_zeros((B, C), dtype=cdt)
     for r, i, j in _chunks(hw, rows):               # pass 1: S and sum(k)
         n = j - i
-        k = _phi(qk[:, i:j, C:], ws.get('a', n), ws.get('b', n), compiled, keep_dphi=False)[0]
+        k = _phi(qk[:, i:j, C:], ws.get('a', n), ws.get('b', n))[0]
         k_sum += k.sum(dim=1)
         _rotate(tables, r, k)
         vc = _in_dtype(v[:, i:j], ws.get('b', n))
@@ -189,7 +220,7 @@ def attention_forward(qk: torch.Tensor, v: torch.Tensor, hw: tuple[int, int], nu
     out = torch.empty((B, N, C), dtype=v.dtype, device=v.device)
     for r, i, j in _chunks(hw, rows):               # pass 2: o = z (q_r S)
         n = j - i
-        q = _phi(qk[:, i:j, :C], ws.get('a', n), ws.get('b', n), compiled, keep_dphi=False)[0]
+        q = _phi(qk[:, i:j, :C], ws.get('a', n), ws.get('b', n))[0]
         z = _normaliser(q, m, ws.z[:, :n])
         _rotate(tables, r, q)
         o = out[:, i:j] if out.dtype == cdt else ws.get('b', n)
@@ -210,6 +241,10 @@ def attention_backward(grad: torch.Tensor, grad_s: torch.Tensor | None, grad_m: 
     """
     B, N, C = (int(n) for n in v.shape)
     cdt = s.dtype
+    if compiled and _compiled_takes(qk, v, grad, s) and B and N:
+        return torch.ops.mmmila_cpu.linear_attention_backward(
+            grad.contiguous(), grad_s, grad_m, qk.contiguous(), v.contiguous(), s, m.contiguous(),
+            *_compiled_tables(hw, C, qk.device, cdt), num_heads, _chunk_rows(B, hw, C, qk.device))
     dqk = torch.empty(qk.shape, dtype=qk.dtype, device=qk.device)
     dv = torch.empty(v.shape, dtype=v.dtype, device=v.device)
     if B == 0 or N == 0:
@@ -223,7 +258,7 @@ def attention_backward(grad: torch.Tensor, grad_s: torch.Tensor | None, grad_m: 
     s_t = s.transpose(-1, -2)
     for r, i, j in _chunks(hw, rows):               # pass A: dS, dm and dL/da
         n = j - i
-        q, dphi = _phi(qk[:, i:j, :C], ws.get('q', n), ws.get('dphi', n), compiled)
+        q, dphi = _phi(qk[:, i:j, :C], ws.get('q', n), ws.get('dphi', n))
         z = _normaliser(q, m, ws.z[:, :n])                        # (B, n, nh, 1)
         gz = ws.get('gz', n)
         torch.mul(_per_head(grad[:, i:j], num_heads), z, out=_per_head(gz, num_heads))   # z g
@@ -249,7 +284,7 @@ def attention_backward(grad: torch.Tensor, grad_s: torch.Tensor | None, grad_m: 
     ds_t = ds.transpose(-1, -2)
     for r, i, j in _chunks(hw, rows):               # pass B: dL/dc and dL/dv
         n = j - i
-        k, dphi = _phi(qk[:, i:j, C:], ws.get('q', n), ws.get('dphi', n), compiled)
+        k, dphi = _phi(qk[:, i:j, C:], ws.get('q', n), ws.get('dphi', n))
         _rotate(tables, r, k)
         dv_c = dv[:, i:j] if dv.dtype == cdt else ws.get('gz', n)
         _apply(k, ds, dv_c)                                           # k_r dS / N

@@ -10,8 +10,9 @@ float32 and float64 (docs/kernels.md, "Compiled CPU kernels"):
   a call; MILA-T's training step makes 144 of these calls and their backwards.
 - ``dwconv_s2_relu`` and ``dwconv_s2_relu_backward``: the Downsample's stride-2 depthwise
   convolution between its two ReLUs, on a chunk of the expanded map (:mod:`mmmila.ops.downsample`).
-- ``phi_``: the attention's feature map elu + 1 and its derivative, in place
-  (:mod:`mmmila.ops.library`).
+- ``linear_attention`` and ``linear_attention_backward``: MILA's linear attention, the chunked passes
+  of :mod:`mmmila.ops.cpu_fused` with the feature map, RoPE and the normaliser (and their gradients)
+  in one elementwise pass before each matrix product and one after it (``csrc/attention.cpp``).
 - ``gelu_grad_``: GELU's recomputation and gradient in the backward of GELU + ``fc2``
   (:mod:`mmmila.ops.linear_chains`).
 

@@ -251,44 +251,88 @@ def test_s2_kernel_checks_name_the_problem(change, message):
     assert message in str(err.value)
 
 
-# ---- the linear attention's feature map elu(x) + 1 ------------------------------------------------------
-@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
-def test_phi_matches_the_pytorch_ops(dtype):
-    """phi = elu(x) + 1 and dphi = exp(min(x, 0)) on the q half of a (B, n, 2C) projection (a strided
-    view), into chunk buffers: float64 equal to float64's own ops to rounding, float32 no further
-    from float64 than PyTorch's float32 ops (up to 4x, their exp2 against our polynomial)."""
-    from mmmila.ops.cpu_fused import _phi
-
-    g = torch.Generator().manual_seed(seed_for(31))
-    qk = torch.randn(2, 40, 2 * 24, generator=g, dtype=torch.float64) * 3
-    qk[0, 0, :4] = torch.tensor([0.0, -0.0, 88.0, -100.0], dtype=torch.float64)   # edges of exp's range
-    x64 = qk[:, :, :24]
-    exact = (torch.where(x64 > 0, x64 + 1, torch.exp(x64)), torch.exp(x64.clamp(max=0)))   # elu + 1, exactly
-
-    def run(x, compiled):
-        bufs = torch.empty(2, 3, 40, 24, dtype=x.dtype)   # strided chunk buffers, as the workspace's
-        return _phi(x, bufs[:, 0], bufs[:, 1], compiled)
-
-    ours = run(x64.to(dtype), True)
-    theirs = run(x64.to(dtype), False)
-    for name, o, t, e in zip(('phi', 'dphi'), ours, theirs, exact):
-        if dtype == torch.float64:
-            torch.testing.assert_close(o, e, rtol=1e-14, atol=0, msg=name)
-        else:
-            assert _rel(o, e) <= 4 * _rel(t, e) + 1e-7, name
+# ---- MILA's linear attention ---------------------------------------------------------------------------
+# (B, (H, W), nh, d): MILA's head width over odd maps, heads that split a vector (d = 20) and halves of C
+# past the last vector (C / 2 = 20, 6), one head, one row
+ATTN_SHAPES = [(2, (7, 11), 2, 32), (1, (5, 7), 1, 32), (2, (9, 9), 2, 20), (2, (3, 13), 3, 4), (1, (1, 12), 4, 8)]
 
 
-def test_the_attention_op_takes_phi_on_cpu():
-    """torch.ops.mmmila.linear_attention on CPU: forward and backward compute the feature map by the
-    compiled kernel (twice each: q and k)."""
+def _attention_paths(qk, v, g, gs, gm, hw, nh, compiled):
+    """(out, S, m, dqk, dv) of the chunked attention, compiled or by PyTorch ops."""
+    from mmmila.ops.cpu_fused import attention_backward, attention_forward
+
+    out, s, m = attention_forward(qk, v, hw, nh, compiled=compiled)
+    return (out, s, m, *attention_backward(g, gs, gm, qk, v, s, m, hw, nh, compiled=compiled))
+
+
+@pytest.mark.parametrize('rows', [2, 100])
+@pytest.mark.parametrize('B,hw,nh,d', ATTN_SHAPES)
+def test_attention_matches_float64(B, hw, nh, d, rows, monkeypatch):
+    """Out, S, m and the gradients of qk and v (with gradients flowing into S and m too), by chunks of
+    2 rows (a ragged last one) and in one chunk: float64 kernels equal the PyTorch ops in float64 to
+    rounding; float32 ones are no further from float64 than the PyTorch ops in float32 on the same
+    draw (up to 4x)."""
+    from mmmila.ops import cpu_fused
+
+    monkeypatch.setattr(cpu_fused, '_chunk_rows', lambda b, hw_, c, dev: rows)
+    g = torch.Generator().manual_seed(seed_for(40 + hw[0] * nh + d))
+    C, N = nh * d, hw[0] * hw[1]
+    draw = [torch.randn(*shape, generator=g, dtype=torch.float64) for shape in
+            ((B, N, 2 * C), (B, N, C), (B, N, C), (B, nh, d, d), (B, nh, d))]
+    draw[0] *= 1.5   # both branches of elu + 1
+    exact = _attention_paths(*draw, hw, nh, compiled=False)
+    ours64 = _attention_paths(*draw, hw, nh, compiled=True)
+    f32 = [t.float() for t in draw]
+    ours32, theirs32 = _attention_paths(*f32, hw, nh, compiled=True), _attention_paths(*f32, hw, nh, compiled=False)
+    for name, o64, o32, t32, e in zip(('out', 'S', 'm', 'dqk', 'dv'), ours64, ours32, theirs32, exact):
+        assert o64.dtype == torch.float64 and o32.dtype == torch.float32, name
+        assert _rel(o64, e) <= 1e-13, name
+        assert _rel(o32, e) <= 4 * _rel(t32, e) + 1e-7, name
+
+
+@pytest.mark.parametrize('dtype,compiled', [(torch.float32, True), (torch.float64, True),
+                                            (torch.bfloat16, False)])
+def test_the_attention_op_takes_them_on_cpu(dtype, compiled):
+    """torch.ops.mmmila.linear_attention on CPU: forward and backward are one compiled kernel each for
+    float32 and float64; other dtypes run the PyTorch ops."""
     from mmmila.ops import mila_linear_attention
 
     g = torch.Generator().manual_seed(seed_for(32))
-    qk = torch.randn(1, 24, 32, generator=g, requires_grad=True)
-    v = torch.randn(1, 24, 16, generator=g, requires_grad=True)
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        mila_linear_attention(qk, v, (4, 6), 2, backend='torch').sum().backward()
-    assert sum(e.name == 'mmmila_cpu::phi_' for e in prof.events()) == 4
+    qk = torch.randn(1, 24, 32, generator=g).to(dtype).requires_grad_()
+    v = torch.randn(1, 24, 16, generator=g).to(dtype).requires_grad_()
+    seen = _ops_called(lambda: mila_linear_attention(qk, v, (4, 6), 2, backend='torch').sum().backward())
+    expected = {'mmmila_cpu::linear_attention', 'mmmila_cpu::linear_attention_backward'}
+    assert seen == (expected if compiled else set())
+
+
+def test_attention_kernels_on_empty_inputs():
+    """An empty batch or map: empty out, dqk and dv, zero S and m."""
+    for B, hw in ((0, (3, 4)), (2, (0, 4))):
+        N = hw[0] * hw[1]
+        qk, v = torch.randn(B, N, 32), torch.randn(B, N, 16)
+        tables = torch.zeros(hw[0], 2, 8), torch.zeros(hw[1], 2, 8)
+        out, s, m = torch.ops.mmmila_cpu.linear_attention(qk, v, *tables, 2, 4)
+        assert out.shape == v.shape and not s.any() and not m.any()
+        assert s.shape == (B, 2, 8, 8) and m.shape == (B, 2, 8)
+        dqk, dv = torch.ops.mmmila_cpu.linear_attention_backward(v, None, None, qk, v, s, m, *tables, 2, 4)
+        assert dqk.shape == qk.shape and dv.shape == v.shape
+
+
+@pytest.mark.parametrize('change,message', [
+    (dict(v=torch.zeros(1, 12, 16, dtype=torch.float64)), 'must both be float32 or both float64'),
+    (dict(qk=torch.zeros(1, 12, 64)[..., :32]), 'must be contiguous CPU tensors'),
+    (dict(qk=torch.zeros(1, 12, 30)), 'qk must be (B, N, 2C) = (1, 12, 32)'),
+    (dict(num_heads=3), 'must be a multiple of 4 and of num_heads = 3'),
+    (dict(row_table=torch.zeros(4, 2, 8)), 'does not match N = 12'),
+    (dict(col_table=torch.zeros(4, 2, 6)), 'the rotation tables must be contiguous (H, 2, C/2)'),
+    (dict(chunk_rows=0), 'chunk_rows must be positive'),
+])
+def test_attention_kernel_checks_name_the_problem(change, message):
+    kw = dict(qk=torch.zeros(1, 12, 32), v=torch.zeros(1, 12, 16), row_table=torch.zeros(3, 2, 8),
+              col_table=torch.zeros(4, 2, 8), num_heads=2, chunk_rows=2) | change
+    with pytest.raises(RuntimeError) as err:
+        torch.ops.mmmila_cpu.linear_attention(*kw.values())
+    assert message in str(err.value)
 
 
 # ---- GELU and its gradient in the backward of GELU + fc2 ------------------------------------------------

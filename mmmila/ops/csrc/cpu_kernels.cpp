@@ -1,9 +1,9 @@
 // mmmila's compiled CPU kernels: the depthwise 3x3 convolutions of a MILA backbone with what comes
 // before and after them, forward and backward: the block's, on tokens (torch.ops.mmmila.dwconv_tokens,
 // mmmila/ops/dwconv.py has the maths), and the Downsample's stride-2 one between two ReLUs
-// (torch.ops.mmmila.expand_dwconv, mmmila/ops/downsample.py); the linear attention's feature map
-// elu + 1 with its derivative (torch.ops.mmmila.linear_attention, mmmila/ops/cpu_fused.py); the MLP's
-// GELU with its derivative in the backward of GELU + fc2 (torch.ops.mmmila.gelu_linear).
+// (torch.ops.mmmila.expand_dwconv, mmmila/ops/downsample.py); the MLP's GELU with its derivative in
+// the backward of GELU + fc2 (torch.ops.mmmila.gelu_linear). The linear attention's kernels are in
+// attention.cpp; the vector toolkit both use is lanes.h.
 //
 // Tokens (B, N = H W, C) are a channels-last map: the C channels of a pixel are contiguous. Every
 // pass below walks a map row by row and a block of channels at a time (one SIMD vector of lanes),
@@ -12,13 +12,13 @@
 // convolution, which the PyTorch implementation calls, costs 100-200 us per call on maps of a few
 // hundred KiB whatever their size; these passes cost what their bytes and FLOPs cost.
 //
-// The vectors are GCC vector extensions (64 bytes: 16 floats or 8 doubles), compiled three times
-// (target_clones: AVX-512, AVX2 with FMA, the x86-64 baseline) and chosen when the library loads.
+// The vectors are GCC vector extensions (64 bytes: 16 floats or 8 doubles, lanes.h), compiled three
+// times (target_clones: AVX-512, AVX2 with FMA, the x86-64 baseline) and chosen when the library loads.
 // Channels past the last full vector run the same code on scalars. float32 and float64 only: the
 // Python side sends other dtypes to the PyTorch implementation.
 //
-// Ops (namespace mmmila_cpu; CPU tensors, contiguous but for phi_'s strided views; the callers check
-// the inputs, and each kernel checks again the shapes, dtypes and layouts it relies on):
+// Ops (namespace mmmila_cpu; contiguous CPU tensors; the callers check the inputs, and each kernel
+// checks again the shapes, dtypes and layouts it relies on):
 //   dwconv_tokens(x, weight, bias, H, W, residual?, gate?, skip, silu) -> out
 //   dwconv_tokens_backward(grad, x, weight, bias, H, W, residual?, gate?, skip, silu)
 //       -> (dx, dweight (C,1,3,3), dbias, dresidual (empty unless residual and gate),
@@ -26,8 +26,6 @@
 //   dwconv_s2_relu(a, weight, bias, pad_top) -> out: the Downsample's stride-2 depthwise convolution
 //       with both ReLUs on a chunk of the expansion's pre-activation (mmmila/ops/downsample.py)
 //   dwconv_s2_relu_backward(grad, a, weight, bias, pad_top) -> (da, dweight, dbias)
-//   phi_(x, phi!, dphi!?): the linear attention's feature map elu(x) + 1 and its derivative, written
-//       into phi and dphi (mmmila/ops/cpu_fused.py)
 //   gelu_grad_(h, da, a!, dh!): a = gelu(h) and dh = da gelu'(h), exact GELU, for the backward of
 //       GELU + fc2 (mmmila/ops/linear_chains.py)
 #include <torch/extension.h>
@@ -37,73 +35,10 @@
 #include <cstring>
 #include <tuple>
 
+#include "lanes.h"
+
 namespace mmmila_cpu {
 namespace {
-
-#define MMMILA_INLINE inline __attribute__((always_inline))
-#define MMMILA_INLINE_LAMBDA __attribute__((always_inline))
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define MMMILA_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else   // other compilers and CPUs: the build's own instruction set
-#define MMMILA_CLONES
-#endif
-
-template <typename T> struct Lanes;
-template <> struct Lanes<float> {
-  typedef float V __attribute__((vector_size(64)));
-  typedef int I __attribute__((vector_size(64)));
-  static constexpr int n = 16;
-};
-template <> struct Lanes<double> {
-  typedef double V __attribute__((vector_size(64)));
-  static constexpr int n = 8;
-};
-
-// A "lane type" is a vector (Lanes<T>::V) or the scalar T itself (the channels past the last vector).
-template <typename V, typename T> MMMILA_INLINE V load(const T* p) {
-  V v;
-  std::memcpy(&v, p, sizeof(V));
-  return v;
-}
-template <typename V, typename T> MMMILA_INLINE void store(T* p, V v) { std::memcpy(p, &v, sizeof(V)); }
-template <typename V> struct Elem { typedef V type; };
-template <> struct Elem<Lanes<float>::V> { typedef float type; };
-template <> struct Elem<Lanes<double>::V> { typedef double type; };
-template <typename V> MMMILA_INLINE V splat(double s) { return V{} + static_cast<typename Elem<V>::type>(s); }
-
-// exp on float vectors: 2^n e^r with |r| <= ln2 / 2, a degree-6 Taylor polynomial for e^r (relative
-// error below 3e-8, under float32's half ulp). Arguments above 88 give exp(88) (float's largest power
-// of e short of infinity), below -87 (where float's normal numbers end) 0.
-MMMILA_INLINE Lanes<float>::V exp_lanes(Lanes<float>::V x) {
-  typedef Lanes<float>::V V;
-  typedef Lanes<float>::I I;
-  const V hi = splat<V>(88.0), lo = splat<V>(-87.0);
-  const V arg = x;
-  x = x > hi ? hi : x;
-  x = x < lo ? lo : x;
-  const V shift = splat<V>(12582912.0);   // 1.5 * 2^23: adding it rounds to an integer
-  const V n = (x * splat<V>(1.4426950408889634) + shift) - shift;
-  const V r = (x - n * splat<V>(0.693145751953125)) - n * splat<V>(1.428606765330187e-06);
-  V p = splat<V>(1.0 / 720);
-  p = p * r + splat<V>(1.0 / 120);
-  p = p * r + splat<V>(1.0 / 24);
-  p = p * r + splat<V>(1.0 / 6);
-  p = p * r + splat<V>(0.5);
-  p = p * r + splat<V>(1.0);
-  p = p * r + splat<V>(1.0);
-  const I bits = (__builtin_convertvector(n, I) + 127) << 23;
-  V scale;
-  std::memcpy(&scale, &bits, sizeof(V));
-  const V zero{};
-  return arg < lo ? zero : p * scale;
-}
-// exp on double vectors and on scalars: the C library's, lane by lane (float64 is the tests' dtype).
-MMMILA_INLINE Lanes<double>::V exp_lanes(Lanes<double>::V x) {
-  for (int l = 0; l < Lanes<double>::n; ++l) x[l] = std::exp(x[l]);
-  return x;
-}
-MMMILA_INLINE float exp_lanes(float x) { return std::exp(x); }
-MMMILA_INLINE double exp_lanes(double x) { return std::exp(x); }
 
 // erf on float vectors: x P(x^2) / Q(x^2) on [-4, 4] (outside, erf is +-1 in float32), a rational
 // approximation with an absolute error below 7e-8; the C library's on double vectors and scalars.
@@ -422,27 +357,6 @@ struct S2GradIn {
   }
 };
 
-// ---- the attention's feature map (mmmila/ops/cpu_fused.py) ---------------------------------------------
-// phi = elu(x) + 1 = max(x + 1, exp(min(x, 0))) and its derivative dphi = exp(min(x, 0)), in one pass
-// over a (B, n, C) view whose channels are contiguous (the q or k half of the qk projection).
-template <typename T>
-struct Phi {
-  int64_t B, n, C;
-  const T* x;
-  T *phi, *dphi;
-  int64_t xs0, xs1, ps0, ps1, ds0, ds1;   // strides of the batch and token dims
-  Grid grid() const { return {B, n, C, C}; }
-
-  template <typename V> MMMILA_INLINE void run(int64_t b, int64_t t, int64_t c) const {
-    const V one = splat<V>(1.0), zero{};
-    const V v = load<V>(x + b * xs0 + t * xs1 + c);
-    const V e = exp_lanes(v < zero ? v : zero);
-    const V p = v + one;
-    store(phi + b * ps0 + t * ps1 + c, p > e ? p : e);
-    if (dphi) store(dphi + b * ds0 + t * ds1 + c, e);
-  }
-};
-
 // ---- the MLP's GELU in the backward of GELU + fc2 (mmmila/ops/linear_chains.py) ------------------------
 // From the hidden pre-activation h and dL/da (a = gelu(h), fc2's input): a itself (for fc2's weight
 // gradient) and dL/dh = dL/da gelu'(h), exact GELU: gelu(h) = h Phi(h), gelu'(h) = Phi(h) + h phi(h),
@@ -484,8 +398,6 @@ MMMILA_PASS(S2GradOut, float)
 MMMILA_PASS(S2GradOut, double)
 MMMILA_PASS(S2GradIn, float)
 MMMILA_PASS(S2GradIn, double)
-MMMILA_PASS(Phi, float)
-MMMILA_PASS(Phi, double)
 MMMILA_PASS(GeluGrad, float)
 MMMILA_PASS(GeluGrad, double)
 #undef MMMILA_PASS
@@ -646,25 +558,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dwconv_s2_relu_backward(
   return {da, dw, db};
 }
 
-void phi_(const at::Tensor& x, const at::Tensor& phi, const c10::optional<at::Tensor>& dphi) {
-  TORCH_CHECK(x.device().is_cpu() && x.dim() == 3 && x.stride(2) == 1,
-              "mmmila_cpu.phi_: x must be a CPU (B, n, C) view with contiguous channels, got ", x.sizes());
-  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
-              "mmmila_cpu.phi_: float32 or float64 only, got ", x.scalar_type());
-  for (const at::Tensor* t : {&phi, dphi.has_value() ? &*dphi : &phi})
-    TORCH_CHECK(t->sizes() == x.sizes() && t->scalar_type() == x.scalar_type() && t->stride(2) == 1 &&
-                    t->device().is_cpu(),
-                "mmmila_cpu.phi_: phi and dphi must be CPU tensors like x with contiguous channels");
-  if (x.numel() == 0) return;
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mmmila_cpu.phi_", [&] {
-    using T = scalar_t;
-    const at::Tensor& d = dphi.has_value() ? *dphi : phi;
-    run_pass(Phi<T>{x.size(0), x.size(1), x.size(2), x.data_ptr<T>(), phi.data_ptr<T>(),
-                    dphi.has_value() ? d.data_ptr<T>() : nullptr, x.stride(0), x.stride(1), phi.stride(0),
-                    phi.stride(1), d.stride(0), d.stride(1)});
-  });
-}
-
 void gelu_grad_(const at::Tensor& h, const at::Tensor& da, const at::Tensor& a, const at::Tensor& dh) {
   TORCH_CHECK(h.device().is_cpu() && h.dim() == 2 && h.is_contiguous(),
               "mmmila_cpu.gelu_grad_: h must be contiguous CPU rows (n, C), got ", h.sizes());
@@ -692,7 +585,6 @@ TORCH_LIBRARY(mmmila_cpu, m) {
   m.def("dwconv_s2_relu(Tensor a, Tensor weight, Tensor bias, bool pad_top) -> Tensor");
   m.def("dwconv_s2_relu_backward(Tensor grad, Tensor a, Tensor weight, Tensor bias, bool pad_top) "
         "-> (Tensor, Tensor, Tensor)");
-  m.def("phi_(Tensor x, Tensor(a!) phi, Tensor(b!)? dphi) -> ()");
   m.def("gelu_grad_(Tensor h, Tensor da, Tensor(a!) a, Tensor(b!) dh) -> ()");
 }
 
@@ -701,7 +593,6 @@ TORCH_LIBRARY_IMPL(mmmila_cpu, CPU, m) {
   m.impl("dwconv_tokens_backward", &dwconv_tokens_backward);
   m.impl("dwconv_s2_relu", &dwconv_s2_relu);
   m.impl("dwconv_s2_relu_backward", &dwconv_s2_relu_backward);
-  m.impl("phi_", &phi_);
   m.impl("gelu_grad_", &gelu_grad_);
 }
 
