@@ -201,12 +201,13 @@ template <typename T> struct RotateQ {
   }
 };
 
-// Backward pass A2: from dqr = dL/d(R q) (= z g S^T) and qr = R q:
+// Backward pass A2, in place: dqk[:C] holds dqr = dL/d(R q) (= z g S^T, the product wrote it there),
+// qr = R q; then
 //   w = z (R q . dqr) per head,  dL/dq = R^T dqr - w m,  dL/dqk[:C] = dL/dq phi'(q),
 // and each unit's sum of -w q (dL/dm's share of these tokens).
 template <typename T> struct GradQ {
   Chunk<T> a;
-  const T *qk, *m, *qr, *dqr, *z;
+  const T *qk, *m, *qr, *z;
   T *dqk, *sums;
 
   MMMILA_INLINE void unit(int64_t u) const {
@@ -218,8 +219,8 @@ template <typename T> struct GradQ {
     std::fill(sum, sum + a.C, T(0));
     for (int64_t i = s.i0; i < s.i1; ++i) {
       const int64_t t = a.t0 + i, o = (s.b * a.bn + i);
-      const T *x = qk + (s.b * a.N + t) * 2 * a.C, *q = qr + o * a.C, *dq = dqr + o * a.C;
-      T* out = dqk + (s.b * a.N + t) * 2 * a.C;
+      const T *x = qk + (s.b * a.N + t) * 2 * a.C, *q = qr + o * a.C;
+      T* dq = dqk + (s.b * a.N + t) * 2 * a.C;
       for (int64_t h = 0; h < a.nh; ++h) wh[h] = z[o * a.nh + h] * dot(q + h * a.d, dq + h * a.d, a.d);
       spread(wh, a.nh, a.d, wc);
       a.rotated_blocks(t, [&](int64_t c, int64_t k, Vec<T> cs, Vec<T> sn) MMMILA_INLINE_LAMBDA {
@@ -227,16 +228,17 @@ template <typename T> struct GradQ {
         Vec<T> e;
         const Vec<T> p = phi_of(ld(x + c, k), e), w = ld(wc + c, k);
         st(sum + c, ld(sum + c, k) - w * p, k);
-        st(out + c, (gr * cs - swap_pairs(gr) * sn - w * ld(mb + c, k)) * e, k);
+        st(dq + c, (gr * cs - swap_pairs(gr) * sn - w * ld(mb + c, k)) * e, k);
       });
     }
   }
 };
 
-// Backward pass B2: dL/dqk[C:] = (R^T dkr + dm) phi'(k), dkr = dL/d(R k) = v dS^T, dm = dL/dm / N.
+// Backward pass B2, in place: dqk[C:] holds dkr = dL/d(R k) = v dS^T; then
+// dL/dqk[C:] = (R^T dkr + dm) phi'(k), dm = dL/dm / N.
 template <typename T> struct GradK {
   Chunk<T> a;
-  const T *qk, *dkr, *dm;
+  const T *qk, *dm;
   T* dqk;
 
   MMMILA_INLINE void unit(int64_t u) const {
@@ -245,13 +247,12 @@ template <typename T> struct GradK {
     for (int64_t i = s.i0; i < s.i1; ++i) {
       const int64_t t = a.t0 + i;
       const T* x = qk + (s.b * a.N + t) * 2 * a.C + a.C;
-      const T* dk = dkr + (s.b * a.bn + i) * a.C;
-      T* out = dqk + (s.b * a.N + t) * 2 * a.C + a.C;
+      T* dk = dqk + (s.b * a.N + t) * 2 * a.C + a.C;
       a.rotated_blocks(t, [&](int64_t c, int64_t k, Vec<T> cs, Vec<T> sn) MMMILA_INLINE_LAMBDA {
         const Vec<T> gr = ld(dk + c, k);
         Vec<T> e;
         phi_of(ld(x + c, k), e);
-        st(out + c, (gr * cs - swap_pairs(gr) * sn + ld(dmb + c, k)) * e, k);
+        st(dk + c, (gr * cs - swap_pairs(gr) * sn + ld(dmb + c, k)) * e, k);
       });
     }
   }
@@ -385,7 +386,7 @@ std::tuple<at::Tensor, at::Tensor> linear_attention_backward(
   at::Tensor dqk = at::empty_like(qk), dv = at::empty_like(v);
   if (s.B == 0 || s.N == 0) return {dqk, dv};
   const int64_t bn = std::min(s.chunk_rows, s.H) * s.W;
-  at::Tensor qr = at::empty({s.B, bn, s.C}, v.options()), gz = at::empty_like(qr), dq = at::empty_like(qr);
+  at::Tensor qr = at::empty({s.B, bn, s.C}, v.options()), gz = at::empty_like(qr);
   at::Tensor z = at::empty({s.B, bn, s.nh}, v.options());
   at::Tensor sums = at::empty({s.B, (bn + kBlock - 1) / kBlock, s.C}, v.options());
   at::Tensor dS = at::zeros_like(S), dm = at::zeros({s.B, s.C}, v.options().dtype(at::kDouble));
@@ -398,11 +399,11 @@ std::tuple<at::Tensor, at::Tensor> linear_attention_backward(
                      z.data_ptr<T>()});
       for (int64_t b = 0; b < s.B; ++b) {
         const at::Tensor gzb = heads(gz[b].narrow(0, 0, a.n), s.nh);
-        bmm_into(heads(dq[b].narrow(0, 0, a.n), s.nh), gzb, St[b]);
+        bmm_into(heads(dqk[b].narrow(0, a.t0, a.n).narrow(1, 0, s.C), s.nh), gzb, St[b]);
         dS[b].baddbmm_(heads(qr[b].narrow(0, 0, a.n), s.nh).transpose(1, 2), gzb);
       }
-      run(GradQ<T>{a, qk.data_ptr<T>(), mp, qr.data_ptr<T>(), dq.data_ptr<T>(), z.data_ptr<T>(),
-                   dqk.data_ptr<T>(), sums.data_ptr<T>()});
+      run(GradQ<T>{a, qk.data_ptr<T>(), mp, qr.data_ptr<T>(), z.data_ptr<T>(), dqk.data_ptr<T>(),
+                   sums.data_ptr<T>()});
       add_sums(a, sums, dm);
     });
     if (grad_s.has_value()) dS.add_(*grad_s);
@@ -414,9 +415,10 @@ std::tuple<at::Tensor, at::Tensor> linear_attention_backward(
       run(RotateK<T>{a, qk.data_ptr<T>(), qr.data_ptr<T>(), nullptr});
       for (int64_t b = 0; b < s.B; ++b) {
         bmm_into(heads(dv[b].narrow(0, a.t0, a.n), s.nh), heads(qr[b].narrow(0, 0, a.n), s.nh), dS[b]);
-        bmm_into(heads(dq[b].narrow(0, 0, a.n), s.nh), heads(v[b].narrow(0, a.t0, a.n), s.nh), dSt[b]);
+        bmm_into(heads(dqk[b].narrow(0, a.t0, a.n).narrow(1, s.C, s.C), s.nh), heads(v[b].narrow(0, a.t0, a.n), s.nh),
+                 dSt[b]);
       }
-      run(GradK<T>{a, qk.data_ptr<T>(), dq.data_ptr<T>(), dmN.data_ptr<T>(), dqk.data_ptr<T>()});
+      run(GradK<T>{a, qk.data_ptr<T>(), dmN.data_ptr<T>(), dqk.data_ptr<T>()});
     });
   });
   return {dqk, dv};
