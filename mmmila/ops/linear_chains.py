@@ -129,8 +129,11 @@ def gelu_linear_op(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) ->
     if rows >= h2.shape[0]:
         return F.linear(F.gelu(h), weight, b)
     out = h2.new_empty((h2.shape[0], weight.shape[0]))
+    act = h2.new_empty((rows, h2.shape[1]))   # one chunk's GELU, reused by every chunk
     for i in range(0, h2.shape[0], rows):
-        torch.addmm(b, F.gelu(h2[i:i + rows]), weight.t(), out=out[i:i + rows])
+        hc = h2[i:i + rows]
+        a = torch.ops.aten.gelu.out(hc, out=act[:hc.shape[0]])
+        torch.addmm(b, a, weight.t(), out=out[i:i + rows])
     return out.view(*h.shape[:-1], weight.shape[0])
 
 
@@ -145,12 +148,13 @@ def gelu_linear_backward(grad: torch.Tensor, h: torch.Tensor, weight: torch.Tens
     compiled = compiled and h.dtype == weight.dtype == grad.dtype
 
     def gelu_and_grad(hc, gc, dh_out, a_buffer):
-        """gelu(hc), fc2's input, and dL/dh of the chunk written into ``dh_out``."""
-        da = gc.mm(weight)
+        """gelu(hc), fc2's input, and dL/dh of the chunk written into ``dh_out`` (which takes dL/da
+        first: no buffer of its own)."""
+        torch.mm(gc, weight, out=dh_out)
         if compiled:
-            torch.ops.mmmila_cpu.gelu_grad_(hc, da, a_buffer, dh_out)
+            torch.ops.mmmila_cpu.gelu_grad_(hc, a_buffer, dh_out)
             return a_buffer
-        torch.ops.aten.gelu_backward.grad_input(da, hc, grad_input=dh_out)
+        torch.ops.aten.gelu_backward.grad_input(dh_out, hc, grad_input=dh_out)
         return F.gelu(hc)
 
     dh = torch.empty_like(h2)

@@ -26,8 +26,8 @@
 //   dwconv_s2_relu(a, weight, bias, pad_top) -> out: the Downsample's stride-2 depthwise convolution
 //       with both ReLUs on a chunk of the expansion's pre-activation (mmmila/ops/downsample.py)
 //   dwconv_s2_relu_backward(grad, a, weight, bias, pad_top) -> (da, dweight, dbias)
-//   gelu_grad_(h, da, a!, dh!): a = gelu(h) and dh = da gelu'(h), exact GELU, for the backward of
-//       GELU + fc2 (mmmila/ops/linear_chains.py)
+//   gelu_grad_(h, a!, dh!): a = gelu(h) and dh = dh gelu'(h) (dh holds dL/da on entry), exact GELU,
+//       for the backward of GELU + fc2 (mmmila/ops/linear_chains.py)
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
@@ -358,13 +358,14 @@ struct S2GradIn {
 };
 
 // ---- the MLP's GELU in the backward of GELU + fc2 (mmmila/ops/linear_chains.py) ------------------------
-// From the hidden pre-activation h and dL/da (a = gelu(h), fc2's input): a itself (for fc2's weight
-// gradient) and dL/dh = dL/da gelu'(h), exact GELU: gelu(h) = h Phi(h), gelu'(h) = Phi(h) + h phi(h),
-// Phi the normal distribution function, phi its density. One pass over (rows, C) contiguous tensors.
+// From the hidden pre-activation h and dL/da (a = gelu(h), fc2's input), held in dh: a itself (for fc2's
+// weight gradient) and dL/dh = dL/da gelu'(h) in place of dL/da, exact GELU: gelu(h) = h Phi(h),
+// gelu'(h) = Phi(h) + h phi(h), Phi the normal distribution function, phi its density. One pass over
+// (rows, C) contiguous tensors.
 template <typename T>
 struct GeluGrad {
   int64_t rows, C;
-  const T *h, *da;
+  const T* h;
   T *a, *dh;
   Grid grid() const { return {1, rows, C, C}; }
 
@@ -374,7 +375,7 @@ struct GeluGrad {
     const V cdf = splat<V>(0.5) * (splat<V>(1.0) + erf_lanes(x * splat<V>(0.70710678118654752)));
     const V pdf = exp_lanes(splat<V>(-0.5) * x * x) * splat<V>(0.39894228040143268);
     store(a + o, x * cdf);
-    store(dh + o, load<V>(da + o) * (cdf + x * pdf));
+    store(dh + o, load<V>(dh + o) * (cdf + x * pdf));
   }
 };
 
@@ -558,20 +559,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dwconv_s2_relu_backward(
   return {da, dw, db};
 }
 
-void gelu_grad_(const at::Tensor& h, const at::Tensor& da, const at::Tensor& a, const at::Tensor& dh) {
+void gelu_grad_(const at::Tensor& h, const at::Tensor& a, const at::Tensor& dh) {
   TORCH_CHECK(h.device().is_cpu() && h.dim() == 2 && h.is_contiguous(),
               "mmmila_cpu.gelu_grad_: h must be contiguous CPU rows (n, C), got ", h.sizes());
   TORCH_CHECK(h.scalar_type() == at::kFloat || h.scalar_type() == at::kDouble,
               "mmmila_cpu.gelu_grad_: float32 or float64 only, got ", h.scalar_type());
-  for (const at::Tensor* t : {&da, &a, &dh})
+  for (const at::Tensor* t : {&a, &dh})
     TORCH_CHECK(t->sizes() == h.sizes() && t->scalar_type() == h.scalar_type() && t->is_contiguous() &&
                     t->device().is_cpu(),
-                "mmmila_cpu.gelu_grad_: da, a and dh must be contiguous CPU tensors like h");
+                "mmmila_cpu.gelu_grad_: a and dh must be contiguous CPU tensors like h");
   if (h.numel() == 0) return;
   AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "mmmila_cpu.gelu_grad_", [&] {
     using T = scalar_t;
-    run_pass(GeluGrad<T>{h.size(0), h.size(1), h.data_ptr<T>(), da.data_ptr<T>(), a.data_ptr<T>(),
-                         dh.data_ptr<T>()});
+    run_pass(GeluGrad<T>{h.size(0), h.size(1), h.data_ptr<T>(), a.data_ptr<T>(), dh.data_ptr<T>()});
   });
 }
 
@@ -585,7 +585,7 @@ TORCH_LIBRARY(mmmila_cpu, m) {
   m.def("dwconv_s2_relu(Tensor a, Tensor weight, Tensor bias, bool pad_top) -> Tensor");
   m.def("dwconv_s2_relu_backward(Tensor grad, Tensor a, Tensor weight, Tensor bias, bool pad_top) "
         "-> (Tensor, Tensor, Tensor)");
-  m.def("gelu_grad_(Tensor h, Tensor da, Tensor(a!) a, Tensor(b!) dh) -> ()");
+  m.def("gelu_grad_(Tensor h, Tensor(a!) a, Tensor(b!) dh) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(mmmila_cpu, CPU, m) {
