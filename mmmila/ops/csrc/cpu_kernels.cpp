@@ -157,7 +157,10 @@ struct GradPre {
   Map m;
   Grid grid() const { return {m.B, m.H, m.C, m.W * m.C}; }
   const T *grad, *x, *k, *bias, *residual, *gate;
-  T *gp, *gsum, *dresidual, *dgate;   // gsum: the gradient of the sum before the gate (for the skip)
+  // gsum: the gradient of the sum before the gate (for the skip). With a gate, that is also the
+  // residual's gradient, and without SiLU gp too: such twins share one buffer, written once (the
+  // others' pointers are null).
+  T *gp, *gsum, *dresidual, *dgate;
   bool skip, silu;
 
   template <typename V> MMMILA_INLINE void run(int64_t b, int64_t h, int64_t c) const {
@@ -171,7 +174,7 @@ struct GradPre {
         const V z = load<V>(gate + o), sz = sigmoid(z);
         store(dgate + o, g * s * silu_grad(z, sz));
         g = g * z * sz;
-        if (residual) store(dresidual + o, g);
+        if (dresidual) store(dresidual + o, g);
         if (gsum) store(gsum + o, g);
       }
       store(gp + o, silu ? g * silu_grad(p, sp) : g);
@@ -179,31 +182,15 @@ struct GradPre {
   }
 };
 
-// Pass 2: dx = the transposed stencil of gp (the stencil with the taps reversed) + the skip's share.
+// Pass 2: dx = the transposed stencil of gp (the stencil with the taps reversed) + the skip's share;
+// and, as gp's row is at hand, per map row the nine taps' and the bias's gradients: the sum over the
+// row's columns of gp times x at the tap's offset (rows (B H, 10, C), summed afterwards).
 template <typename T>
-struct GradInput {
+struct GradInputWeight {
   Map m;
   Grid grid() const { return {m.B, m.H, m.C, m.W * m.C}; }
-  const T *gp, *k_reversed, *skip_grad;
-  T* dx;
-
-  template <typename V> MMMILA_INLINE void run(int64_t b, int64_t h, int64_t c) const {
-    const T* no_bias = nullptr;
-    stencil_row<V>(m, gp, k_reversed, no_bias, b, h, c, [&](int64_t, int64_t o, V d) MMMILA_INLINE_LAMBDA {
-      if (skip_grad) d += load<V>(skip_grad + o);
-      store(dx + o, d);
-    });
-  }
-};
-
-// Pass 3: per map row, the nine taps' and the bias's gradients: sum over the row's columns of gp times
-// x at the tap's offset; rows (B H, 10, C) are summed afterwards.
-template <typename T>
-struct GradWeight {
-  Map m;
-  Grid grid() const { return {m.B, m.H, m.C, m.W * m.C}; }
-  const T *gp, *x;
-  T* rows;
+  const T *gp, *k_reversed, *skip_grad, *x;
+  T *dx, *rows;
 
   template <typename V> MMMILA_INLINE void run(int64_t b, int64_t h, int64_t c) const {
     const T* xr[3];
@@ -212,9 +199,11 @@ struct GradWeight {
       xr[i] = (hh < 0 || hh >= m.H) ? nullptr : x + ((b * m.H + hh) * m.W) * m.C + c;
     }
     V acc[10] = {};
-    const T* g = gp + ((b * m.H + h) * m.W) * m.C + c;
-    for (int64_t w = 0; w < m.W; ++w) {
-      const V gv = load<V>(g + w * m.C);
+    const T* no_bias = nullptr;
+    stencil_row<V>(m, gp, k_reversed, no_bias, b, h, c, [&](int64_t w, int64_t o, V d) MMMILA_INLINE_LAMBDA {
+      if (skip_grad) d += load<V>(skip_grad + o);
+      store(dx + o, d);
+      const V gv = load<V>(gp + o);
       acc[9] += gv;
       for (int i = 0; i < 3; ++i) {
         const T* r = xr[i];
@@ -223,7 +212,7 @@ struct GradWeight {
         acc[3 * i + 1] += gv * load<V>(r + w * m.C);
         if (w + 1 < m.W) acc[3 * i + 2] += gv * load<V>(r + (w + 1) * m.C);
       }
-    }
+    });
     T* dst = rows + (b * m.H + h) * 10 * m.C + c;
     for (int q = 0; q < 10; ++q) store(dst + q * m.C, acc[q]);
   }
@@ -389,10 +378,8 @@ MMMILA_PASS(Forward, float)
 MMMILA_PASS(Forward, double)
 MMMILA_PASS(GradPre, float)
 MMMILA_PASS(GradPre, double)
-MMMILA_PASS(GradInput, float)
-MMMILA_PASS(GradInput, double)
-MMMILA_PASS(GradWeight, float)
-MMMILA_PASS(GradWeight, double)
+MMMILA_PASS(GradInputWeight, float)
+MMMILA_PASS(GradInputWeight, double)
 MMMILA_PASS(S2Forward, float)
 MMMILA_PASS(S2Forward, double)
 MMMILA_PASS(S2GradOut, float)
@@ -486,10 +473,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dwconv_to
   at::Tensor dgate = with_gate ? at::empty_like(x) : x.new_empty({0});
   if (x.numel() == 0)
     return {dx, at::zeros_like(weight), at::zeros_like(bias), dres, dgate};
-  // gp is grad itself when nothing comes between the convolution and the output
+  // gp is grad itself when nothing comes between the convolution and the output; with a gate, the
+  // gradient of the sum before it is dL/dresidual, and without SiLU gp and the skip's gradient too:
+  // one buffer (the fewer fresh buffers, the fewer page faults)
   const bool same = !with_gate && !silu;
-  at::Tensor gp = same ? grad : at::empty_like(x);
-  at::Tensor gsum = with_gate && skip ? at::empty_like(x) : at::Tensor();
+  const bool res_twins = with_gate && with_res;
+  at::Tensor gp = same ? grad : (res_twins && !silu ? dres : at::empty_like(x));
+  at::Tensor gsum = with_gate && skip ? (res_twins ? dres : at::empty_like(x)) : at::Tensor();
   at::Tensor rows = at::empty({m.B * m.H, 10, m.C}, x.options());
   const at::Tensor k = taps(weight, x, false), kr = taps(weight, x, true);
   const at::Tensor b = bias.to(x.scalar_type()).contiguous();
@@ -498,12 +488,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dwconv_to
     if (!same)
       run_pass(GradPre<T>{m, grad.data_ptr<T>(), x.data_ptr<T>(), k.data_ptr<T>(), b.data_ptr<T>(),
                           ptr<T>(residual), ptr<T>(gate), gp.data_ptr<T>(),
-                          gsum.defined() ? gsum.data_ptr<T>() : nullptr,
-                          with_gate && with_res ? dres.data_ptr<T>() : nullptr,
+                          gsum.defined() && !gsum.is_same(gp) ? gsum.data_ptr<T>() : nullptr,
+                          res_twins && !dres.is_same(gp) && !dres.is_same(gsum) ? dres.data_ptr<T>() : nullptr,
                           with_gate ? dgate.data_ptr<T>() : nullptr, skip, silu});
     const T* skip_grad = !skip ? nullptr : (with_gate ? gsum.data_ptr<T>() : grad.data_ptr<T>());
-    run_pass(GradInput<T>{m, gp.data_ptr<T>(), kr.data_ptr<T>(), skip_grad, dx.data_ptr<T>()});
-    run_pass(GradWeight<T>{m, gp.data_ptr<T>(), x.data_ptr<T>(), rows.data_ptr<T>()});
+    run_pass(GradInputWeight<T>{m, gp.data_ptr<T>(), kr.data_ptr<T>(), skip_grad, x.data_ptr<T>(),
+                                dx.data_ptr<T>(), rows.data_ptr<T>()});
   });
   auto [dw, db] = tap_gradients(rows, weight, bias);
   return {dx, dw, db, dres, dgate};
