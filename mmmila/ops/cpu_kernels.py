@@ -8,8 +8,9 @@ float32 and float64 (docs/kernels.md, "Compiled CPU kernels"):
 - ``dwconv_tokens`` and ``dwconv_tokens_backward``: the depthwise 3x3 convolution on tokens with its
   epilogue (:mod:`mmmila.ops.dwconv`). oneDNN's depthwise convolution has a fixed cost of 100-200 us
   a call; MILA-T's training step makes 144 of these calls and their backwards.
-- ``dwconv_s2_relu`` and ``dwconv_s2_relu_backward``: the Downsample's stride-2 depthwise
-  convolution between its two ReLUs, on a chunk of the expanded map (:mod:`mmmila.ops.downsample`).
+- ``dwconv_s2_relu`` and ``dwconv_s2_relu_backward_``: the Downsample's stride-2 depthwise
+  convolution between its two ReLUs, on a chunk of the expanded map (:mod:`mmmila.ops.downsample`);
+  the backward writes dL/da over the chunk's expansion a.
 - ``linear_attention`` and ``linear_attention_backward``: MILA's linear attention, the chunked passes
   of :mod:`mmmila.ops.cpu_fused` with the feature map, RoPE and the normaliser (and their gradients)
   in one elementwise pass before each matrix product and one after it (``csrc/attention.cpp``).

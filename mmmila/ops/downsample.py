@@ -86,16 +86,23 @@ def _chunk_rows(batch: int, width: int, hidden: int, out_rows: int, device: torc
 
 
 def _expansion_rows(x_map: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, first: int,
-                    last: int) -> torch.Tensor:
+                    last: int, buffer: torch.Tensor | None = None) -> torch.Tensor:
     """The expansion before its ReLU of input rows [max(first, 0), last] of x_map (B, H, W, C):
-    (B, rows, W, hidden), a fresh contiguous tensor."""
-    return F.linear(x_map[:, max(first, 0):last + 1], weight, bias)
+    (B, rows, W, hidden), contiguous; written into the front of ``buffer`` (a flat tensor of x's dtype,
+    reused by every chunk of a call) when given."""
+    rows = x_map[:, max(first, 0):last + 1]
+    if buffer is None or buffer.dtype != x_map.dtype:
+        return F.linear(rows, weight, bias)
+    shape = (*rows.shape[:-1], weight.shape[0])
+    out = buffer[:rows[..., 0].numel() * weight.shape[0]].view(shape)
+    torch.addmm(bias.to(weight.dtype), rows.reshape(-1, rows.shape[-1]), weight.t(), out=out.view(-1, shape[-1]))
+    return out
 
 
 def _expanded_rows(x_map: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, first: int,
-                   last: int) -> torch.Tensor:
+                   last: int, buffer: torch.Tensor | None = None) -> torch.Tensor:
     """relu(expand) of input rows [max(first, 0), last] of x_map, in place on :func:`_expansion_rows`."""
-    return F.relu_(_expansion_rows(x_map, weight, bias, first, last))
+    return F.relu_(_expansion_rows(x_map, weight, bias, first, last, buffer))
 
 
 def _dwconv(e: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, first: int) -> torch.Tensor:
@@ -106,20 +113,23 @@ def _dwconv(e: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, first: in
                     groups=weight.shape[0])
 
 
-def _forward_rows(x_map, expand_weight, expand_bias, dw_weight, dw_bias, r0: int, r1: int) -> torch.Tensor:
-    """Output rows [r0, r1) as (B, r1 - r0, W/2, hidden) (a view of a channels-last map)."""
-    e = _expanded_rows(x_map, expand_weight, expand_bias, 2 * r0 - 1, 2 * r1 - 1)
+def _forward_rows(x_map, expand_weight, expand_bias, dw_weight, dw_bias, r0: int, r1: int,
+                  buffer: torch.Tensor | None = None) -> torch.Tensor:
+    """Output rows [r0, r1) as (B, r1 - r0, W/2, hidden) (a view of a channels-last map); the chunk's
+    expansion in ``buffer`` (see :func:`_expansion_rows`)."""
+    e = _expanded_rows(x_map, expand_weight, expand_bias, 2 * r0 - 1, 2 * r1 - 1, buffer)
     return F.relu_(_dwconv(e, channels_last_depthwise(dw_weight), dw_bias, 2 * r0 - 1)).permute(0, 2, 3, 1)
 
 
-def _backward_rows(g_map, x_map, expand_weight, expand_bias, dw_weight, dw_bias, r0: int, r1: int):
+def _backward_rows(g_map, x_map, expand_weight, expand_bias, dw_weight, dw_bias, r0: int, r1: int,
+                   buffer: torch.Tensor | None = None):
     """For output rows [r0, r1): dL/da of the input rows [max(2 r0 - 1, 0), 2 r1 - 1] they read (a the
     expansion before its ReLU), (B, rows, W, hidden), and the depthwise weight's and bias's gradients
-    from these rows."""
+    from these rows; the chunk's expansion in ``buffer`` (see :func:`_expansion_rows`)."""
     w2 = channels_last_depthwise(dw_weight)
     hidden = w2.shape[0]
     first = 2 * r0 - 1
-    e = _expanded_rows(x_map, expand_weight, expand_bias, first, 2 * r1 - 1)
+    e = _expanded_rows(x_map, expand_weight, expand_bias, first, 2 * r1 - 1, buffer)
     p = _dwconv(e, w2, dw_bias, first)
     gp = torch.ops.aten.threshold_backward(g_map[:, r0:r1].permute(0, 3, 1, 2), p, 0)
     de, dw, db = torch.ops.aten.convolution_backward(
@@ -128,31 +138,45 @@ def _backward_rows(g_map, x_map, expand_weight, expand_bias, dw_weight, dw_bias,
     return torch.ops.aten.threshold_backward(de.permute(0, 2, 3, 1), e, 0), dw, db
 
 
-def _compiled_forward_rows(x_map, expand_weight, expand_bias, dw_weight, dw_bias, r0: int, r1: int):
+def _compiled_forward_rows(x_map, expand_weight, expand_bias, dw_weight, dw_bias, r0: int, r1: int,
+                           buffer: torch.Tensor | None = None):
     """:func:`_forward_rows` by the compiled CPU kernel: the expansion's ReLU, the convolution and its
     ReLU in one pass over the chunk (:mod:`.cpu_kernels`)."""
     first = 2 * r0 - 1
-    a = _expansion_rows(x_map, expand_weight, expand_bias, first, 2 * r1 - 1)
+    a = _expansion_rows(x_map, expand_weight, expand_bias, first, 2 * r1 - 1, buffer)
     return torch.ops.mmmila_cpu.dwconv_s2_relu(a, dw_weight, dw_bias, first < 0)
 
 
-def _compiled_backward_rows(g_map, x_map, expand_weight, expand_bias, dw_weight, dw_bias, r0: int, r1: int):
-    """:func:`_backward_rows` by the compiled CPU kernel (both ReLUs' gradients inside its passes)."""
+def _compiled_backward_rows(g_map, x_map, expand_weight, expand_bias, dw_weight, dw_bias, r0: int, r1: int,
+                            buffer: torch.Tensor | None = None):
+    """:func:`_backward_rows` by the compiled CPU kernel (both ReLUs' gradients inside its passes; dL/da
+    written over the expansion, in ``buffer`` when given)."""
     first = 2 * r0 - 1
-    a = _expansion_rows(x_map, expand_weight, expand_bias, first, 2 * r1 - 1)
-    return torch.ops.mmmila_cpu.dwconv_s2_relu_backward(g_map[:, r0:r1].contiguous(), a, dw_weight, dw_bias,
-                                                        first < 0)
+    a = _expansion_rows(x_map, expand_weight, expand_bias, first, 2 * r1 - 1, buffer)
+    dw, db = torch.ops.mmmila_cpu.dwconv_s2_relu_backward_(g_map[:, r0:r1].contiguous(), a, dw_weight, dw_bias,
+                                                           first < 0)
+    return a, dw, db
 
 
 class RowKernels(NamedTuple):
     """What computes a chunk of output rows: forward (B, rows, W/2, hidden) and backward (dL/da, the
-    depthwise weight's and bias's gradients), as :func:`_forward_rows` / :func:`_backward_rows`."""
+    depthwise weight's and bias's gradients), as :func:`_forward_rows` / :func:`_backward_rows`; both
+    take the call's expansion buffer (:func:`_chunk_buffer`) last."""
     forward: Callable
     backward: Callable
 
 
 PYTORCH_ROWS = RowKernels(_forward_rows, _backward_rows)
 COMPILED_ROWS = RowKernels(_compiled_forward_rows, _compiled_backward_rows)
+
+
+def _chunk_buffer(x: torch.Tensor, rows: int, H: int, W: int, hidden: int) -> torch.Tensor | None:
+    """One flat buffer for the expansion of a chunk of ``rows`` output rows (2 rows + 1 input rows),
+    reused by every chunk of a call: one allocation per call, not per chunk (a fresh tensor of this
+    size is fresh pages, a page fault per 4 KiB). None when one chunk holds the map."""
+    if 2 * rows >= H:
+        return None
+    return x.new_empty(x.shape[0] * (2 * rows + 1) * W * hidden)
 
 
 def expand_dwconv_forward(x: torch.Tensor, expand_weight: torch.Tensor, expand_bias: torch.Tensor,
@@ -173,9 +197,11 @@ def expand_dwconv_forward(x: torch.Tensor, expand_weight: torch.Tensor, expand_b
             B, Ho * Wo, hidden)
     out = torch.empty((B, Ho * Wo, hidden), dtype=x.dtype, device=x.device)
     out_map = out.view(B, Ho, Wo, hidden)
+    buffer = _chunk_buffer(x, rows, H, W, hidden)
     for r0 in range(0, Ho, rows):
         r1 = min(r0 + rows, Ho)
-        out_map[:, r0:r1] = kernels.forward(x_map, expand_weight, expand_bias, dw_weight, dw_bias, r0, r1)
+        out_map[:, r0:r1] = kernels.forward(x_map, expand_weight, expand_bias, dw_weight, dw_bias, r0, r1,
+                                            buffer)
     return out
 
 
@@ -209,20 +235,26 @@ def expand_dwconv_backward(grad: torch.Tensor, x: torch.Tensor, expand_weight: t
     dw2 = torch.zeros((hidden, 1, 3, 3), dtype=acc, device=x.device)
     db2 = torch.zeros(dw_bias.shape, dtype=acc, device=x.device)
     dx_map = dx.view(B, H, W, C)
+    buffer = _chunk_buffer(x, rows, H, W, hidden)
     carry = None   # dL/da of the last input row of the previous chunk (shared with this one)
     for r0 in range(0, Ho, rows):
         r1 = min(r0 + rows, Ho)
-        da, dw, db = kernels.backward(g_map, x_map, expand_weight, expand_bias, dw_weight, dw_bias, r0, r1)
+        da, dw, db = kernels.backward(g_map, x_map, expand_weight, expand_bias, dw_weight, dw_bias, r0, r1,
+                                      buffer)
         dw2 += dw.reshape(dw2.shape)
         db2 += db
         if carry is not None:
             da[:, 0] += carry
-        if r1 < Ho:   # the last row is finished by the next chunk
+        if r1 < Ho:   # the last row is finished by the next chunk (da may be the buffer: copy it out)
             carry = da[:, -1].clone()
             da = da[:, :-1]
         lo, n = max(2 * r0 - 1, 0), da.shape[1]
         da = da.reshape(-1, hidden)
-        dx_map[:, lo:lo + n] = da.mm(expand_weight).view(B, n, W, C)
+        rows_dx = dx_map[:, lo:lo + n]
+        if rows_dx.is_contiguous() and da.dtype == dx.dtype:   # straight into dx (one image)
+            torch.mm(da, expand_weight, out=rows_dx.view(-1, C))
+        else:
+            rows_dx.copy_(da.mm(expand_weight).view(B, n, W, C))
         dw1 += da.t().mm(x_map[:, lo:lo + n].reshape(-1, C))
         db1 += da.sum(0)
     return grads(dx, dw1, db1, dw2, db2)

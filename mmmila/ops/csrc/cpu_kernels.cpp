@@ -25,7 +25,7 @@
 //           dgate (empty unless gate))
 //   dwconv_s2_relu(a, weight, bias, pad_top) -> out: the Downsample's stride-2 depthwise convolution
 //       with both ReLUs on a chunk of the expansion's pre-activation (mmmila/ops/downsample.py)
-//   dwconv_s2_relu_backward(grad, a, weight, bias, pad_top) -> (da, dweight, dbias)
+//   dwconv_s2_relu_backward_(grad, a!, weight, bias, pad_top) -> (dweight, dbias), da written over a
 //   gelu_grad_(h, a!, dh!): a = gelu(h) and dh = dh gelu'(h) (dh holds dL/da on entry), exact GELU,
 //       for the backward of GELU + fc2 (mmmila/ops/linear_chains.py)
 #include <torch/extension.h>
@@ -312,7 +312,7 @@ template <typename T>
 struct S2GradIn {
   S2Map m;
   const T *gp, *a, *k;
-  T* da;
+  T* da;   // may be a itself
   Grid grid() const { return {m.B, m.R, m.C, m.W * m.C}; }
 
   template <typename V> MMMILA_INLINE void run(int64_t b, int64_t t, int64_t c) const {
@@ -525,28 +525,30 @@ at::Tensor dwconv_s2_relu(const at::Tensor& a, const at::Tensor& weight, const a
   return out;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> dwconv_s2_relu_backward(
-    const at::Tensor& grad, const at::Tensor& a, const at::Tensor& weight, const at::Tensor& bias,
-    bool pad_top) {
+// dL/da is written over a (pass 2 reads a only at the element it writes): the chunk's expansion
+// needs no second buffer.
+std::tuple<at::Tensor, at::Tensor> dwconv_s2_relu_backward_(const at::Tensor& grad, const at::Tensor& a,
+                                                            const at::Tensor& weight, const at::Tensor& bias,
+                                                            bool pad_top) {
   const S2Map m = check_s2(a, weight, bias, pad_top);
   TORCH_CHECK(grad.is_contiguous() && grad.scalar_type() == a.scalar_type() &&
                   grad.sizes() == at::IntArrayRef({m.B, m.Ro, m.Wo, m.C}),
-              "mmmila_cpu.dwconv_s2_relu_backward: grad must be contiguous, in a's dtype, of the output's "
+              "mmmila_cpu.dwconv_s2_relu_backward_: grad must be contiguous, in a's dtype, of the output's "
               "shape ", at::IntArrayRef({m.B, m.Ro, m.Wo, m.C}), ", got ", grad.sizes());
-  if (grad.numel() == 0 || a.numel() == 0)
-    return {at::zeros_like(a), at::zeros_like(weight), at::zeros_like(bias)};
-  at::Tensor da = at::empty_like(a);   // S2GradIn writes every element
+  if (grad.numel() == 0 || a.numel() == 0) {
+    a.zero_();
+    return {at::zeros_like(weight), at::zeros_like(bias)};
+  }
   at::Tensor gp = at::empty_like(grad);
   at::Tensor rows = at::empty({m.B * m.Ro, 10, m.C}, a.options());
   const at::Tensor k = taps(weight, a, false), b = bias.to(a.scalar_type()).contiguous();
-  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "mmmila_cpu.dwconv_s2_relu_backward", [&] {
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "mmmila_cpu.dwconv_s2_relu_backward_", [&] {
     using T = scalar_t;
     run_pass(S2GradOut<T>{m, grad.data_ptr<T>(), a.data_ptr<T>(), k.data_ptr<T>(), b.data_ptr<T>(),
                           gp.data_ptr<T>(), rows.data_ptr<T>()});
-    run_pass(S2GradIn<T>{m, gp.data_ptr<T>(), a.data_ptr<T>(), k.data_ptr<T>(), da.data_ptr<T>()});
+    run_pass(S2GradIn<T>{m, gp.data_ptr<T>(), a.data_ptr<T>(), k.data_ptr<T>(), a.data_ptr<T>()});
   });
-  auto [dw, db] = tap_gradients(rows, weight, bias);
-  return {da, dw, db};
+  return tap_gradients(rows, weight, bias);
 }
 
 void gelu_grad_(const at::Tensor& h, const at::Tensor& a, const at::Tensor& dh) {
@@ -573,8 +575,8 @@ TORCH_LIBRARY(mmmila_cpu, m) {
   m.def("dwconv_tokens_backward(Tensor grad, Tensor x, Tensor weight, Tensor bias, int height, int width, "
         "Tensor? residual, Tensor? gate, bool skip, bool silu) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def("dwconv_s2_relu(Tensor a, Tensor weight, Tensor bias, bool pad_top) -> Tensor");
-  m.def("dwconv_s2_relu_backward(Tensor grad, Tensor a, Tensor weight, Tensor bias, bool pad_top) "
-        "-> (Tensor, Tensor, Tensor)");
+  m.def("dwconv_s2_relu_backward_(Tensor grad, Tensor(a!) a, Tensor weight, Tensor bias, bool pad_top) "
+        "-> (Tensor, Tensor)");
   m.def("gelu_grad_(Tensor h, Tensor(a!) a, Tensor(b!) dh) -> ()");
 }
 
@@ -582,7 +584,7 @@ TORCH_LIBRARY_IMPL(mmmila_cpu, CPU, m) {
   m.impl("dwconv_tokens", &dwconv_tokens);
   m.impl("dwconv_tokens_backward", &dwconv_tokens_backward);
   m.impl("dwconv_s2_relu", &dwconv_s2_relu);
-  m.impl("dwconv_s2_relu_backward", &dwconv_s2_relu_backward);
+  m.impl("dwconv_s2_relu_backward_", &dwconv_s2_relu_backward_);
   m.impl("gelu_grad_", &gelu_grad_);
 }
 
