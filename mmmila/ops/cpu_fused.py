@@ -81,7 +81,8 @@ def _pair_tables(height: int, width: int, channels: int, device: torch.device,
 
 
 def _compiled_tables(hw: tuple[int, int], channels: int, device: torch.device, dtype: torch.dtype):
-    build = _pair_tables.__wrapped__ if capturing_graph() else _pair_tables   # as :func:`_tables`
+    """:func:`_pair_tables` for this call, cached but while a graph is captured (as :func:`_tables`)."""
+    build = _pair_tables.__wrapped__ if capturing_graph() else _pair_tables
     return build(hw[0], hw[1], channels, device, dtype)
 
 
