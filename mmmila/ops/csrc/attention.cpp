@@ -293,8 +293,12 @@ at::Tensor heads(const at::Tensor& x, int64_t nh) { return x.view({x.size(0), nh
 // out = a b, batched over heads, into the view out (ATen's bmm_out takes an lvalue)
 void bmm_into(at::Tensor out, const at::Tensor& a, const at::Tensor& b) { at::bmm_out(out, a, b); }
 
+// blocks of kBlock tokens that cover n tokens
+MMMILA_INLINE int64_t blocks(int64_t n) { return (n + kBlock - 1) / kBlock; }
+
 struct Shape {
   int64_t B, N, C, nh, d, H, W, chunk_rows;
+  int64_t chunk_tokens() const { return std::min(chunk_rows, H) * W; }   // of the largest chunk
 };
 
 Shape check(const char* op, const at::Tensor& qk, const at::Tensor& v, const at::Tensor& row_table,
@@ -323,13 +327,13 @@ Shape check(const char* op, const at::Tensor& qk, const at::Tensor& v, const at:
   return {B, N, C, num_heads, C / num_heads, H, W, chunk_rows};
 }
 
-// The chunks of whole rows: f(chunk) with the chunk's geometry filled in.
+// The chunks of whole rows: f(chunk) with the chunk's geometry filled in (buffers of chunk_tokens()).
 template <typename T, typename F>
-void for_chunks(const Shape& s, const at::Tensor& row_table, const at::Tensor& col_table, int64_t bn, F f) {
+void for_chunks(const Shape& s, const at::Tensor& row_table, const at::Tensor& col_table, F f) {
   for (int64_t r0 = 0; r0 < s.H; r0 += s.chunk_rows) {
     const int64_t n = (std::min(r0 + s.chunk_rows, s.H) - r0) * s.W;
-    f(Chunk<T>{s.B, s.N, s.C, s.nh, s.d, s.W, r0 * s.W, n, bn, (n + kBlock - 1) / kBlock,
-               row_table.data_ptr<T>(), col_table.data_ptr<T>()});
+    f(Chunk<T>{s.B, s.N, s.C, s.nh, s.d, s.W, r0 * s.W, n, s.chunk_tokens(), blocks(n), row_table.data_ptr<T>(),
+               col_table.data_ptr<T>()});
   }
 }
 
@@ -341,14 +345,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_attention(const at::Tensor
   at::Tensor out = at::empty_like(v);
   at::Tensor S = at::zeros({s.B, s.nh, s.d, s.d}, v.options());
   if (s.B == 0 || s.N == 0) return {out, S, at::zeros({s.B, s.nh, s.d}, v.options())};
-  const int64_t bn = std::min(s.chunk_rows, s.H) * s.W;
-  at::Tensor buf = at::empty({s.B, bn, s.C}, v.options());
-  at::Tensor sums = at::empty({s.B, (bn + kBlock - 1) / kBlock, s.C}, v.options());
+  at::Tensor buf = at::empty({s.B, s.chunk_tokens(), s.C}, v.options());
+  at::Tensor sums = at::empty({s.B, blocks(s.chunk_tokens()), s.C}, v.options());
   at::Tensor ksum = at::zeros({s.B, s.C}, v.options().dtype(at::kDouble));
   at::Tensor m;
   AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "mmmila_cpu.linear_attention", [&] {
     using T = scalar_t;
-    for_chunks<T>(s, row_table, col_table, bn, [&](const Chunk<T>& a) {   // pass 1: S and sum(phi(k))
+    for_chunks<T>(s, row_table, col_table, [&](const Chunk<T>& a) {   // pass 1: S and sum(phi(k))
       run(RotateK<T>{a, qk.data_ptr<T>(), buf.data_ptr<T>(), sums.data_ptr<T>()});
       add_sums(a, sums, ksum);
       for (int64_t b = 0; b < s.B; ++b)
@@ -358,7 +361,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_attention(const at::Tensor
     S.div_(s.N);
     m = ksum.div_(s.N).to(v.scalar_type());
     const T* mp = m.data_ptr<T>();
-    for_chunks<T>(s, row_table, col_table, bn, [&](const Chunk<T>& a) {   // pass 2: out = (z R q) S
+    for_chunks<T>(s, row_table, col_table, [&](const Chunk<T>& a) {   // pass 2: out = (z R q) S
       run(RotateQ<T>{a, qk.data_ptr<T>(), mp, buf.data_ptr<T>(), nullptr, nullptr, nullptr});
       for (int64_t b = 0; b < s.B; ++b)
         bmm_into(heads(out[b].narrow(0, a.t0, a.n), s.nh), heads(buf[b].narrow(0, 0, a.n), s.nh), S[b]);
@@ -385,16 +388,15 @@ std::tuple<at::Tensor, at::Tensor> linear_attention_backward(
                 ": the gradients of S and m must be in v's dtype");
   at::Tensor dqk = at::empty_like(qk), dv = at::empty_like(v);
   if (s.B == 0 || s.N == 0) return {dqk, dv};
-  const int64_t bn = std::min(s.chunk_rows, s.H) * s.W;
-  at::Tensor qr = at::empty({s.B, bn, s.C}, v.options()), gz = at::empty_like(qr);
-  at::Tensor z = at::empty({s.B, bn, s.nh}, v.options());
-  at::Tensor sums = at::empty({s.B, (bn + kBlock - 1) / kBlock, s.C}, v.options());
+  at::Tensor qr = at::empty({s.B, s.chunk_tokens(), s.C}, v.options()), gz = at::empty_like(qr);
+  at::Tensor z = at::empty({s.B, s.chunk_tokens(), s.nh}, v.options());
+  at::Tensor sums = at::empty({s.B, blocks(s.chunk_tokens()), s.C}, v.options());
   at::Tensor dS = at::zeros_like(S), dm = at::zeros({s.B, s.C}, v.options().dtype(at::kDouble));
   const at::Tensor St = S.transpose(-1, -2);
   AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "mmmila_cpu.linear_attention_backward", [&] {
     using T = scalar_t;
     const T* mp = m.data_ptr<T>();
-    for_chunks<T>(s, row_table, col_table, bn, [&](const Chunk<T>& a) {   // pass A: dS, dm and dL/dq
+    for_chunks<T>(s, row_table, col_table, [&](const Chunk<T>& a) {   // pass A: dS, dm and dL/dq
       run(RotateQ<T>{a, qk.data_ptr<T>(), mp, qr.data_ptr<T>(), grad.data_ptr<T>(), gz.data_ptr<T>(),
                      z.data_ptr<T>()});
       for (int64_t b = 0; b < s.B; ++b) {
@@ -411,7 +413,7 @@ std::tuple<at::Tensor, at::Tensor> linear_attention_backward(
     dS.div_(s.N);
     const at::Tensor dmN = dm.div_(s.N).to(v.scalar_type());
     const at::Tensor dSt = dS.transpose(-1, -2);
-    for_chunks<T>(s, row_table, col_table, bn, [&](const Chunk<T>& a) {   // pass B: dL/dk and dL/dv
+    for_chunks<T>(s, row_table, col_table, [&](const Chunk<T>& a) {   // pass B: dL/dk and dL/dv
       run(RotateK<T>{a, qk.data_ptr<T>(), qr.data_ptr<T>(), nullptr});
       for (int64_t b = 0; b < s.B; ++b) {
         bmm_into(heads(dv[b].narrow(0, a.t0, a.n), s.nh), heads(qr[b].narrow(0, 0, a.n), s.nh), dS[b]);
